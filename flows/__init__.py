@@ -1,0 +1,1 @@
+"""bakery flows: the image pipeline and its schedules, and the ``bake`` command."""

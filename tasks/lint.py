@@ -1,0 +1,323 @@
+"""Static checks of a Packer HCL2 template set: the seed's "common gotchas", each with file and line.
+
+The templates are parsed with python-hcl2's lark grammar (which keeps line numbers) into a small
+``Block`` model; each rule is a plain function over the builds and sources of the set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hcl2
+from lark import Token, Tree
+from lark.exceptions import UnexpectedInput
+
+from tasks.errors import UsageError
+
+CLOUD_BUILDERS = ("amazon-ebs", "azure-arm", "googlecompute")
+# Where each builder keeps the tags/labels that carry an image's version.
+VERSION_TAG_FIELDS = {
+    "amazon-ebs": "tags",
+    "azure-arm": "azure_tags",
+    "googlecompute": "image_labels",
+}
+CLOUD_INIT_MARKERS = (
+    "/var/lib/cloud/instance/boot-finished",
+    "cloud-init status --wait",
+)
+CLEANUP_MARKERS = (
+    "apt-get clean",
+    "yum clean",
+    "dnf clean",
+    "rm -rf /tmp/",
+    ".bash_history",
+)
+
+
+@dataclass(frozen=True)
+class Attr:
+    line: int
+    text: str
+    strings: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+@dataclass
+class Block:
+    type: str
+    labels: tuple[str, ...]
+    file: Path
+    line: int
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+
+    def children(self, block_type: str) -> list[Block]:
+        return [b for b in self.blocks if b.type == block_type]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: Path
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message} [{self.rule}]"
+
+
+@dataclass
+class TemplateSet:
+    """Every top-level block of a directory's ``*.pkr.hcl`` files."""
+
+    directory: Path
+    blocks: list[Block]
+
+    def of_type(self, block_type: str) -> list[Block]:
+        return [b for b in self.blocks if b.type == block_type]
+
+    def source(self, name: str) -> Block | None:
+        """``amazon-ebs.base`` (or ``source.amazon-ebs.base``) to its source block."""
+        kind, _, label = name.removeprefix("source.").partition(".")
+        return next((b for b in self.of_type("source") if b.labels == (kind, label)), None)
+
+    @property
+    def variables(self) -> dict[str, Block]:
+        return {b.labels[0]: b for b in self.of_type("variable") if b.labels}
+
+
+def _text(node: Tree | Token) -> str:
+    if isinstance(node, Token):
+        return str(node)
+    return "".join(_text(child) for child in node.children)
+
+
+def _first_line(node: Tree | Token) -> int:
+    if isinstance(node, Token):
+        return node.line or 0
+    for child in node.children:
+        line = _first_line(child)
+        if line:
+            return line
+    return 0
+
+
+def _string_value(node: Tree) -> str:
+    return "".join(_text(child) for child in node.children if not (isinstance(child, Token) and child == '"'))
+
+
+def _attr(node: Tree) -> tuple[str, Attr]:
+    name = _text(node.children[0]).strip()
+    value = node.children[-1]
+    strings = tuple(_string_value(s) for s in value.find_data("string")) if isinstance(value, Tree) else ()
+    keys: tuple[str, ...] = ()
+    if isinstance(value, Tree):
+        keys = tuple(_text(k).strip().strip('"') for k in value.find_data("object_elem_key"))
+    return name, Attr(_first_line(node), _text(value).strip(), strings, keys)
+
+
+def _block(node: Tree, file: Path) -> Block:
+    block_type = _text(node.children[0]).strip()
+    labels = tuple(
+        _string_value(c) if c.data == "string" else _text(c).strip()
+        for c in node.children[1:]
+        if isinstance(c, Tree) and c.data in ("string", "identifier")
+    )
+    block = Block(block_type, labels, file, _first_line(node))
+    body = next((c for c in node.children if isinstance(c, Tree) and c.data == "body"), None)
+    for child in body.children if body is not None else []:
+        if isinstance(child, Tree) and child.data == "attribute":
+            name, attr = _attr(child)
+            block.attrs[name] = attr
+        elif isinstance(child, Tree) and child.data == "block":
+            block.blocks.append(_block(child, file))
+    return block
+
+
+def parse_file(path: Path) -> list[Block]:
+    """Top-level blocks of one HCL2 file; a syntax error is a UsageError naming file:line:column."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read template ({exc.strerror})") from exc
+    try:
+        tree = hcl2.parses_to_tree(text)
+    except UnexpectedInput as exc:
+        raise UsageError(f"{path}:{exc.line}:{exc.column}: HCL syntax error near {_near(text, exc)!r}") from exc
+    body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")
+    return [_block(c, path) for c in body.children if isinstance(c, Tree) and c.data == "block"]
+
+
+def _near(text: str, exc: UnexpectedInput) -> str:
+    lines = text.splitlines()
+    return lines[exc.line - 1].strip() if 0 < exc.line <= len(lines) else ""
+
+
+def load_template_set(directory: Path) -> TemplateSet:
+    if not directory.is_dir():
+        raise UsageError(f"--template-dir {directory}: not a directory")
+    files = sorted(directory.glob("*.pkr.hcl"))
+    if not files:
+        raise UsageError(f"--template-dir {directory}: no *.pkr.hcl files in it")
+    return TemplateSet(directory, [block for f in files for block in parse_file(f)])
+
+
+def applies_to(block: Block, source: str) -> bool:
+    """Whether a provisioner/post-processor runs for ``source`` (``only``/``except``)."""
+    only = block.attrs.get("only")
+    if only is not None and source not in only.strings:
+        return False
+    excluded = block.attrs.get("except")
+    return not (excluded is not None and source in excluded.strings)
+
+
+def build_sources(build: Block) -> list[str]:
+    attr = build.attrs.get("sources")
+    return [s.removeprefix("source.") for s in attr.strings] if attr else []
+
+
+def provisioners_for(build: Block, source: str) -> list[Block]:
+    return [p for p in build.children("provisioner") if applies_to(p, source)]
+
+
+def _shell_text(block: Block) -> str:
+    return " ".join(a.text for name, a in block.attrs.items() if name in ("inline", "script", "scripts"))
+
+
+def _is_cloud_init_wait(block: Block) -> bool:
+    return block.labels[:1] == ("shell",) and any(m in _shell_text(block) for m in CLOUD_INIT_MARKERS)
+
+
+def _is_cleanup(block: Block) -> bool:
+    return block.labels[:1] == ("shell",) and any(m in _shell_text(block) for m in CLEANUP_MARKERS)
+
+
+def _selected(build: Block, only: Sequence[str]) -> Iterator[str]:
+    for source in build_sources(build):
+        if not only or source in only:
+            yield source
+
+
+def lint(templates: TemplateSet, only: Sequence[str] = ()) -> list[Finding]:
+    """The seed's gotchas for the selected sources (all when ``only`` is empty)."""
+    findings: list[Finding] = []
+    if "image_version" not in templates.variables:
+        findings.append(
+            Finding(
+                templates.directory,
+                0,
+                "version-variable",
+                'no variable "image_version" declared',
+            )
+        )
+    if "manifest_path" not in templates.variables:
+        findings.append(
+            Finding(
+                templates.directory,
+                0,
+                "manifest-variable",
+                'no variable "manifest_path" declared (bakery passes each run\'s manifest path)',
+            )
+        )
+    for build in templates.of_type("build"):
+        for source_name in _selected(build, only):
+            source = templates.source(source_name)
+            if source is None:
+                findings.append(
+                    Finding(
+                        build.file,
+                        build.attrs["sources"].line,
+                        "unknown-source",
+                        f"build lists source.{source_name}, which no source block defines",
+                    )
+                )
+                continue
+            findings += _source_findings(templates, build, source, source_name)
+    return findings
+
+
+def _source_findings(templates: TemplateSet, build: Block, source: Block, name: str) -> list[Finding]:
+    findings: list[Finding] = []
+    builder = source.labels[0]
+    steps = provisioners_for(build, name)
+    if builder in CLOUD_BUILDERS and not (steps and _is_cloud_init_wait(steps[0])):
+        where = steps[0] if steps else build
+        findings.append(
+            Finding(
+                where.file,
+                where.line,
+                "cloud-init-wait",
+                f"{name}: the first provisioner must wait for cloud-init (/var/lib/cloud/instance/boot-finished)",
+            )
+        )
+    if not steps or not _is_cleanup(steps[-1]):
+        where = steps[-1] if steps else build
+        findings.append(
+            Finding(
+                where.file,
+                where.line,
+                "cleanup-last",
+                f"{name}: the last provisioner must clean up (package caches, /tmp, shell history)",
+            )
+        )
+    findings += _version_findings(build, source, name)
+    if builder == "amazon-ebs" and source.attrs.get("encrypt_boot", Attr(0, "false", (), ())).text != "true":
+        findings.append(
+            Finding(
+                source.file,
+                source.line,
+                "encrypt-boot",
+                f"{name}: AMI without encrypt_boot = true",
+            )
+        )
+    return findings
+
+
+def _version_findings(build: Block, source: Block, name: str) -> list[Finding]:
+    builder = source.labels[0]
+    field_name = VERSION_TAG_FIELDS.get(builder)
+    if field_name is not None:
+        attr = source.attrs.get(field_name)
+        if attr is None or not any(k.lower() == "version" for k in attr.keys):
+            return [
+                Finding(
+                    source.file,
+                    attr.line if attr else source.line,
+                    "version-tag",
+                    f"{name}: image without a version tag ({field_name} needs a Version key)",
+                )
+            ]
+        return []
+    if builder == "docker":
+        tagged = any(
+            applies_to(pp, name)
+            and "image_version" in pp.attrs.get("tags", pp.attrs.get("tag", Attr(0, "", (), ()))).text
+            for pp in _post_processors(build)
+        )
+        if not tagged:
+            return [
+                Finding(
+                    source.file,
+                    source.line,
+                    "version-tag",
+                    f"{name}: image without a version tag (add a docker-tag post-processor tagged var.image_version)",
+                )
+            ]
+    return []
+
+
+def _post_processors(build: Block) -> list[Block]:
+    direct = build.children("post-processor")
+    nested = [pp for group in build.children("post-processors") for pp in group.children("post-processor")]
+    return direct + nested
+
+
+def provisioner_count(templates: TemplateSet, source: str) -> int:
+    """How many provisioners run for ``source``: the denominator of build progress."""
+    return sum(len(provisioners_for(b, source)) for b in templates.of_type("build") if source in build_sources(b))

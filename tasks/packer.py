@@ -1,0 +1,281 @@
+"""Packer as a subprocess: find it, init (>=1.7), validate, fmt, build, and read what it writes.
+
+``build`` streams ``-machine-readable`` output line by line so the caller can log progress while a
+long build runs; the manifest the build writes is parsed into ``ManifestBuild`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.errors import JobFailed, UsageError
+
+_COMMA = "%!(PACKER_COMMA)"
+
+
+@dataclass(frozen=True)
+class MachineLine:
+    """One ``-machine-readable`` line: ``timestamp,target,type,data...``."""
+
+    timestamp: int
+    target: str
+    type: str
+    data: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ManifestBuild:
+    """One build record of a Packer manifest."""
+
+    name: str
+    builder_type: str
+    artifact_id: str
+    build_time: int
+    packer_run_uuid: str
+    custom_data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """``docker.base`` style source name, as ``-only`` takes it."""
+        return f"{self.builder_type}.{self.name}"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: list[ManifestBuild]
+    artifacts: dict[str, dict[str, str]]
+    seconds: float
+
+
+def parse_machine_line(line: str) -> MachineLine | None:
+    """Parse one machine-readable line; returns None for lines that are not in that format."""
+    parts = line.rstrip("\r\n").split(",")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return None
+    data = tuple(p.replace(_COMMA, ",").replace("\\n", "\n").replace("\\r", "\r") for p in parts[3:])
+    return MachineLine(int(parts[0]), parts[1], parts[2], data)
+
+
+def read_manifest(path: Path, packer_run_uuid: str | None = None) -> list[ManifestBuild]:
+    """Builds recorded in a manifest file, only those of ``packer_run_uuid`` when given."""
+    try:
+        document = json.loads(path.read_text())
+        builds = document["builds"]
+        records = [
+            ManifestBuild(
+                name=b["name"],
+                builder_type=b["builder_type"],
+                artifact_id=b["artifact_id"],
+                build_time=int(b.get("build_time", 0)),
+                packer_run_uuid=b.get("packer_run_uuid", ""),
+                custom_data=dict(b.get("custom_data") or {}),
+            )
+            for b in builds
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise JobFailed(f"{path}: not a readable Packer manifest ({exc})") from exc
+    if packer_run_uuid is not None:
+        records = [r for r in records if r.packer_run_uuid == packer_run_uuid]
+    return records
+
+
+def find_packer() -> str:
+    """The packer binary: ``$PACKER`` or the one on PATH."""
+    packer = os.environ.get("PACKER") or shutil.which("packer")
+    if not packer:
+        raise UsageError("packer: not found on PATH (install it, e.g. apt-get install packer, or set PACKER)")
+    return packer
+
+
+def packer_version(packer: str | None = None) -> tuple[int, int, int]:
+    out = subprocess.run(
+        [packer or find_packer(), "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise JobFailed(f"packer version: cannot read a version from {out.strip()!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def packer_env() -> dict[str, str]:
+    """Packer's environment: no phoning home, and this interpreter's scripts (ansible-playbook) on PATH."""
+    env = dict(os.environ)
+    env["CHECKPOINT_DISABLE"] = "1"
+    env["PACKER_NO_COLOR"] = "1"
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def var_args(variables: dict[str, str], var_files: Sequence[Path]) -> list[str]:
+    args: list[str] = []
+    for var_file in var_files:
+        args += ["-var-file", str(var_file)]
+    for name, value in variables.items():
+        args += ["-var", f"{name}={value}"]
+    return args
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=packer_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def init(template_dir: Path) -> None:
+    """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in."""
+    packer = find_packer()
+    if packer_version(packer) < (1, 7, 0):
+        return
+    result = _run([packer, "init", "."], template_dir, timeout=600)
+    if result.returncode != 0:
+        raise JobFailed(f"packer init {template_dir}: {_first_lines(result.stderr or result.stdout)}")
+
+
+def validate(
+    template_dir: Path,
+    only: Sequence[str],
+    variables: dict[str, str],
+    var_files: Sequence[Path],
+) -> None:
+    """``packer validate`` for the selected sources; a failure is the request's fault (exit 2)."""
+    args = [find_packer(), "validate"]
+    if only:
+        args.append(f"-only={','.join(only)}")
+    result = _run(args + var_args(variables, var_files) + ["."], template_dir)
+    if result.returncode != 0:
+        raise UsageError(f"packer validate {template_dir}: {_first_lines(result.stderr + result.stdout)}")
+
+
+def fmt_check(template_dir: Path) -> None:
+    """``packer fmt -check``: names each file that is not in canonical format."""
+    result = _run([find_packer(), "fmt", "-check", "."], template_dir)
+    if result.returncode != 0:
+        files = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        if files:
+            names = ", ".join(str(template_dir / f) for f in files)
+            raise UsageError(f"{names}: not in canonical format (run: packer fmt {template_dir})")
+        raise UsageError(f"packer fmt -check {template_dir}: {_first_lines(result.stderr)}")
+
+
+def build(
+    template_dir: Path,
+    *,
+    only: Sequence[str],
+    variables: dict[str, str],
+    var_files: Sequence[Path],
+    manifest_path: Path,
+    log_path: Path,
+    timeout: float,
+    on_line: Callable[[MachineLine], None] = lambda line: None,
+) -> BuildResult:
+    """``packer build -machine-readable``, streamed to ``on_line`` and to ``log_path``.
+
+    Packer cleans up its temporary builder on error (``-on-error=cleanup``); on timeout the whole
+    process group gets SIGTERM (Packer then cleans up), and SIGKILL 60 s later.
+    """
+    args = [
+        find_packer(),
+        "build",
+        "-machine-readable",
+        "-color=false",
+        "-on-error=cleanup",
+        "-force",
+    ]
+    if only:
+        args.append(f"-only={','.join(only)}")
+    args += [*var_args({**variables, "manifest_path": str(manifest_path)}, var_files), "."]
+    started = time.monotonic()
+    errors: list[str] = []
+    artifacts: dict[str, dict[str, str]] = {}
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            args,
+            cwd=template_dir,
+            env=packer_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        ) as proc,
+    ):
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _stop_group(proc)
+
+        timer = threading.Timer(timeout, on_timeout)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                log.write(raw)
+                line = parse_machine_line(raw)
+                if line is None:
+                    continue
+                if line.type == "ui" and line.data and line.data[0] == "error":
+                    errors.append(line.data[1] if len(line.data) > 1 else "")
+                elif line.type == "error" and line.data:
+                    errors.append(line.data[0])
+                elif line.type == "artifact" and len(line.data) >= 3:
+                    artifacts.setdefault(line.target, {})[line.data[1]] = ",".join(line.data[2:])
+                on_line(line)
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                _stop_group(proc)
+    seconds = time.monotonic() - started
+    if timed_out.is_set():
+        raise JobFailed(f"packer build timed out after {timeout:.0f} s (log: {log_path})")
+    if proc.returncode != 0:
+        detail = _first_lines("\n".join(errors)) if errors else f"exit status {proc.returncode}"
+        raise JobFailed(f"packer build failed: {detail} (log: {log_path})")
+    if not manifest_path.exists():
+        raise JobFailed(
+            f"packer build wrote no manifest at {manifest_path}: "
+            "the build needs a manifest post-processor writing var.manifest_path"
+        )
+    manifest = read_manifest(manifest_path)
+    run_uuid = manifest[-1].packer_run_uuid if manifest else ""
+    return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
+
+
+def _stop_group(proc: subprocess.Popen[str], grace: float = 60) -> None:
+    """SIGTERM the group (Packer cleans up on it), then SIGKILL if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _first_lines(text: str, limit: int = 6) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    shown = lines[:limit]
+    more = f" (+{len(lines) - limit} more lines)" if len(lines) > limit else ""
+    return "; ".join(shown) + more

@@ -1,0 +1,1 @@
+"""Places images live (Docker, AWS, ...), all behind the one ``Target`` interface."""

@@ -1,0 +1,71 @@
+"""The one interface every target implements, and the records passed between pipeline steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+STAGES = ("testing", "staging", "production", "superseded", "failed")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pipeline run: its id, where its private files live, and when what it creates expires."""
+
+    run_id: str
+    family: str
+    workdir: Path
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image as a target knows it."""
+
+    target: str
+    id: str
+    family: str
+    version: str
+    name: str = ""
+    created: datetime | None = None
+    stage: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A test instance launched from an image; ``id`` is what ``teardown`` needs."""
+
+    target: str
+    id: str
+    image_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    """How to reach an instance over SSH, with the host key pinned (``"TYPE BASE64"``)."""
+
+    host: str
+    port: int
+    user: str
+    key_path: Path
+    host_key: str
+
+
+class Target(Protocol):
+    """What the pipeline, retention and sweep need from a place images live."""
+
+    name: str
+
+    def image_from_artifact(self, artifact_id: str, family: str, version: str) -> Image: ...
+
+    def launch(self, image: Image, run: Run) -> Instance: ...
+
+    def endpoint(self, instance: Instance, run: Run) -> SshEndpoint: ...
+
+    def teardown(self, instance: Instance) -> None: ...
+
+    def set_stage(self, image: Image, stage: str, run: Run) -> None: ...
