@@ -34,6 +34,9 @@ CLEANUP_MARKERS = (
     "rm -rf /tmp/",
     ".bash_history",
 )
+# Generalization (Azure waagent deprovision, Windows sysprep) must be the very last step: it removes
+# the build user, so it may follow the cleanup.
+GENERALIZE_MARKERS = ("waagent -force -deprovision", "sysprep")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,16 @@ class TemplateSet:
         """``amazon-ebs.base`` (or ``source.amazon-ebs.base``) to its source block."""
         kind, _, label = name.removeprefix("source.").partition(".")
         return next((b for b in self.of_type("source") if b.labels == (kind, label)), None)
+
+    def resolve(self, attr: Attr | None) -> Attr | None:
+        """Follow ``local.NAME`` to the value of that local."""
+        if attr is None or not attr.text.startswith("local."):
+            return attr
+        name = attr.text.removeprefix("local.")
+        for block in self.of_type("locals"):
+            if name in block.attrs:
+                return block.attrs[name]
+        return attr
 
     @property
     def variables(self) -> dict[str, Block]:
@@ -198,6 +211,12 @@ def _is_cleanup(block: Block) -> bool:
     return block.labels[:1] == ("shell",) and any(m in _shell_text(block) for m in CLEANUP_MARKERS)
 
 
+def _is_generalize(block: Block) -> bool:
+    return block.labels[:1] in (("shell",), ("powershell",)) and any(
+        m in _shell_text(block) for m in GENERALIZE_MARKERS
+    )
+
+
 def _selected(build: Block, only: Sequence[str]) -> Iterator[str]:
     for source in build_sources(build):
         if not only or source in only:
@@ -256,8 +275,9 @@ def _source_findings(templates: TemplateSet, build: Block, source: Block, name: 
                 f"{name}: the first provisioner must wait for cloud-init (/var/lib/cloud/instance/boot-finished)",
             )
         )
-    if not steps or not _is_cleanup(steps[-1]):
-        where = steps[-1] if steps else build
+    configuring = steps[:-1] if steps and _is_generalize(steps[-1]) else steps
+    if not configuring or not _is_cleanup(configuring[-1]):
+        where = configuring[-1] if configuring else build
         findings.append(
             Finding(
                 where.file,
@@ -266,7 +286,7 @@ def _source_findings(templates: TemplateSet, build: Block, source: Block, name: 
                 f"{name}: the last provisioner must clean up (package caches, /tmp, shell history)",
             )
         )
-    findings += _version_findings(build, source, name)
+    findings += _version_findings(templates, build, source, name)
     if builder == "amazon-ebs" and source.attrs.get("encrypt_boot", Attr(0, "false", (), ())).text != "true":
         findings.append(
             Finding(
@@ -279,11 +299,11 @@ def _source_findings(templates: TemplateSet, build: Block, source: Block, name: 
     return findings
 
 
-def _version_findings(build: Block, source: Block, name: str) -> list[Finding]:
+def _version_findings(templates: TemplateSet, build: Block, source: Block, name: str) -> list[Finding]:
     builder = source.labels[0]
     field_name = VERSION_TAG_FIELDS.get(builder)
     if field_name is not None:
-        attr = source.attrs.get(field_name)
+        attr = templates.resolve(source.attrs.get(field_name))
         if attr is None or not any(k.lower() == "version" for k in attr.keys):
             return [
                 Finding(

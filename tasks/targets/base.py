@@ -12,12 +12,17 @@ STAGES = ("testing", "staging", "production", "superseded", "failed")
 
 @dataclass(frozen=True)
 class Run:
-    """One pipeline run: its id, where its private files live, and when what it creates expires."""
+    """One pipeline run: its id, its files, its SSH key pair, and when what it creates expires.
+
+    ``private_key`` lives in a per-run 0700 directory that is removed when the run ends.
+    """
 
     run_id: str
     family: str
     workdir: Path
     expires_at: datetime
+    private_key: Path
+    public_key: str
 
 
 @dataclass(frozen=True)
@@ -68,4 +73,4 @@ class Target(Protocol):
 
     def teardown(self, instance: Instance) -> None: ...
 
-    def set_stage(self, image: Image, stage: str, run: Run) -> None: ...
+    def set_stage(self, image: Image, stage: str, run_id: str) -> None: ...

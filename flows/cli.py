@@ -1,0 +1,199 @@
+"""``bake``: a thin shell over the flows. Exit 0 done, 1 the job failed, 2 the request was wrong.
+
+Requests are checked here, before Prefect starts, so a bad one costs nothing and launches nothing.
+Prefect is imported only by the subcommands that run a flow, to keep ``bake verify`` light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tasks.errors import BakeryError
+
+log = logging.getLogger("bakery")
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    parser.add_argument("--family", default="app-base", help="image family (default: app-base)")
+    parser.add_argument("--version", help="image version (default: a UTC timestamp)")
+    parser.add_argument("--template-dir", default="packer", help="Packer template directory (default: packer)")
+    parser.add_argument("--var", action="append", default=[], metavar="K=V", help="a Packer variable")
+    parser.add_argument("--var-file", action="append", default=[], metavar="F", help="a Packer variable file")
+    parser.add_argument("--only", metavar="SOURCE", help="template source(s) to build, e.g. docker.base")
+    parser.add_argument("--build-timeout", default="1h", metavar="D", help="packer build time limit (default: 1h)")
+
+
+def _testing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", default="packer/test/image_spec.yaml", help="goss-format verification spec")
+    parser.add_argument("--keep-on-failure", action="store_true", help="leave a failed test instance for debugging")
+    parser.add_argument("--ttl", default="2h", metavar="D", help="when a kept/leaked instance expires (default: 2h)")
+    parser.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bake", description="Bake, test and promote machine images with Packer.")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document on stdout")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="validate, build, test and stage an image")
+    _selection(run)
+    _testing(run)
+    run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser("validate", help="init (>=1.7), validate, fmt -check and lint the templates")
+    _selection(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    build = sub.add_parser("build", help="validate and build; the image is left at testing")
+    _selection(build)
+    build.set_defaults(handler=cmd_build)
+
+    test = sub.add_parser("test", help="launch, verify and tear down a test instance of an image")
+    test.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    test.add_argument("--image", required=True, help="image id or family:version")
+    _testing(test)
+    test.set_defaults(handler=cmd_test)
+    return parser
+
+
+def _request(args: argparse.Namespace, **extra: Any) -> Any:
+    from tasks.request import prepare
+
+    return prepare(
+        target=args.target,
+        family=args.family,
+        version=args.version,
+        template_dir=args.template_dir,
+        variables=args.var,
+        var_files=args.var_file,
+        only=args.only,
+        build_timeout=args.build_timeout,
+        **extra,
+    )
+
+
+def _static_checks(request: Any) -> None:
+    """Template syntax and lint, spec syntax: fast, and before any engine or Prefect starts."""
+    from tasks.build import static_checks
+
+    static_checks(request)
+
+
+def _load_spec(path: Any) -> None:
+    from tasks.verify import load_spec
+
+    load_spec(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.build import validate
+
+    request = _request(args)
+    validate(request)
+    return {"template_dir": str(request.template_dir), "sources": list(request.only), "valid": True}
+
+
+def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
+    request = _request(args)
+    _static_checks(request)
+    from flows.pipeline import image_build
+
+    return image_build(
+        target=request.target,
+        family=request.family,
+        version=request.version,
+        template_dir=str(request.template_dir),
+        variables=request.variables,
+        var_files=[str(f) for f in request.var_files],
+        only=",".join(request.only),
+        build_timeout=args.build_timeout,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    request = _request(
+        args, spec=args.spec, ttl=args.ttl, ssh_timeout=args.ssh_timeout, keep_on_failure=args.keep_on_failure
+    )
+    _static_checks(request)
+    _load_spec(request.spec)
+    from flows.pipeline import image_pipeline
+
+    return image_pipeline(
+        target=request.target,
+        family=request.family,
+        version=request.version,
+        template_dir=str(request.template_dir),
+        spec=str(request.spec),
+        variables=request.variables,
+        var_files=[str(f) for f in request.var_files],
+        only=",".join(request.only),
+        keep_on_failure=request.keep_on_failure,
+        ttl=args.ttl,
+        ssh_timeout=args.ssh_timeout,
+        build_timeout=args.build_timeout,
+    )
+
+
+def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.request import prepare
+
+    request = prepare(
+        target=args.target,
+        spec=args.spec,
+        ttl=args.ttl,
+        ssh_timeout=args.ssh_timeout,
+        keep_on_failure=args.keep_on_failure,
+    )
+    _load_spec(request.spec)
+    from flows.pipeline import image_test
+
+    return image_test(
+        image=args.image,
+        target=request.target,
+        spec=str(request.spec),
+        ssh_timeout=args.ssh_timeout,
+        ttl=args.ttl,
+        keep_on_failure=args.keep_on_failure,
+    )
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("BAKERY_LOG_LEVEL", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging()
+    handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
+    try:
+        result = handler(args)
+    except BakeryError as exc:
+        print(f"bake {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"bake {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(f"bake {args.command}: " + ", ".join(f"{k}={v}" for k, v in result.items()), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

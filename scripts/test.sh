@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, unit and end-to-end tests (Docker, packer, sshd, moto, Prefect).
+# Pass pytest options through, e.g. `scripts/test.sh -m "not e2e"` for the fast unit tests alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"

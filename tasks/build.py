@@ -1,0 +1,102 @@
+"""The template half of the pipeline: static checks, packer validate/fmt, and the build itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks import lint, packer
+from tasks.errors import JobFailed, UsageError
+from tasks.request import PipelineRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a build stands: ``step`` of ``steps`` provisioners started, and the latest message."""
+
+    step: int
+    steps: int
+    message: str
+
+    @property
+    def fraction(self) -> float:
+        return min(self.step / self.steps, 1.0) if self.steps else 0.0
+
+
+def static_checks(request: PipelineRequest) -> lint.TemplateSet:
+    """Parse and lint the template set for the selected sources; no subprocess, no engine."""
+    templates = lint.load_template_set(request.template_dir)
+    for source in request.only:
+        if templates.source(source) is None:
+            known = ", ".join(".".join(b.labels) for b in templates.of_type("source")) or "none"
+            raise UsageError(f"--only {source}: no such source in {request.template_dir} (sources: {known})")
+    findings = lint.lint(templates, request.only)
+    if findings:
+        raise UsageError("template checks failed:\n" + "\n".join(f"  {f}" for f in findings))
+    return templates
+
+
+def validate(request: PipelineRequest) -> lint.TemplateSet:
+    """``bake validate``: static checks, then ``packer init`` (>=1.7), ``validate`` and ``fmt -check``."""
+    templates = static_checks(request)
+    _check_required_variables(templates, request)
+    packer.init(request.template_dir)
+    packer.validate(request.template_dir, request.only, request.packer_variables, request.var_files)
+    packer.fmt_check(request.template_dir)
+    return templates
+
+
+def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest) -> None:
+    """A variable with no default that nobody sets: name it before packer says something vaguer."""
+    given = set(request.packer_variables) | {"manifest_path"}
+    if request.var_files:
+        return  # var files may set anything; packer validate names what is still missing
+    missing = [
+        name
+        for name, block in templates.variables.items()
+        if "default" not in block.attrs and name not in given and f"PKR_VAR_{name}" not in os.environ
+    ]
+    if missing:
+        block = templates.variables[missing[0]]
+        raise UsageError(f"{block.where}: variable {missing[0]!r} is required and not set (use --var {missing[0]}=...)")
+
+
+def build(
+    request: PipelineRequest,
+    templates: lint.TemplateSet,
+    workdir: Path,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+) -> list[packer.ManifestBuild]:
+    """``packer build`` of the selected sources into ``workdir``; returns this run's manifest records."""
+    steps = sum(lint.provisioner_count(templates, s) for s in request.only)
+    step = 0
+
+    def on_line(line: packer.MachineLine) -> None:
+        nonlocal step
+        if line.type != "ui" or len(line.data) < 2:
+            return
+        for text in line.data[1].splitlines():
+            if "Provisioning with" in text:
+                step += 1
+            if text.strip():
+                on_progress(Progress(step, steps, text.rstrip()))
+
+    result = packer.build(
+        request.template_dir,
+        only=request.only,
+        variables=request.packer_variables,
+        var_files=request.var_files,
+        manifest_path=workdir / "manifest.json",
+        log_path=workdir / "build.log",
+        timeout=request.build_timeout.total_seconds(),
+        on_line=on_line,
+    )
+    if not result.manifest:
+        raise JobFailed(f"packer build recorded no artifact in {workdir / 'manifest.json'}")
+    log.info("packer build finished in %.1f s", result.seconds)
+    return result.manifest

@@ -1,0 +1,120 @@
+"""Prefect tasks for each pipeline step: names, retries, logging and artifacts over plain functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from tasks import build as build_lib
+from tasks import lint
+from tasks.packer import ManifestBuild
+from tasks.request import PipelineRequest
+from tasks.targets.base import Image, Instance, Run, SshEndpoint, Target
+from tasks.verify import VerifyResult, report, verify_endpoint
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys take lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_templates(request: PipelineRequest) -> lint.TemplateSet:
+    templates = build_lib.validate(request)
+    get_run_logger().info("templates in %s are valid for %s", request.template_dir, ", ".join(request.only))
+    return templates
+
+
+@task(name="build", cache_policy=NO_CACHE)
+def build_image(request: PipelineRequest, templates: lint.TemplateSet, workdir: Path) -> list[ManifestBuild]:
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(
+        0.0,
+        key=artifact_key(request.family, "build-progress"),
+        description=f"packer build of {request.family}:{request.version}",
+    )
+    last_step = -1
+
+    def on_progress(progress: build_lib.Progress) -> None:
+        nonlocal last_step
+        logger.info("[build %d/%d] %s", progress.step, progress.steps, progress.message)
+        if progress.step != last_step:
+            last_step = progress.step
+            update_progress_artifact(progress_id, 100 * progress.fraction)
+
+    manifest = build_lib.build(request, templates, workdir, on_progress)
+    update_progress_artifact(progress_id, 100.0)
+    create_table_artifact(
+        [
+            {
+                "source": m.source,
+                "artifact_id": m.artifact_id,
+                "build_time": m.build_time,
+                "version": request.version,
+                "packer_run_uuid": m.packer_run_uuid,
+            }
+            for m in manifest
+        ],
+        key=artifact_key(request.family, "manifest"),
+        description=f"Packer manifest of {request.family}:{request.version} ({workdir / 'manifest.json'})",
+    )
+    return manifest
+
+
+@task(name="launch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def launch_instance(target: Target, image: Image, run: Run) -> Instance:
+    instance = target.launch(image, run)
+    get_run_logger().info("launched test instance %s from %s", instance.id[:12], image.name or image.id)
+    return instance
+
+
+@task(name="connect", cache_policy=NO_CACHE)
+def instance_endpoint(target: Target, instance: Instance, run: Run) -> SshEndpoint:
+    endpoint = target.endpoint(instance, run)
+    get_run_logger().info(
+        "instance reachable at %s@%s:%d, host key %s",
+        endpoint.user,
+        endpoint.host,
+        endpoint.port,
+        endpoint.host_key.split()[0],
+    )
+    return endpoint
+
+
+@task(name="verify", cache_policy=NO_CACHE)
+def verify_instance(endpoint: SshEndpoint, request: PipelineRequest, image: Image, workdir: Path) -> VerifyResult:
+    result = verify_endpoint(endpoint, request.spec, ssh_timeout=request.ssh_timeout.total_seconds())
+    (workdir / "junit.xml").write_text(report.to_junit(result, suite=f"{image.family}:{image.version}"))
+    logger = get_run_logger()
+    for line in report.summary_lines(result):
+        logger.info("%s", line)
+    create_markdown_artifact(
+        report.to_markdown(result, title=f"Verification of {image.name}"),
+        key=artifact_key(image.family, "verification"),
+        description=f"{request.spec} against {image.name}",
+    )
+    return result
+
+
+@task(name="teardown", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
+def teardown_instance(target: Target, instance: Instance) -> None:
+    target.teardown(instance)
+    get_run_logger().info("removed test instance %s", instance.id[:12])
+
+
+@task(name="set-stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def set_stage(target: Target, image: Image, stage: str, run_id: str) -> dict[str, Any]:
+    target.set_stage(image, stage, run_id)
+    get_run_logger().info("%s is now %s", image.name or image.id, stage)
+    return {"image": image.id, "stage": stage}

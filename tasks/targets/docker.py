@@ -1,0 +1,197 @@
+"""The local Docker engine as a target: images tagged by stage, test containers that boot systemd.
+
+A test container is reached only through its SSH port published on 127.0.0.1; its host key is read
+through ``docker exec`` (a channel we already trust) and pinned for the SSH session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from tasks.errors import JobFailed
+from tasks.targets.base import Image, Instance, Run, SshEndpoint
+
+LABEL_RUN_ID = "bakery.run-id"
+LABEL_EXPIRES_AT = "bakery.expires-at"
+LABEL_FAMILY = "bakery.family"
+LABEL_IMAGE = "bakery.image"
+TEST_USER = "bakery"
+HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+# Stand-in for cloud-init's default user: a per-run login with the run's key and passwordless sudo.
+_ADD_TEST_USER = f"""set -eu
+id {TEST_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/sh {TEST_USER}
+home=$(getent passwd {TEST_USER} | cut -d: -f6)
+install -d -m 700 -o {TEST_USER} -g {TEST_USER} "$home/.ssh"
+printf '%s\\n' "$BAKERY_PUBLIC_KEY" > "$home/.ssh/authorized_keys"
+chown {TEST_USER}:{TEST_USER} "$home/.ssh/authorized_keys"
+chmod 600 "$home/.ssh/authorized_keys"
+printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {TEST_USER} > /etc/sudoers.d/90-bakery-test
+chmod 440 /etc/sudoers.d/90-bakery-test
+"""
+
+
+def client() -> docker.DockerClient:
+    """A client for the engine named by the usual DOCKER_* variables; a clear error when none answers."""
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
+
+
+def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
+    labels = {
+        LABEL_RUN_ID: run.run_id,
+        LABEL_EXPIRES_AT: run.expires_at.astimezone(UTC).isoformat(timespec="seconds"),
+        LABEL_FAMILY: run.family,
+    }
+    if image_id:
+        labels[LABEL_IMAGE] = image_id
+    return labels
+
+
+class DockerTarget:
+    """Images are ``<family>:<version>``; stages are tags on the same image id."""
+
+    name = "docker"
+
+    def __init__(self, engine: docker.DockerClient | None = None, boot_timeout: float = 60) -> None:
+        self.engine = engine or client()
+        self.boot_timeout = boot_timeout
+
+    def image_from_artifact(self, artifact_id: str, family: str, version: str) -> Image:
+        try:
+            found = self.engine.images.get(artifact_id)
+        except docker.errors.ImageNotFound as exc:
+            raise JobFailed(f"docker: image {artifact_id} from the manifest is not in the engine") from exc
+        return self._image(found, family, version)
+
+    def image(self, reference: str) -> Image:
+        """An image by id or ``family:version``."""
+        try:
+            found = self.engine.images.get(reference)
+        except docker.errors.ImageNotFound as exc:
+            raise JobFailed(f"docker: no image {reference!r}") from exc
+        family, version = _family_version(found.tags, reference)
+        return self._image(found, family, version)
+
+    def _image(self, found: Any, family: str, version: str) -> Image:
+        created = datetime.fromisoformat(found.attrs["Created"][:26].rstrip("Z").split(".")[0]).replace(tzinfo=UTC)
+        return Image(
+            target=self.name,
+            id=found.id,
+            family=family,
+            version=version,
+            name=f"{family}:{version}",
+            created=created,
+            stage=_stage_from_tags(found.tags, family),
+        )
+
+    def launch(self, image: Image, run: Run) -> Instance:
+        """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
+        cgroup_v2 = str(self.engine.info().get("CgroupVersion", "1")) == "2"
+        options: dict[str, Any] = {}
+        if cgroup_v2:
+            options["cgroupns"] = "host"
+        container = self.engine.containers.run(
+            image.id,
+            entrypoint=["/sbin/init"],
+            command=[],
+            detach=True,
+            name=f"bakery-{run.family}-{run.run_id[:8]}",
+            hostname=f"{run.family}-test",
+            labels=run_labels(run, image.id),
+            ports={"22/tcp": ("127.0.0.1", None)},
+            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw" if cgroup_v2 else "ro"}},
+            tmpfs={"/run": "", "/run/lock": ""},
+            stop_signal="SIGRTMIN+3",
+            **options,
+        )
+        instance = Instance(self.name, container.id, image.id, run.run_id)
+        try:
+            self._exec(container, _ADD_TEST_USER, environment={"BAKERY_PUBLIC_KEY": run.public_key})
+        except BaseException:
+            self.teardown(instance)
+            raise
+        return instance
+
+    def endpoint(self, instance: Instance, run: Run) -> SshEndpoint:
+        container = self.engine.containers.get(instance.id)
+        ports = (container.ports or {}).get("22/tcp") or []
+        if not ports:
+            raise JobFailed(f"docker: container {container.name} has no published SSH port")
+        return SshEndpoint(
+            host="127.0.0.1",
+            port=int(ports[0]["HostPort"]),
+            user=TEST_USER,
+            key_path=run.private_key,
+            host_key=self._host_key(container),
+        )
+
+    def _host_key(self, container: Container) -> str:
+        """The instance's own host key; images carry none, so wait for first boot to generate it."""
+        deadline = time.monotonic() + self.boot_timeout
+        while True:
+            code, out = container.exec_run(["cat", HOST_KEY_FILE])
+            if code == 0 and out.strip():
+                return " ".join(out.decode().split()[:2])
+            if time.monotonic() > deadline:
+                raise JobFailed(
+                    f"docker: {HOST_KEY_FILE} did not appear in {container.name} within "
+                    f"{self.boot_timeout:.0f} s (does the image generate host keys at boot?)"
+                )
+            time.sleep(0.2)
+
+    def _exec(self, container: Container, script: str, environment: dict[str, str] | None = None) -> str:
+        code, out = container.exec_run(["/bin/sh", "-c", script], environment=environment)
+        if code != 0:
+            raise JobFailed(f"docker exec in {container.name} failed ({code}): {out.decode(errors='replace')[-500:]}")
+        return str(out.decode(errors="replace"))
+
+    def teardown(self, instance: Instance) -> None:
+        """Remove the container; already gone is fine."""
+        with contextlib.suppress(docker.errors.NotFound):
+            self.engine.api.remove_container(instance.id, force=True, v=True)
+
+    def teardown_run(self, run_id: str) -> list[str]:
+        """Remove every container labelled with ``run_id`` (crash and cancellation hooks)."""
+        removed = []
+        for container in self.engine.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"}):
+            self.teardown(Instance(self.name, container.id, "", run_id))
+            removed.append(container.name)
+        return removed
+
+    def set_stage(self, image: Image, stage: str, run_id: str) -> None:
+        """``staging``/``production`` move the ``<family>:<stage>`` tag; ``latest`` follows production.
+
+        Docker images are immutable, so ``testing``, ``failed`` and ``superseded`` carry no tag here.
+        """
+        tags = {"staging": ["staging"], "production": ["production", "latest"]}.get(stage, [])
+        found = self.engine.images.get(image.id)
+        for tag in tags:
+            found.tag(image.family, tag)
+
+
+def _stage_from_tags(tags: list[str], family: str) -> str | None:
+    names = {t.rpartition(":")[2] for t in tags if t.rpartition(":")[0] == family}
+    for stage in ("production", "staging"):
+        if stage in names:
+            return stage
+    return "testing" if names else None
+
+
+def _family_version(tags: list[str], reference: str) -> tuple[str, str]:
+    stage_tags = {"staging", "production", "latest"}
+    for tag in tags:
+        repo, _, version = tag.rpartition(":")
+        if version not in stage_tags:
+            return repo, version
+    repo, _, version = reference.rpartition(":")
+    return (repo, version) if repo else (reference, "")
