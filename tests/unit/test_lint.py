@@ -159,7 +159,7 @@ def test_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
 
 
 def test_directory_without_templates(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no \\*.pkr.hcl files"):
+    with pytest.raises(UsageError, match=r"no \*\.pkr\.hcl files"):
         load_template_set(tmp_path)
 
 

@@ -70,5 +70,5 @@ def test_manifest_records_and_run_filter(tmp_path: Path) -> None:
 def test_unreadable_manifest_names_the_file(tmp_path: Path, content: str) -> None:
     path = tmp_path / "manifest.json"
     path.write_text(content)
-    with pytest.raises(JobFailed, match="manifest.json: not a readable Packer manifest"):
+    with pytest.raises(JobFailed, match=r"manifest\.json: not a readable Packer manifest"):
         read_manifest(path)

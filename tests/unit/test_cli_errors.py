@@ -1,0 +1,87 @@
+"""Bad requests: exit 2, one clear line naming the culprit, no traceback, nothing started."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+BROKEN_HCL = 'source "docker" "base" {\n  image = \n}\n'
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    """A copy of the shipped template set the test may break."""
+    directory = tmp_path / "packer"
+    shutil.copytree(REPO / "packer", directory)
+    return directory
+
+
+def run_bake(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(main(list(argv)))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return int(exited.value.code or 0), err.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--version", "1.0; touch x"], "--version '1.0; touch x': not a valid image version"),
+        (["run", "--version", "1.0 beta"], "--version '1.0 beta': not a valid image version"),
+        (["run", "--version", "1" * 200], "not a valid image version"),
+        (["run", "--target", "nosuch"], "--target 'nosuch': unknown target (expected one of docker, aws)"),
+        (["run", "--family", "App Base"], "--family 'App Base': not a valid image family"),
+        (["run", "--ttl", "soon"], "--ttl 'soon': not a duration"),
+        (["run", "--ssh-timeout", "10"], "--ssh-timeout '10': not a duration"),
+        (["run", "--template-dir", "/nonexistent"], "--template-dir /nonexistent: not a directory"),
+        (["run", "--spec", "/nonexistent.yaml"], "--spec /nonexistent.yaml: no such file"),
+        (["run", "--var", "novalue"], "--var 'novalue': expected NAME=VALUE"),
+        (["run", "--var", "image_version=2"], "--var image_version: set by bakery from --version"),
+        (["run", "--var-file", "/nonexistent.pkrvars.hcl"], "--var-file /nonexistent.pkrvars.hcl: no such"),
+        (["build", "--only", "docker.nosuch"], "--only docker.nosuch: no such source"),
+    ],
+)
+def test_bad_request_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+    code, err = run_bake(capsys, *argv)
+    assert code == 2
+    assert expected in err
+    assert len(err.splitlines()) == 1
+
+
+def test_hcl_syntax_error_is_named_with_file_and_line(capsys: pytest.CaptureFixture[str], templates: Path) -> None:
+    (templates / "docker.pkr.hcl").write_text(BROKEN_HCL)
+    code, err = run_bake(capsys, "run", "--template-dir", str(templates))
+    assert code == 2
+    assert f"{templates / 'docker.pkr.hcl'}:2:" in err
+    assert "HCL syntax error" in err
+
+
+def test_missing_required_variable_is_named(capsys: pytest.CaptureFixture[str], templates: Path) -> None:
+    extra = 'variable "team" {\n  type = string\n}\n'
+    (templates / "team.pkr.hcl").write_text(extra)
+    code, err = run_bake(capsys, "validate", "--template-dir", str(templates))
+    assert code == 2
+    assert "team.pkr.hcl:1: variable 'team' is required and not set (use --var team=...)" in err
+    code, err = run_bake(capsys, "validate", "--template-dir", str(templates), "--var", "team=core")
+    assert code == 0, err
+
+
+def test_lint_findings_fail_validation(capsys: pytest.CaptureFixture[str], templates: Path) -> None:
+    aws = templates / "aws.pkr.hcl"
+    aws.write_text(aws.read_text().replace("encrypt_boot = true", "encrypt_boot = false"))
+    code, err = run_bake(capsys, "validate", "--template-dir", str(templates), "--target", "aws")
+    assert code == 2
+    assert "aws.pkr.hcl" in err
+    assert "AMI without encrypt_boot = true [encrypt-boot]" in err
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_bake(capsys, "run", "--nosuch")
+    assert code == 2
+    assert "unrecognized arguments: --nosuch" in err
