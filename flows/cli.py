@@ -164,6 +164,28 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+class HideUserErrorTracebacks(logging.Filter):
+    """A failed check or a bad request is reported in one line; Prefect would add a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BakeryError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_user_error_tracebacks() -> None:
+    """Put the filter on every handler there is (Prefect configures its own when imported)."""
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
+                handler.addFilter(HideUserErrorTracebacks())
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("BAKERY_LOG_LEVEL", "INFO"),
@@ -171,6 +193,7 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call is noise
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -180,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
+    import flows.pipeline  # noqa: F401  (imports Prefect, which sets up its log handlers)
+
+    quiet_user_error_tracebacks()
     try:
         result = handler(args)
     except BakeryError as exc:

@@ -199,7 +199,7 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
     if request.target == "docker":
         _ensure_docker_base(target)
     workdir = run_workdir(run_id)
-    manifest = build_image(request, templates, workdir)
+    manifest = build_image(request, templates, workdir, run_id)
     image = target.image_from_artifact(manifest[-1].artifact_id, request.family, request.version)
     set_stage(target, image, "testing", run_id)
     return image

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import lint, packer
 from tasks.errors import JobFailed, UsageError
-from tasks.request import PipelineRequest
+from tasks.request import PipelineRequest, expires_at
+
+_NO = lint.Attr(0, "false", (), ())
 
 log = logging.getLogger(__name__)
+# How packer announces each provisioner (the file provisioner says "Uploading").
+_STEP_START = re.compile(r"^==> [^:]+: (Provisioning with |Uploading )")
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,29 @@ def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequ
         raise UsageError(f"{block.where}: variable {missing[0]!r} is required and not set (use --var {missing[0]}=...)")
 
 
+SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
+
+
+def sensitive_values(templates: lint.TemplateSet, request: PipelineRequest) -> list[str]:
+    """Values to mask in Packer's output: variables marked ``sensitive`` or named like a secret."""
+    marked = {name for name, block in templates.variables.items() if block.attrs.get("sensitive", _NO).text == "true"}
+    return [v for k, v in request.packer_variables.items() if k in marked or SECRET_NAME.search(k)]
+
+
 def build(
     request: PipelineRequest,
     templates: lint.TemplateSet,
     workdir: Path,
+    run_id: str,
     on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> list[packer.ManifestBuild]:
-    """``packer build`` of the selected sources into ``workdir``; returns this run's manifest records."""
+    """``packer build`` of the selected sources into ``workdir``; returns this run's manifest records.
+
+    When the template declares ``run_id`` and ``expires_at``, they are set so that Packer's temporary
+    builder carries the run's labels and a sweep can find it after a crash.
+    """
+    run_vars = {"run_id": run_id, "expires_at": expires_at(request.ttl).isoformat(timespec="seconds")}
+    variables = {**{k: v for k, v in run_vars.items() if k in templates.variables}, **request.packer_variables}
     steps = sum(lint.provisioner_count(templates, s) for s in request.only)
     step = 0
 
@@ -81,7 +102,7 @@ def build(
         if line.type != "ui" or len(line.data) < 2:
             return
         for text in line.data[1].splitlines():
-            if "Provisioning with" in text:
+            if _STEP_START.match(text):
                 step += 1
             if text.strip():
                 on_progress(Progress(step, steps, text.rstrip()))
@@ -89,12 +110,13 @@ def build(
     result = packer.build(
         request.template_dir,
         only=request.only,
-        variables=request.packer_variables,
+        variables=variables,
         var_files=request.var_files,
         manifest_path=workdir / "manifest.json",
         log_path=workdir / "build.log",
         timeout=request.build_timeout.total_seconds(),
         on_line=on_line,
+        secrets=sensitive_values(templates, request),
     )
     if not result.manifest:
         raise JobFailed(f"packer build recorded no artifact in {workdir / 'manifest.json'}")

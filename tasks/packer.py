@@ -187,12 +187,16 @@ def build(
     log_path: Path,
     timeout: float,
     on_line: Callable[[MachineLine], None] = lambda line: None,
+    secrets: Sequence[str] = (),
 ) -> BuildResult:
     """``packer build -machine-readable``, streamed to ``on_line`` and to ``log_path``.
 
     Packer cleans up its temporary builder on error (``-on-error=cleanup``); on timeout the whole
-    process group gets SIGTERM (Packer then cleans up), and SIGKILL 60 s later.
+    process group gets SIGTERM (Packer then cleans up), and SIGKILL 60 s later. ``-machine-readable``
+    prints sensitive variables in clear text, so every value in ``secrets`` is masked before a line
+    reaches the log file or ``on_line``.
     """
+    mask = redactor(secrets)
     args = [
         find_packer(),
         "build",
@@ -230,7 +234,7 @@ def build(
         timer.start()
         try:
             assert proc.stdout is not None
-            for raw in proc.stdout:
+            for raw in map(mask, proc.stdout):
                 log.write(raw)
                 line = parse_machine_line(raw)
                 if line is None:
@@ -261,6 +265,19 @@ def build(
     manifest = read_manifest(manifest_path)
     run_uuid = manifest[-1].packer_run_uuid if manifest else ""
     return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
+
+
+def redactor(secrets: Sequence[str]) -> Callable[[str], str]:
+    """A function that replaces each secret (longest first) with ``<sensitive>``."""
+    values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    escaped = [v.replace(",", _COMMA) for v in values]
+
+    def mask(text: str) -> str:
+        for value in (*values, *escaped):
+            text = text.replace(value, "<sensitive>")
+        return text
+
+    return mask
 
 
 def _stop_group(proc: subprocess.Popen[str], grace: float = 60) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.artifacts import (
@@ -20,7 +20,9 @@ from tasks import lint
 from tasks.packer import ManifestBuild
 from tasks.request import PipelineRequest
 from tasks.targets.base import Image, Instance, Run, SshEndpoint, Target
-from tasks.verify import VerifyResult, report, verify_endpoint
+
+if TYPE_CHECKING:
+    from tasks.verify import VerifyResult
 
 
 def artifact_key(*parts: str) -> str:
@@ -37,7 +39,9 @@ def validate_templates(request: PipelineRequest) -> lint.TemplateSet:
 
 
 @task(name="build", cache_policy=NO_CACHE)
-def build_image(request: PipelineRequest, templates: lint.TemplateSet, workdir: Path) -> list[ManifestBuild]:
+def build_image(
+    request: PipelineRequest, templates: lint.TemplateSet, workdir: Path, run_id: str
+) -> list[ManifestBuild]:
     logger = get_run_logger()
     progress_id = create_progress_artifact(
         0.0,
@@ -53,7 +57,7 @@ def build_image(request: PipelineRequest, templates: lint.TemplateSet, workdir: 
             last_step = progress.step
             update_progress_artifact(progress_id, 100 * progress.fraction)
 
-    manifest = build_lib.build(request, templates, workdir, on_progress)
+    manifest = build_lib.build(request, templates, workdir, run_id, on_progress)
     update_progress_artifact(progress_id, 100.0)
     create_table_artifact(
         [
@@ -94,6 +98,8 @@ def instance_endpoint(target: Target, instance: Instance, run: Run) -> SshEndpoi
 
 @task(name="verify", cache_policy=NO_CACHE)
 def verify_instance(endpoint: SshEndpoint, request: PipelineRequest, image: Image, workdir: Path) -> VerifyResult:
+    from tasks.verify import report, verify_endpoint
+
     result = verify_endpoint(endpoint, request.spec, ssh_timeout=request.ssh_timeout.total_seconds())
     (workdir / "junit.xml").write_text(report.to_junit(result, suite=f"{image.family}:{image.version}"))
     logger = get_run_logger()

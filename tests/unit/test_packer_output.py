@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import JobFailed
-from tasks.packer import parse_machine_line, read_manifest
+from tasks.packer import parse_machine_line, read_manifest, redactor
 
 
 def test_ui_line_unescapes_commas_and_newlines() -> None:
@@ -72,3 +72,9 @@ def test_unreadable_manifest_names_the_file(tmp_path: Path, content: str) -> Non
     path.write_text(content)
     with pytest.raises(JobFailed, match=r"manifest\.json: not a readable Packer manifest"):
         read_manifest(path)
+
+
+def test_redactor_masks_secrets_also_in_their_escaped_form() -> None:
+    mask = redactor(["s3cr3t,pass", "tok3n-value", "abc"])
+    line = "1,amazon-ebs.base,ui,say,password=s3cr3t%!(PACKER_COMMA)pass token tok3n-value abc"
+    assert mask(line) == "1,amazon-ebs.base,ui,say,password=<sensitive> token <sensitive> abc"

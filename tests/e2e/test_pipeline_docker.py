@@ -1,0 +1,75 @@
+"""The whole pipeline on the local Docker target, as the README's first command runs it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.e2e.conftest import Bake, labelled_containers
+
+pytestmark = pytest.mark.e2e
+
+FAILING_SPEC = """
+package:
+  nginx:
+    installed: true
+  no-such-package:
+    installed: true
+service:
+  nginx:
+    running: true
+"""
+
+
+def version() -> str:
+    return f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
+
+
+def stage_id(engine: docker.DockerClient, tag: str) -> str | None:
+    try:
+        return str(engine.images.get(tag).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient) -> None:
+    v = version()
+    result = bake("--json", "run", "--version", v, "--ssh-timeout", "90s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    image = engine.images.get(f"app-base:{v}")
+    assert summary["image_id"] == image.id
+    assert summary["stage"] == "staging"
+    assert stage_id(engine, "app-base:staging") == image.id
+    assert labelled_containers(engine) == []
+    junit = ET.parse(summary["junit"]).getroot()
+    cases = {(c.get("classname"), c.get("name")) for c in junit.iter("testcase")}
+    assert ("package", "nginx installed") in cases
+    assert ("service", "nginx running") in cases
+    assert not list(junit.iter("failure"))
+    # progress went to the log, and no private key outlived the run
+    assert "[build " in result.stderr
+    assert "BEGIN OPENSSH PRIVATE KEY" not in result.stderr
+
+
+def test_failing_check_exits_1_names_it_and_does_not_stage(
+    bake: Bake, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    spec = tmp_path / "failing.yaml"
+    spec.write_text(FAILING_SPEC)
+    staged_before = stage_id(engine, "app-base:staging")
+    v = version()
+    result = bake("run", "--version", v, "--spec", str(spec), "--ssh-timeout", "90s")
+    assert result.returncode == 1, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "no-such-package installed" in last_line
+    assert "Traceback" not in result.stderr
+    new_image = engine.images.get(f"app-base:{v}")
+    assert stage_id(engine, "app-base:staging") != new_image.id
+    assert stage_id(engine, "app-base:staging") == staged_before
+    assert labelled_containers(engine) == []
