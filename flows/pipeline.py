@@ -8,7 +8,7 @@ and ``bake sweep`` covers a SIGKILL, after which no hook runs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 from uuid import uuid4
 
 from prefect import flow
@@ -18,6 +18,7 @@ from prefect.runtime import flow_run as current_flow_run
 
 from tasks import keys
 from tasks.errors import JobFailed
+from tasks.inputs import TargetName
 from tasks.request import DEFAULT_SPEC, PipelineRequest, expires_at, prepare, run_workdir
 from tasks.steps import (
     build_image,
@@ -31,7 +32,6 @@ from tasks.steps import (
 from tasks.targets.base import Image, Instance, Run, Target
 from tasks.targets.registry import get_target
 
-TargetName = Literal["docker", "aws"]
 log = logging.getLogger(__name__)
 
 

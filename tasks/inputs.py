@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Literal, cast, get_args
 
 from tasks.errors import UsageError
 
-TARGETS = ("docker", "aws")
+TargetName = Literal["docker", "aws"]
+TARGETS: tuple[TargetName, ...] = get_args(TargetName)
 # A version ends up in image names, Docker tags and AWS tags: letters, digits, dot, dash, underscore.
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 # A family is a Docker repository name and the prefix of an AMI Name tag.
@@ -16,10 +18,10 @@ DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def check_target(value: str) -> str:
+def check_target(value: str) -> TargetName:
     if value not in TARGETS:
         raise UsageError(f"--target {value!r}: unknown target (expected one of {', '.join(TARGETS)})")
-    return value
+    return cast(TargetName, value)
 
 
 def check_version(value: str) -> str:

@@ -12,13 +12,13 @@ from tasks import inputs
 from tasks.errors import UsageError
 
 # The template source each target builds unless --only says otherwise.
-DEFAULT_SOURCES = {"docker": "docker.base", "aws": "amazon-ebs.base"}
+DEFAULT_SOURCES: dict[str, str] = {"docker": "docker.base", "aws": "amazon-ebs.base"}
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
 
 
 @dataclass(frozen=True)
 class PipelineRequest:
-    target: str
+    target: inputs.TargetName
     family: str
     version: str
     template_dir: Path
@@ -53,7 +53,7 @@ def prepare(
     keep_on_failure: bool = False,
 ) -> PipelineRequest:
     """Every check that needs no engine: names, values, durations, files that must exist."""
-    inputs.check_target(target)
+    checked_target = inputs.check_target(target)
     inputs.check_family(family)
     version = inputs.check_version(version) if version is not None else inputs.default_version()
     directory = Path(template_dir)
@@ -71,7 +71,7 @@ def prepare(
             raise UsageError(f"--var-file {var_file}: no such readable file")
     sources = tuple(s.strip() for s in only.split(",")) if only else (DEFAULT_SOURCES[target],)
     return PipelineRequest(
-        target=target,
+        target=checked_target,
         family=family,
         version=version,
         template_dir=directory.resolve(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import (
@@ -43,7 +44,7 @@ def build_image(
     request: PipelineRequest, templates: lint.TemplateSet, workdir: Path, run_id: str
 ) -> list[ManifestBuild]:
     logger = get_run_logger()
-    progress_id = create_progress_artifact(
+    progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync task
         0.0,
         key=artifact_key(request.family, "build-progress"),
         description=f"packer build of {request.family}:{request.version}",
