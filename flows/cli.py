@@ -193,7 +193,8 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call is noise
+    for noisy in ("httpx", "paramiko"):  # a line per Prefect API call / SSH handshake is noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 

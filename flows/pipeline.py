@@ -31,6 +31,7 @@ from tasks.steps import (
 )
 from tasks.targets.base import Image, Instance, Run, Target
 from tasks.targets.registry import get_target
+from tasks.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
             if not result.passed:
                 keep = request.keep_on_failure
                 set_stage(target, image, "failed", run_id)
-                raise JobFailed(f"verification of {image.name} failed: {result.failure_summary()}")
+                raise JobFailed(f"verification of {image.name} failed: {failure_summary(result)}")
         except BaseException as exc:
             failure = exc
             raise
@@ -86,9 +87,17 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
         "image": image.name,
         "image_id": image.id,
         "stage": "staging",
-        "checks": len(result.results),
+        "checks": result.counts,
         "junit": str(workdir / "junit.xml"),
     }
+
+
+def failure_summary(result: VerifyResult, limit: int = 5) -> str:
+    """``2 of 9 checks failed: package no-such-package installed (expected true, found false); ...``"""
+    failures = result.failures
+    shown = "; ".join(f"{c.resource_type} {c.name} (expected {c.expected}, found {c.found})" for c in failures[:limit])
+    more = f"; and {len(failures) - limit} more" if len(failures) > limit else ""
+    return f"{len(failures)} of {result.counts['total']} checks failed: {shown}{more}"
 
 
 def _teardown(target: Target, instance: Instance, failure: BaseException | None) -> None:

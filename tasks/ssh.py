@@ -1,0 +1,314 @@
+"""SSH with a pinned host key, a bounded wait until the host answers, and commands with a hard timeout.
+
+paramiko's ``AutoAddPolicy`` and ``WarningPolicy`` accept any host key; here the only keys a client knows
+are the pinned ones and ``RejectPolicy`` refuses everything else. No system known_hosts, agent or
+``~/.ssh`` key is ever consulted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import hashlib
+import os
+import select
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tasks.errors import JobFailed, UsageError
+from tasks.targets.base import SshEndpoint
+
+FIRST_DELAY = 0.2
+MAX_DELAY = 2.0
+KILL_GRACE = 2.0  # seconds between the remote TERM and KILL of a command past its timeout
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command left behind; ``timed_out`` means it was killed at its deadline."""
+
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    duration: float = 0.0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def describe_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {fingerprint(key)}"
+
+
+def host_key_from_text(text: str) -> paramiko.PKey:
+    """A public key from a ``"TYPE BASE64 [comment]"`` line (an ``*.pub`` file or a known_hosts tail)."""
+    fields = text.split()
+    if len(fields) < 2:
+        raise UsageError(f"host key {text[:40]!r}: expected 'TYPE BASE64', e.g. 'ssh-ed25519 AAAA...'")
+    key_type, blob = fields[0], fields[1]
+    try:
+        data = base64.b64decode(blob, validate=True)
+        key = paramiko.PKey.from_type_string(key_type, data)
+    except (binascii.Error, ValueError, paramiko.SSHException) as exc:
+        raise UsageError(f"host key {key_type} {blob[:16]}...: not a valid public key ({exc})") from exc
+    if key.get_name() != key_type and not key_type.startswith(key.get_name()):
+        raise UsageError(f"host key: type {key_type} does not match the key data ({key.get_name()})")
+    return key
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def host_keys_from_known_hosts(path: str | os.PathLike[str], host: str, port: int) -> list[paramiko.PKey]:
+    """The keys a known_hosts file lists for ``host:port`` (hashed entries included)."""
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(os.fspath(path))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read known_hosts ({exc})") from exc
+    name = known_hosts_name(host, port)
+    entry = keys.lookup(name)
+    if not entry:
+        raise UsageError(f"{path}: no host key for {name}")
+    return list(entry.values())
+
+
+def load_private_key(path: str | os.PathLike[str]) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(os.fspath(path))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise UsageError(f"{path}: cannot load private key ({exc})") from exc
+
+
+def generate_keypair(directory: str | os.PathLike[str], name: str = "id_ed25519") -> tuple[Path, str]:
+    """A fresh Ed25519 key: ``(private_key_path, "ssh-ed25519 AAAA... bakery")``; the file is 0600."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path = Path(directory) / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    return path, public.decode() + " bakery"
+
+
+# ------------------------------------------------------------------------------------------ connect
+
+
+class _Retry(Exception):
+    """A failure worth another attempt; ``kind`` goes into the final message."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def _pin(
+    client: paramiko.SSHClient, endpoint: SshEndpoint, known_keys: list[paramiko.PKey] | None
+) -> list[paramiko.PKey]:
+    keys = list(known_keys or [])
+    if endpoint.host_key:
+        keys.append(host_key_from_text(endpoint.host_key))
+    if not keys:
+        raise UsageError(f"ssh {endpoint.host}:{endpoint.port}: no pinned host key; refusing to connect")
+    name = known_hosts_name(endpoint.host, endpoint.port)
+    for key in keys:
+        client.get_host_keys().add(name, key.get_name(), key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return keys
+
+
+def _attempt(
+    endpoint: SshEndpoint, pkey: paramiko.PKey, known_keys: list[paramiko.PKey] | None, budget: float
+) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    pinned = _pin(client, endpoint, known_keys)
+    where = f"ssh {endpoint.user}@{endpoint.host}:{endpoint.port}"
+    step = max(0.5, min(budget, 10.0))
+    try:
+        client.connect(
+            endpoint.host,
+            port=endpoint.port,
+            username=endpoint.user,
+            pkey=pkey,
+            timeout=step,
+            banner_timeout=step,
+            auth_timeout=step,
+            channel_timeout=step,
+            look_for_keys=False,
+            allow_agent=False,
+        )
+        return client
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        expected = ", ".join(describe_key(k) for k in pinned)
+        raise JobFailed(
+            f"{where}: host key mismatch: expected {expected}, offered {describe_key(exc.key)}; refusing to connect"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise JobFailed(
+            f"{where}: authentication failed for user {endpoint.user!r} with the given key ({exc})"
+        ) from None
+    except socket.gaierror as exc:
+        client.close()
+        raise JobFailed(f"{where}: cannot resolve host ({exc})") from None
+    except paramiko.ssh_exception.NoValidConnectionsError as exc:
+        client.close()
+        refused = all(
+            isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED
+            for e in exc.errors.values()
+        )
+        raise _Retry("connection refused" if refused else "unreachable", str(exc)) from None
+    except ConnectionRefusedError as exc:
+        client.close()
+        raise _Retry("connection refused", str(exc)) from None
+    except TimeoutError as exc:
+        client.close()
+        raise _Retry("timed out", str(exc) or "TCP connect timed out") from None
+    except paramiko.SSHException as exc:
+        offered = _offered_key(client)
+        client.close()
+        text = str(exc)
+        if "not found in known_hosts" in text:
+            expected = ", ".join(describe_key(k) for k in pinned)
+            found = describe_key(offered) if offered else "a key of another type"
+            raise JobFailed(
+                f"{where}: host key mismatch: expected {expected}, offered {found}; refusing to connect"
+            ) from None
+        if isinstance(exc.__context__, TimeoutError) or "timed out" in text.lower():
+            raise _Retry("timed out", f"{text} (no answer from sshd)") from None
+        # Docker's userland proxy accepts TCP before sshd listens, then closes: EOF or reset here.
+        raise _Retry("connection closed before the SSH handshake", text) from None
+    except (EOFError, OSError) as exc:
+        client.close()
+        raise _Retry("connection closed before the SSH handshake", f"{type(exc).__name__}: {exc}") from None
+
+
+def _offered_key(client: paramiko.SSHClient) -> paramiko.PKey | None:
+    transport = client.get_transport()
+    try:
+        return transport.get_remote_server_key() if transport else None
+    except paramiko.SSHException:
+        return None
+
+
+def connect(
+    endpoint: SshEndpoint, *, timeout: float, known_keys: list[paramiko.PKey] | None = None
+) -> paramiko.SSHClient:
+    """Connect with the pinned host key(s), key auth only, retrying until ``timeout`` seconds have passed.
+
+    Refused, timed-out and closed-before-handshake attempts are retried with exponential backoff
+    (0.2 s doubling to 2 s); a host key mismatch or an authentication failure ends at once.
+    """
+    pkey = load_private_key(endpoint.key_path)
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = FIRST_DELAY
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return _attempt(endpoint, pkey, known_keys, deadline - time.monotonic())
+        except _Retry as exc:
+            last = exc
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, MAX_DELAY)
+    waited = time.monotonic() - started
+    raise JobFailed(
+        f"ssh {endpoint.user}@{endpoint.host}:{endpoint.port}: {last.kind} "
+        f"(gave up after {waited:.1f} s, {attempts} attempts; last error: {last})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def _wrap(command: str, timeout: float, sudo: bool) -> str:
+    """``/bin/sh -c`` the command under coreutils ``timeout`` when present (it kills the whole group)."""
+    seconds = f"{max(timeout, 0.1):.3f}"
+    quoted = shlex.quote(command)
+    inner = (
+        "if command -v timeout >/dev/null 2>&1; "
+        f"then exec timeout -k {KILL_GRACE:g} {seconds} /bin/sh -c {quoted}; "
+        f"else exec /bin/sh -c {quoted}; fi"
+    )
+    return f"{'sudo -n ' if sudo else ''}/bin/sh -c {shlex.quote(inner)}"
+
+
+def run(
+    client: paramiko.SSHClient,
+    command: str,
+    timeout: float,
+    *,
+    stdin: bytes | None = None,
+    sudo: bool = False,
+) -> CommandResult:
+    """Run ``command`` (a ``/bin/sh`` command line) and return its status and output.
+
+    The remote side is killed by ``timeout`` (TERM, then KILL after 2 s); locally the channel is
+    abandoned at ``timeout + 3 s`` whatever the remote side does, so a hanging command cannot hang us.
+    """
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise JobFailed("ssh: the connection is closed")
+    started = time.monotonic()
+    deadline = started + timeout + KILL_GRACE + 1.0
+    channel = transport.open_session(timeout=max(timeout, 1.0))
+    out: list[bytes] = []
+    err: list[bytes] = []
+    timed_out = False
+    try:
+        channel.exec_command(_wrap(command, timeout, sudo))
+        if stdin:
+            channel.sendall(stdin)
+        channel.shutdown_write()
+        while True:
+            while channel.recv_ready():
+                out.append(channel.recv(65536))
+            while channel.recv_stderr_ready():
+                err.append(channel.recv_stderr(65536))
+            drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+            if drained and channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            select.select([channel], [], [], min(remaining, 0.05))
+        status = channel.recv_exit_status() if not timed_out else -1
+    finally:
+        channel.close()
+    duration = time.monotonic() - started
+    if not timed_out and status in (124, 137) and duration >= timeout * 0.98:
+        timed_out = True
+    return CommandResult(status, b"".join(out), b"".join(err), timed_out, duration)

@@ -1,0 +1,32 @@
+"""One module per goss resource type; ``TYPES`` in goss's order."""
+
+from __future__ import annotations
+
+from tasks.verify.resources import command, file, group, kernel_param, package, port, process, service, user
+from tasks.verify.resources.base import ResourceType
+
+TYPES: dict[str, ResourceType] = {
+    t.name: t
+    for t in (
+        package.TYPE,
+        service.TYPE,
+        port.TYPE,
+        file.TYPE,
+        command.TYPE,
+        user.TYPE,
+        group.TYPE,
+        process.TYPE,
+        kernel_param.TYPE,
+    )
+}
+
+# goss types bakery refuses (exit 2), and why.
+UNSUPPORTED = {
+    "http": "needs a client on the host's network; check it with a command (curl) instead",
+    "addr": "reachability from the host; check it with a command instead",
+    "dns": "resolution from the host; check it with a command (getent hosts) instead",
+    "mount": "not implemented; check it with a command (findmnt) instead",
+    "interface": "not implemented; check it with a command (ip addr) instead",
+    "gossfile": "includes are not supported; render the spec into one file (goss render)",
+    "matching": "not implemented",
+}

@@ -1,0 +1,46 @@
+"""What every resource type module provides: its schema, the shell that gathers its facts, and how
+to read those facts back into found values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.verify.facts import Facts, Script
+from tasks.verify.model import Resource
+
+Item = tuple[int, Resource]  # a resource and its position in the spec (section keys use the position)
+Gather = Callable[[Script, list[Item]], None]
+Observe = Callable[[Resource, int, Facts], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """``checks`` maps checked attributes to matcher kinds; ``options`` are goss's other attributes."""
+
+    name: str
+    checks: dict[str, str]
+    options: dict[str, str] = field(default_factory=dict)
+    target_option: str = ""
+    target_pattern: str = r".+"
+    target_hint: str = ""
+    unsupported: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # old goss names, e.g. contains → contents
+    gather: Gather | None = None
+    observe: Observe | None = None
+
+    def check_target(self, target: str) -> str:
+        """An error message when ``target`` is not a plausible name for this type, else ``""``."""
+        if "\n" in target or "\0" in target or not re.fullmatch(self.target_pattern, target):
+            return f"bad {self.name} name {target!r}" + (f" ({self.target_hint})" if self.target_hint else "")
+        return ""
+
+
+def key(resource_index: int, resource: Resource, part: str = "") -> str:
+    return f"{resource.type}.{resource_index}" + (f".{part}" if part else "")
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0][:200]

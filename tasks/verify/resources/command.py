@@ -1,0 +1,46 @@
+"""command: exit-status, stdout, stderr — each command on its own SSH channel with its own timeout.
+
+goss's ``timeout`` is in milliseconds (default: the verify run's command timeout). A command past its
+timeout is killed and every attribute of it fails with "timed out".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paramiko
+
+from tasks import ssh
+from tasks.verify.model import Resource, Unavailable
+from tasks.verify.resources.base import ResourceType
+
+# goss is usually run as root, with the sbin directories on PATH.
+PATH_PREFIX = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH; '
+
+
+def timeout_of(resource: Resource, default: float) -> float:
+    milliseconds = resource.options.get("timeout")
+    return milliseconds / 1000 if milliseconds else default
+
+
+def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: float, sudo: bool) -> dict[str, Any]:
+    """Found values for the command's attributes."""
+    timeout = timeout_of(resource, default_timeout)
+    try:
+        result = ssh.run(client, PATH_PREFIX + resource.target, timeout, sudo=sudo)
+    except Exception as exc:  # a broken channel fails this check, not the whole run
+        failed = Unavailable(f"could not run: {type(exc).__name__}: {exc}")
+        return dict.fromkeys(TYPE.checks, failed)
+    if result.timed_out:
+        return dict.fromkeys(TYPE.checks, Unavailable(f"timed out after {timeout:g} s, killed"))
+    return {"exit-status": result.exit_status, "stdout": result.out, "stderr": result.err}
+
+
+TYPE = ResourceType(
+    name="command",
+    checks={"exit-status": "int", "stdout": "text", "stderr": "text"},
+    options={"exec": "str", "timeout": "int"},
+    target_option="exec",
+    target_pattern=r"(?s).*\S.*",
+    target_hint="a shell command",
+)

@@ -1,0 +1,149 @@
+"""Run a validated spec over one SSH connection.
+
+All facts but ``command`` checks come from ONE remote shell script (run as root through ``sudo -n``
+when the login user is not root and sudo allows it), so a spec of any size costs one round trip;
+``command`` checks then run concurrently, each on its own channel with its own timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import paramiko
+
+from tasks import ssh
+from tasks.targets.base import SshEndpoint
+from tasks.verify import matchers
+from tasks.verify.facts import Script
+from tasks.verify.model import CheckResult, Fact, Resource, Unavailable, VerifyResult
+from tasks.verify.resources import TYPES, command
+from tasks.verify.spec import Spec, load_spec
+
+# OpenSSH allows 10 sessions per connection (MaxSessions); stay below it.
+MAX_PARALLEL_COMMANDS = 8
+
+# Become root for the fact script when that is possible without a password; say who we are either way.
+_ELEVATE = 'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh -s; fi; exec /bin/sh -s'
+
+
+def build_script(spec: Spec) -> Script:
+    """The fact-gathering script for every non-command, non-skipped resource of ``spec``."""
+    script = Script()
+    for name, kind in TYPES.items():
+        items = [(i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip]
+        if items and kind.gather:
+            kind.gather(script, items)
+    return script
+
+
+def _found_text(found: Any) -> str:
+    if isinstance(found, Unavailable):
+        return str(found)
+    if isinstance(found, str) and ("\n" in found or len(found) > 160 or not found):
+        shown = repr(found[:120])
+        return shown + (f"... ({len(found)} chars)" if len(found) > 120 else "")
+    return matchers.show(found)
+
+
+def evaluate(resource: Resource, found: dict[str, Any], duration: float = 0.0) -> list[CheckResult]:
+    """One result per checked attribute of ``resource``."""
+    results = []
+    for attribute, matcher in resource.checks.items():
+        value = found.get(attribute, Unavailable("not gathered"))
+        note = ""
+        if isinstance(value, Fact):
+            value, note = value.value, value.note
+        if isinstance(value, Unavailable):
+            ok, message = False, ""  # the reason is the found value
+        else:
+            ok = matcher.test(value)
+            message = "" if ok else matcher.explain(value)
+        shown = _found_text(value) + (f" ({note})" if note else "")
+        results.append(
+            CheckResult(resource.type, resource.id, attribute, matcher.describe(), shown, ok, False, message, duration)
+        )
+    return results
+
+
+def _skipped(resource: Resource) -> list[CheckResult]:
+    return [
+        CheckResult(resource.type, resource.id, a, m.describe(), "", False, True, "skip: true")
+        for a, m in resource.checks.items()
+    ]
+
+
+def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command_timeout: float = 30.0) -> VerifyResult:
+    """Check every resource of ``spec`` on the host behind ``client``; never raises for a failed check."""
+    started = time.monotonic()
+    transport = client.get_transport()
+    login = (transport.get_username() if transport else "") or ""
+    peer = transport.getpeername() if transport else ("", "")
+    host = f"{peer[0]}:{peer[1]}"
+    notes: list[str] = []
+
+    script = build_script(spec)
+    gathered = ssh.run(client, _ELEVATE if sudo else "exec /bin/sh -s", command_timeout, stdin=script.text.encode())
+    facts = script.parse(gathered.stdout)
+    gather_failure = ""
+    if gathered.timed_out:
+        gather_failure = f"fact gathering timed out after {command_timeout:g} s"
+    elif "meta.uid" not in facts:
+        gather_failure = f"fact gathering failed (exit {gathered.exit_status}): {gathered.err.strip()[:200]}"
+    if gather_failure:
+        notes.append(gather_failure)
+    as_root = facts.uid == "0"
+    if sudo and not as_root and not gather_failure:
+        notes.append(f"checks ran as {login} (uid {facts.uid}): sudo -n is not available, root-only facts may fail")
+    gathered_checks = sum(len(r.checks) for r in spec.resources if r.type != "command" and not r.skip)
+    per_check = (time.monotonic() - started) / max(gathered_checks, 1)
+
+    results: dict[int, list[CheckResult]] = {}
+    commands: list[tuple[int, Resource]] = []
+    for index, resource in enumerate(spec.resources):
+        if resource.skip:
+            results[index] = _skipped(resource)
+        elif resource.type == "command":
+            commands.append((index, resource))
+        elif gather_failure:
+            results[index] = evaluate(resource, {a: Unavailable(gather_failure) for a in resource.checks})
+        else:
+            observe = TYPES[resource.type].observe
+            assert observe is not None
+            results[index] = evaluate(resource, observe(resource, index, facts), per_check)
+
+    use_sudo = sudo and as_root and login != "root"
+
+    def run_one(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
+        index, resource = item
+        begun = time.monotonic()
+        found = command.run(client, resource, default_timeout=command_timeout, sudo=use_sudo)
+        return index, evaluate(resource, found, time.monotonic() - begun)
+
+    if commands:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_COMMANDS, len(commands))) as pool:
+            results.update(pool.map(run_one, commands))
+
+    checks = tuple(c for index in sorted(results) for c in results[index])
+    remote_user = f"{login} (as root)" if as_root and login != "root" else login
+    return VerifyResult(spec.path, host, checks, time.monotonic() - started, remote_user, tuple(notes))
+
+
+def verify_endpoint(
+    endpoint: SshEndpoint,
+    spec_path: str | os.PathLike[str],
+    *,
+    ssh_timeout: float,
+    command_timeout: float = 30.0,
+    sudo: bool = True,
+    known_keys: list[paramiko.PKey] | None = None,
+) -> VerifyResult:
+    """Validate the spec (a bad one fails here, before connecting), connect once, verify, close."""
+    spec = load_spec(spec_path)
+    client = ssh.connect(endpoint, timeout=ssh_timeout, known_keys=known_keys)
+    try:
+        return verify(client, spec, sudo=sudo, command_timeout=command_timeout)
+    finally:
+        client.close()
