@@ -60,7 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--image", required=True, help="image id or family:version")
     _testing(test)
     test.set_defaults(handler=cmd_test)
+
+    verify = sub.add_parser("verify", help="check an existing host against a spec over SSH; launches nothing")
+    verify.add_argument("--host", required=True)
+    verify.add_argument("--port", type=int, default=22)
+    verify.add_argument("--user", required=True)
+    verify.add_argument("--key", required=True, metavar="FILE", help="private key file")
+    pin = verify.add_mutually_exclusive_group(required=True)
+    pin.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
+    pin.add_argument("--host-key", metavar='"TYPE BASE64"', help="the host's public key")
+    verify.add_argument("--spec", required=True, help="goss-format spec")
+    verify.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    verify.add_argument("--json", dest="json_file", metavar="FILE", help="write the result as JSON")
+    verify.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
+    verify.add_argument("--command-timeout", default="30s", metavar="D", help="default per-command limit")
+    verify.set_defaults(handler=cmd_verify)
     return parser
+
+
+def _with_prefect() -> None:
+    """Import Prefect (which sets up its log handlers), then keep user errors to one line there too."""
+    import flows.pipeline  # noqa: F401
+
+    quiet_user_error_tracebacks()
 
 
 def _request(args: argparse.Namespace, **extra: Any) -> Any:
@@ -103,6 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(args)
     _static_checks(request)
+    _with_prefect()
     from flows.pipeline import image_build
 
     return image_build(
@@ -123,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     )
     _static_checks(request)
     _load_spec(request.spec)
+    _with_prefect()
     from flows.pipeline import image_pipeline
 
     return image_pipeline(
@@ -152,6 +176,7 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         keep_on_failure=args.keep_on_failure,
     )
     _load_spec(request.spec)
+    _with_prefect()
     from flows.pipeline import image_test
 
     return image_test(
@@ -186,6 +211,37 @@ def quiet_user_error_tracebacks() -> None:
                 handler.addFilter(HideUserErrorTracebacks())
 
 
+def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    """Exit 0 all checks pass, 1 any fails, 2 a bad request; no Prefect, so it starts fast."""
+    from pathlib import Path
+
+    from tasks import ssh
+    from tasks.errors import JobFailed
+    from tasks.inputs import parse_duration
+    from tasks.targets.base import SshEndpoint
+    from tasks.verify import load_spec, report, verify_endpoint
+
+    ssh_timeout = parse_duration(args.ssh_timeout, "--ssh-timeout").total_seconds()
+    command_timeout = parse_duration(args.command_timeout, "--command-timeout").total_seconds()
+    load_spec(args.spec)
+    ssh.load_private_key(args.key)
+    known = ssh.host_keys_from_known_hosts(args.known_hosts, args.host, args.port) if args.known_hosts else None
+    if args.host_key:
+        ssh.host_key_from_text(args.host_key)
+    endpoint = SshEndpoint(args.host, args.port, args.user, Path(args.key), args.host_key or "")
+    result = verify_endpoint(
+        endpoint, args.spec, ssh_timeout=ssh_timeout, command_timeout=command_timeout, known_keys=known
+    )
+    print(report.summary(result), file=sys.stderr)
+    if args.junit:
+        Path(args.junit).write_text(report.to_junit(result))
+    if args.json_file:
+        Path(args.json_file).write_text(report.to_json(result))
+    if not result.passed:
+        raise JobFailed(f"{result.counts['failed']} of {result.counts['total']} checks failed on {args.host}")
+    return result.counts
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("BAKERY_LOG_LEVEL", "INFO"),
@@ -204,9 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
-    import flows.pipeline  # noqa: F401  (imports Prefect, which sets up its log handlers)
-
-    quiet_user_error_tracebacks()
     try:
         result = handler(args)
     except BakeryError as exc:
