@@ -110,7 +110,9 @@ def bare_pipeline(version: str) -> float:
                     raise RuntimeError("sshd did not answer")
                 time.sleep(0.2)
             # services may still be starting: retry the checks briefly, as a person would
-            while subprocess.run([*ssh, f'sudo sh -c "{CHECKS}"'], capture_output=True, check=False).returncode:
+            while subprocess.run(
+                [*ssh, "sudo sh -s"], input=CHECKS, capture_output=True, text=True, check=False
+            ).returncode:
                 if time.monotonic() > deadline:
                     raise RuntimeError("checks failed")
                 time.sleep(0.2)

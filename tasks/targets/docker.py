@@ -15,7 +15,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from tasks.errors import JobFailed
+from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import Image, Instance, Run, SshEndpoint
 
 LABEL_RUN_ID = "bakery.run-id"
@@ -78,12 +78,13 @@ class DockerTarget:
         try:
             found = self.engine.images.get(reference)
         except docker.errors.ImageNotFound as exc:
-            raise JobFailed(f"docker: no image {reference!r}") from exc
+            raise UsageError(f"--image {reference!r}: no such image in the Docker engine") from exc
         family, version = _family_version(found.tags, reference)
         return self._image(found, family, version)
 
     def _image(self, found: Any, family: str, version: str) -> Image:
-        created = datetime.fromisoformat(found.attrs["Created"][:26].rstrip("Z").split(".")[0]).replace(tzinfo=UTC)
+        # Docker writes nanoseconds ("2026-11-26T15:44:36.123456789Z"); seconds are enough here.
+        created = datetime.fromisoformat(found.attrs["Created"][:19]).replace(tzinfo=UTC)
         return Image(
             target=self.name,
             id=found.id,
