@@ -18,10 +18,12 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paramiko.pkey import UnknownKeyType
 
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import SshEndpoint
@@ -72,7 +74,7 @@ def host_key_from_text(text: str) -> paramiko.PKey:
     try:
         data = base64.b64decode(blob, validate=True)
         key = paramiko.PKey.from_type_string(key_type, data)
-    except (binascii.Error, ValueError, paramiko.SSHException) as exc:
+    except (binascii.Error, ValueError, paramiko.SSHException, UnknownKeyType) as exc:
         raise UsageError(f"host key {key_type} {blob[:16]}...: not a valid public key ({exc})") from exc
     if key.get_name() != key_type and not key_type.startswith(key.get_name()):
         raise UsageError(f"host key: type {key_type} does not match the key data ({key.get_name()})")
@@ -149,14 +151,20 @@ def _attempt(
 ) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     pinned = _pin(client, endpoint, known_keys)
-    where = f"ssh {endpoint.user}@{endpoint.host}:{endpoint.port}"
     step = max(0.5, min(budget, 10.0))
+    sock: socket.socket | None = None
+    connected = False
     try:
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=step)
+        connected = True
+        # Without TCP_NODELAY each channel request sits out a delayed ACK: ~40 ms per command.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.connect(
             endpoint.host,
             port=endpoint.port,
             username=endpoint.user,
             pkey=pkey,
+            sock=sock,
             timeout=step,
             banner_timeout=step,
             auth_timeout=step,
@@ -165,50 +173,49 @@ def _attempt(
             allow_agent=False,
         )
         return client
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        expected = ", ".join(describe_key(k) for k in pinned)
-        raise JobFailed(
-            f"{where}: host key mismatch: expected {expected}, offered {describe_key(exc.key)}; refusing to connect"
-        ) from None
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        raise JobFailed(
-            f"{where}: authentication failed for user {endpoint.user!r} with the given key ({exc})"
-        ) from None
-    except socket.gaierror as exc:
-        client.close()
-        raise JobFailed(f"{where}: cannot resolve host ({exc})") from None
-    except paramiko.ssh_exception.NoValidConnectionsError as exc:
-        client.close()
-        refused = all(
-            isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED
-            for e in exc.errors.values()
-        )
-        raise _Retry("connection refused" if refused else "unreachable", str(exc)) from None
-    except ConnectionRefusedError as exc:
-        client.close()
-        raise _Retry("connection refused", str(exc)) from None
-    except TimeoutError as exc:
-        client.close()
-        raise _Retry("timed out", str(exc) or "TCP connect timed out") from None
-    except paramiko.SSHException as exc:
+    except Exception as exc:
         offered = _offered_key(client)
         client.close()
-        text = str(exc)
-        if "not found in known_hosts" in text:
-            expected = ", ".join(describe_key(k) for k in pinned)
-            found = describe_key(offered) if offered else "a key of another type"
-            raise JobFailed(
-                f"{where}: host key mismatch: expected {expected}, offered {found}; refusing to connect"
-            ) from None
-        if isinstance(exc.__context__, TimeoutError) or "timed out" in text.lower():
-            raise _Retry("timed out", f"{text} (no answer from sshd)") from None
+        if sock is not None:
+            sock.close()
+        raise _classify(exc, endpoint, pinned, offered, connected, step) from None
+
+
+def _classify(
+    exc: Exception,
+    endpoint: SshEndpoint,
+    pinned: list[paramiko.PKey],
+    offered: paramiko.PKey | None,
+    connected: bool,
+    step: float,
+) -> Exception:
+    """The error to raise for a failed attempt: ``_Retry`` when another attempt may succeed."""
+    where = f"ssh {endpoint.user}@{endpoint.host}:{endpoint.port}"
+    expected = ", ".join(describe_key(k) for k in pinned)
+    text = str(exc)
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return JobFailed(
+            f"{where}: host key mismatch: expected {expected}, offered {describe_key(exc.key)}; refusing to connect"
+        )
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in text:
+        found = describe_key(offered) if offered else "a key of another type"
+        return JobFailed(f"{where}: host key mismatch: expected {expected}, offered {found}; refusing to connect")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return JobFailed(f"{where}: authentication failed for user {endpoint.user!r} with the given key ({exc})")
+    if isinstance(exc, socket.gaierror):
+        return JobFailed(f"{where}: cannot resolve host ({exc})")
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return _Retry("connection refused", text)
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+        return _Retry("timed out", text or ("no SSH banner" if connected else "TCP connect timed out"))
+    if isinstance(exc, paramiko.SSHException) and "No existing session" in text:
+        return _Retry("timed out", f"no SSH handshake within {step:g} s")  # paramiko's word for it
+    if connected and isinstance(exc, paramiko.SSHException | EOFError | OSError):
         # Docker's userland proxy accepts TCP before sshd listens, then closes: EOF or reset here.
-        raise _Retry("connection closed before the SSH handshake", text) from None
-    except (EOFError, OSError) as exc:
-        client.close()
-        raise _Retry("connection closed before the SSH handshake", f"{type(exc).__name__}: {exc}") from None
+        return _Retry("connection closed before the SSH handshake", text or type(exc).__name__)
+    if isinstance(exc, OSError):
+        return _Retry("unreachable", text)
+    return exc
 
 
 def _offered_key(client: paramiko.SSHClient) -> paramiko.PKey | None:
@@ -253,16 +260,29 @@ def connect(
 # ---------------------------------------------------------------------------------------------- run
 
 
-def _wrap(command: str, timeout: float, sudo: bool) -> str:
-    """``/bin/sh -c`` the command under coreutils ``timeout`` when present (it kills the whole group)."""
+Sudo = bool | Literal["if-available"]
+
+
+def _wrap(command: str, timeout: float, sudo: Sudo) -> str:
+    """``/bin/sh -c`` the command under coreutils ``timeout`` when present (it kills the whole group).
+
+    ``sudo`` puts ``sudo -n`` outside the timeout, so the timeout (and its kill) runs as root too;
+    ``"if-available"`` uses it only when the user is not root and sudo needs no password.
+    """
     seconds = f"{max(timeout, 0.1):.3f}"
     quoted = shlex.quote(command)
-    inner = (
-        "if command -v timeout >/dev/null 2>&1; "
+    inner = shlex.quote(
+        "if timeout -k 1 0.5 true >/dev/null 2>&1; "  # coreutils or a recent busybox timeout
         f"then exec timeout -k {KILL_GRACE:g} {seconds} /bin/sh -c {quoted}; "
         f"else exec /bin/sh -c {quoted}; fi"
     )
-    return f"{'sudo -n ' if sudo else ''}/bin/sh -c {shlex.quote(inner)}"
+    if sudo == "if-available":
+        elevate = (
+            f'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh -c {inner}; fi; '
+            f"exec /bin/sh -c {inner}"
+        )
+        return f"/bin/sh -c {shlex.quote(elevate)}"
+    return f"{'sudo -n ' if sudo else ''}/bin/sh -c {inner}"
 
 
 def run(
@@ -271,7 +291,7 @@ def run(
     timeout: float,
     *,
     stdin: bytes | None = None,
-    sudo: bool = False,
+    sudo: Sudo = False,
 ) -> CommandResult:
     """Run ``command`` (a ``/bin/sh`` command line) and return its status and output.
 
@@ -290,6 +310,7 @@ def run(
     try:
         channel.exec_command(_wrap(command, timeout, sudo))
         if stdin:
+            channel.settimeout(max(deadline - time.monotonic(), 0.1))  # bounds sendall if nobody reads
             channel.sendall(stdin)
         channel.shutdown_write()
         while True:

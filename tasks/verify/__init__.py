@@ -5,6 +5,25 @@
     report.to_junit(result), report.summary(result), report.to_json(result), report.to_markdown(result)
 
 or all at once: ``verify_endpoint(endpoint, spec_path, ssh_timeout=120)``.
+
+Supported (goss attribute names; ``skip``, ``title`` and ``meta`` are accepted everywhere):
+
+    package       installed, versions                     dpkg, rpm or apk
+    service       enabled, running                        systemd, else OpenRC, else SysV scripts
+    port          listening, ip                           "tcp:22", "tcp6:22", "udp:53", "udp6:53"
+    file          exists, mode, size, owner, group, uid, gid, filetype, linked-to,
+                  contents (old name: contains), md5, sha256, sha512
+    command       exit-status, stdout, stderr             timeout in ms; exec overrides the key
+    user          exists, uid, gid, groups, home, shell
+    group         exists, gid
+    process       running                                 by executable name (/proc/PID/comm)
+    kernel-param  value
+
+Refused with exit 2 as unsupported: the resource types http, addr, dns, mount, interface, gossfile
+and matching; the attribute service.runlevels; the matchers have-key, gjson and semver-constraint;
+goss templates are not rendered (run goss render first). Matchers: plain values, lists (must contain all), "/regex/",
+"!" negation, and {equal, not, and, or, have-prefix, have-suffix, match-regexp, contain-substring,
+contain-element, contain-elements, consist-of, have-len, gt, ge, lt, le}.
 """
 
 from __future__ import annotations

@@ -31,26 +31,32 @@ MISSING = Section(b"", None)
 
 
 class Script:
-    """Collects ``(key, shell command)`` sections; ``text`` is the script, ``parse`` reads its output."""
+    """Collects ``(key, shell command)`` sections; ``text`` is the script, ``parse`` reads its output.
+
+    Sections run in *lanes* (by default one per resource type): lanes run concurrently, each into its
+    own temporary file, and the files are printed in order, so slow tools (systemctl, /proc/net) overlap.
+    Prelude sections run first, before any lane, and may set shell variables the lanes use.
+    """
 
     def __init__(self) -> None:
         self.nonce = secrets.token_hex(12)
-        self._body: list[str] = []
+        self._prelude: list[str] = []
+        self._lanes: dict[str, list[str]] = {}
         self._keys: set[str] = set()
 
     @property
     def marker(self) -> str:
         return f"@@bakery-{self.nonce}@@"
 
-    def add(self, key: str, command: str) -> None:
-        if " " in key or "\n" in key or key in self._keys:
+    def add(self, key: str, command: str, *, lane: str | None = None, prelude: bool = False) -> None:
+        if not key or " " in key or "\n" in key or key in self._keys:
             raise ValueError(f"bad or duplicate section key {key!r}")
         self._keys.add(key)
-        self._body.append(f"b {key}\n{command}\ne")
-
-    def raw(self, shell: str) -> None:
-        """Shell text outside any section (``if``/``fi`` around sections)."""
-        self._body.append(shell)
+        section = f"b {key}\n{command}\ne"
+        if prelude:
+            self._prelude.append(section)
+        else:
+            self._lanes.setdefault(lane or key.split(".")[0], []).append(section)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -67,7 +73,26 @@ class Script:
             "id -u",
             "e",
         ]
-        return "\n".join([*head, *self._body, ""])
+        lanes = [f"bk_lane_{i}() {{\n" + "\n".join(body) + "\n}" for i, body in enumerate(self._lanes.values())]
+        names = [f"bk_lane_{i}" for i in range(len(lanes))]
+        return "\n".join([*head, *self._prelude, *lanes, *self._run(names), ""])
+
+    @staticmethod
+    def _run(names: list[str]) -> list[str]:
+        if len(names) < 2:
+            return names
+        files = " ".join(f'"$bk_tmp/{i}"' for i in range(len(names)))
+        return [
+            'bk_tmp=$(mktemp -d 2>/dev/null) || bk_tmp=""',
+            'if [ -n "$bk_tmp" ] && [ -d "$bk_tmp" ]; then',
+            """  trap 'rm -rf "$bk_tmp"' EXIT; trap 'exit 143' HUP INT TERM""",
+            *(f'  {name} > "$bk_tmp/{i}" &' for i, name in enumerate(names)),
+            "  wait",
+            f"  cat {files}",
+            "else",
+            *(f"  {name}" for name in names),
+            "fi",
+        ]
 
     def parse(self, stdout: bytes) -> Facts:
         sections: dict[str, Section] = {}

@@ -269,8 +269,8 @@ class Pattern(Matcher):
     def explain(self, found: Any) -> str:
         if not self.negate:
             return f"not found: {self.describe()}"
-        line = next(line for line in _lines(found) if self._hit(line))
-        return f"found {self.describe()[1:]} in line {line[:120]!r}"
+        number = next(n for n, line in enumerate(_lines(found), 1) if self._hit(line))
+        return f"found {self.describe()[1:]} at line {number}"  # the line itself may hold a secret
 
 
 @dataclass(frozen=True)
@@ -440,11 +440,14 @@ def build(kind: str, value: Any, path: str) -> Matcher:
 
 
 def _mode(value: Any, path: str) -> Matcher:
-    if not isinstance(value, str):
-        hint = (
-            f' (write it quoted, e.g. "{value:04o}")' if isinstance(value, int) and not isinstance(value, bool) else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise SpecError(
+            path,
+            f'expected a quoted octal string like "0644", got the number {value} '
+            "(YAML reads an unquoted 0644 as the number 420: quote the mode)",
         )
-        raise SpecError(path, f'expected a quoted octal string like "0644", got {show(value)!r}{hint}')
+    if not isinstance(value, str):
+        raise SpecError(path, f'expected a quoted octal string like "0644", got {show(value)!r}')
     bare = value.lstrip("!")
     if _slashed(bare):
         return _scalar(value, path)

@@ -33,10 +33,12 @@ class Unavailable:
 
 @dataclass(frozen=True)
 class Fact:
-    """A found value with a word of context for the report, e.g. ``False`` with ``"masked"``."""
+    """A found value with a word of context for the report, e.g. ``False`` with ``"masked"``;
+    ``shown`` replaces the value in reports (file contents are summarised, never copied into them)."""
 
     value: Any
     note: str = ""
+    shown: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 All facts but ``command`` checks come from ONE remote shell script (run as root through ``sudo -n``
 when the login user is not root and sudo allows it), so a spec of any size costs one round trip;
-``command`` checks then run concurrently, each on its own channel with its own timeout.
+``command`` checks run beside it, concurrently, each on its own channel with its own timeout.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ from tasks.verify.resources import TYPES, command
 from tasks.verify.spec import Spec, load_spec
 
 # OpenSSH allows 10 sessions per connection (MaxSessions); stay below it.
-MAX_PARALLEL_COMMANDS = 8
-
-# Become root for the fact script when that is possible without a password; say who we are either way.
-_ELEVATE = 'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh -s; fi; exec /bin/sh -s'
+MAX_CHANNELS = 8
 
 
 def build_script(spec: Spec) -> Script:
@@ -53,15 +50,15 @@ def evaluate(resource: Resource, found: dict[str, Any], duration: float = 0.0) -
     results = []
     for attribute, matcher in resource.checks.items():
         value = found.get(attribute, Unavailable("not gathered"))
-        note = ""
+        note, shown = "", None
         if isinstance(value, Fact):
-            value, note = value.value, value.note
+            value, note, shown = value.value, value.note, value.shown
         if isinstance(value, Unavailable):
             ok, message = False, ""  # the reason is the found value
         else:
             ok = matcher.test(value)
             message = "" if ok else matcher.explain(value)
-        shown = _found_text(value) + (f" ({note})" if note else "")
+        shown = (_found_text(value) if shown is None else shown) + (f" ({note})" if note else "")
         results.append(
             CheckResult(resource.type, resource.id, attribute, matcher.describe(), shown, ok, False, message, duration)
         )
@@ -76,59 +73,67 @@ def _skipped(resource: Resource) -> list[CheckResult]:
 
 
 def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command_timeout: float = 30.0) -> VerifyResult:
-    """Check every resource of ``spec`` on the host behind ``client``; never raises for a failed check."""
+    """Check every resource of ``spec`` on the host behind ``client``; never raises for a failed check.
+
+    With ``sudo``, facts and commands run as root (``sudo -n``) when the login user is not root and
+    sudo needs no password, as ``sudo goss validate`` would; otherwise as the login user, with a note.
+    """
     started = time.monotonic()
     transport = client.get_transport()
     login = (transport.get_username() if transport else "") or ""
     peer = transport.getpeername() if transport else ("", "")
-    host = f"{peer[0]}:{peer[1]}"
-    notes: list[str] = []
-
+    elevate: ssh.Sudo = "if-available" if sudo else False
     script = build_script(spec)
-    gathered = ssh.run(client, _ELEVATE if sudo else "exec /bin/sh -s", command_timeout, stdin=script.text.encode())
-    facts = script.parse(gathered.stdout)
-    gather_failure = ""
-    if gathered.timed_out:
-        gather_failure = f"fact gathering timed out after {command_timeout:g} s"
-    elif "meta.uid" not in facts:
-        gather_failure = f"fact gathering failed (exit {gathered.exit_status}): {gathered.err.strip()[:200]}"
-    if gather_failure:
-        notes.append(gather_failure)
-    as_root = facts.uid == "0"
-    if sudo and not as_root and not gather_failure:
-        notes.append(f"checks ran as {login} (uid {facts.uid}): sudo -n is not available, root-only facts may fail")
-    gathered_checks = sum(len(r.checks) for r in spec.resources if r.type != "command" and not r.skip)
-    per_check = (time.monotonic() - started) / max(gathered_checks, 1)
+    commands = [(i, r) for i, r in enumerate(spec.resources) if r.type == "command" and not r.skip]
 
-    results: dict[int, list[CheckResult]] = {}
-    commands: list[tuple[int, Resource]] = []
+    def run_command(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
+        index, resource = item
+        begun = time.monotonic()
+        found = command.run(client, resource, default_timeout=command_timeout, sudo=elevate)
+        return index, evaluate(resource, found, time.monotonic() - begun)
+
+    # The fact script and the commands share the connection, each on its own channel, all at once.
+    with ThreadPoolExecutor(max_workers=min(MAX_CHANNELS, 1 + len(commands))) as pool:
+        gathering = pool.submit(
+            ssh.run, client, "exec /bin/sh -s", command_timeout, stdin=script.text.encode(), sudo=elevate
+        )
+        command_results = pool.map(run_command, commands)
+        try:
+            gathered = gathering.result()
+        except Exception as exc:  # a broken connection fails the checks, it does not lose the report
+            gathered = ssh.CommandResult(-1, b"", f"{type(exc).__name__}: {exc}".encode())
+        results: dict[int, list[CheckResult]] = dict(command_results)
+
+    facts = script.parse(gathered.stdout)
+    failure = ""
+    if gathered.timed_out:
+        failure = f"fact gathering timed out after {command_timeout:g} s"
+    elif "meta.uid" not in facts:
+        failure = f"fact gathering failed (exit {gathered.exit_status}): {gathered.err.strip()[:200]}"
+    as_root = facts.uid == "0"
+    notes = [failure] if failure else []
+    if sudo and not as_root and not failure:
+        notes.append(f"checks ran as {login} (uid {facts.uid}): sudo -n is not available, root-only facts may fail")
+
+    gathered_checks = sum(len(r.checks) for r in spec.resources if r.type != "command" and not r.skip)
+    per_check = gathered.duration / max(gathered_checks, 1)
     for index, resource in enumerate(spec.resources):
         if resource.skip:
             results[index] = _skipped(resource)
         elif resource.type == "command":
-            commands.append((index, resource))
-        elif gather_failure:
-            results[index] = evaluate(resource, {a: Unavailable(gather_failure) for a in resource.checks})
+            continue
+        elif failure:
+            results[index] = evaluate(resource, dict.fromkeys(resource.checks, Unavailable(failure)))
         else:
             observe = TYPES[resource.type].observe
             assert observe is not None
             results[index] = evaluate(resource, observe(resource, index, facts), per_check)
 
-    use_sudo = sudo and as_root and login != "root"
-
-    def run_one(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
-        index, resource = item
-        begun = time.monotonic()
-        found = command.run(client, resource, default_timeout=command_timeout, sudo=use_sudo)
-        return index, evaluate(resource, found, time.monotonic() - begun)
-
-    if commands:
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_COMMANDS, len(commands))) as pool:
-            results.update(pool.map(run_one, commands))
-
     checks = tuple(c for index in sorted(results) for c in results[index])
     remote_user = f"{login} (as root)" if as_root and login != "root" else login
-    return VerifyResult(spec.path, host, checks, time.monotonic() - started, remote_user, tuple(notes))
+    return VerifyResult(
+        spec.path, f"{peer[0]}:{peer[1]}", checks, time.monotonic() - started, remote_user, tuple(notes)
+    )
 
 
 def verify_endpoint(

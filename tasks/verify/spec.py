@@ -115,7 +115,10 @@ def _resources(data: Any) -> list[Resource]:
             raise SpecError(where, f"expected a mapping of {type_name} names to attributes")
         for name, attributes in entries.items():
             if not isinstance(name, str) or not name.strip():
-                raise SpecError(f"{where}.{segment(str(name))}", f"a {type_name} name must be a non-empty string")
+                raise SpecError(
+                    f"{where}.{segment(str(name))}",
+                    f"a {type_name} name must be a non-empty string (YAML read {name!r}; quote it)",
+                )
             resources.append(_resource(TYPES[type_name], name, attributes, f"{where}.{segment(name)}"))
     return resources
 

@@ -23,7 +23,7 @@ def timeout_of(resource: Resource, default: float) -> float:
     return milliseconds / 1000 if milliseconds else default
 
 
-def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: float, sudo: bool) -> dict[str, Any]:
+def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: float, sudo: ssh.Sudo) -> dict[str, Any]:
     """Found values for the command's attributes."""
     timeout = timeout_of(resource, default_timeout)
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.verify.facts import Facts, Script, q
-from tasks.verify.model import Resource, Unavailable
-from tasks.verify.resources.base import Item, ResourceType, first_line, key
+from tasks.verify.model import Fact, Resource, Unavailable
+from tasks.verify.resources.base import Item, ResourceType, key
 
 STAT_FORMAT = "%F|%a|%u|%g|%U|%G|%s"
 FILETYPES = {
@@ -59,7 +59,7 @@ def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
     if stat.ok:
         found = _stat(stat.text)
     else:
-        reason = first_line(stat.text) or "stat failed"
+        reason = stat.text.strip().rsplit(": ", 1)[-1] or "stat failed"  # "stat: cannot statx 'p': <reason>"
         if "No such file" in reason or "Not a directory" in reason:
             found = {"exists": False} | {a: Unavailable("no such file") for a in STAT_ATTRIBUTES[1:]}
         else:
@@ -71,7 +71,7 @@ def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
         found["linked-to"] = link.text.rstrip("\n") if link.ok else Unavailable("not a symlink")
     if "contents" in resource.checks:
         contents = facts[key(index, resource, "contents")]
-        found["contents"] = contents.text if contents.ok else _unreadable(found, facts)
+        found["contents"] = _summarised(contents.text) if contents.ok else _unreadable(found, facts)
     for attribute in DIGESTS:
         if attribute in resource.checks:
             digest = facts[key(index, resource, attribute)]
@@ -79,6 +79,12 @@ def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
                 digest.text.split()[0] if digest.ok and digest.text.strip() else _unreadable(found, facts)
             )
     return found
+
+
+def _summarised(text: str) -> Fact:
+    """The contents for matching; in reports only their size (a file may hold secrets)."""
+    lines = text.count("\n")
+    return Fact(text, shown=f"<{lines} lines, {len(text.encode())} bytes>")
 
 
 def _unreadable(found: dict[str, Any], facts: Facts) -> Unavailable:

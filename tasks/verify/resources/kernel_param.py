@@ -6,7 +6,7 @@ from typing import Any
 
 from tasks.verify.facts import Facts, Script, q
 from tasks.verify.model import Resource, Unavailable
-from tasks.verify.resources.base import Item, ResourceType, first_line, key
+from tasks.verify.resources.base import Item, ResourceType, key
 
 
 def proc_path(name: str) -> str:
@@ -22,7 +22,7 @@ def gather(script: Script, items: list[Item]) -> None:
 def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
     section = facts[key(index, resource)]
     if not section.ok:
-        reason = first_line(section.text)
+        reason = section.text.strip().rsplit(": ", 1)[-1]  # "cat: /proc/sys/...: <reason>"
         if not reason or "No such file" in reason:
             reason = "no such kernel parameter"
         return {"value": Unavailable(reason)}

@@ -20,8 +20,11 @@ UDP_UNCONNECTED = "07"
 
 
 def gather(script: Script, items: list[Item]) -> None:
+    used = {split(r.target)[0] for _, r in items}
+    needed = used | {f"{p}6" for p in used if not p.endswith("6")}  # the v6 table explains a v4 miss
     for proto in PROTOCOLS:
-        script.add(f"port.{proto}", f"cat /proc/net/{proto} 2>/dev/null")
+        if proto in needed:
+            script.add(f"port.{proto}", f"cat /proc/net/{proto} 2>/dev/null", lane=f"port.{proto}")
 
 
 def _address(hex_address: str) -> str:
@@ -69,7 +72,7 @@ def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
     ips = listeners(section.text, proto).get(number, [])
     note = ""
     if not ips and not proto.endswith("6"):
-        other = listeners(facts[f"port.{proto}6"].text, proto + "6").get(number, [])
+        other = listeners(facts[f"port.{proto}6"].text, f"{proto}6").get(number, [])
         if other:
             note = f"listening on {proto}6 {', '.join(other)}; write {proto}6:{number}"
     return {"listening": Fact(bool(ips), note), "ip": sorted(ips)}
@@ -80,7 +83,7 @@ TYPE = ResourceType(
     checks={"listening": "bool", "ip": "list"},
     options={"port": "str"},
     target_option="port",
-    target_pattern=r"(tcp|tcp6|udp|udp6):([1-9][0-9]{0,4})",
+    target_pattern=r"(tcp|tcp6|udp|udp6):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])",
     target_hint='like "tcp:80", "tcp6:22", "udp:53" or "udp6:53"',
     gather=gather,
     observe=observe,

@@ -40,12 +40,13 @@ def _running(name: str) -> str:
 
 
 def gather(script: Script, items: list[Item]) -> None:
-    script.add("service.init", _DETECT)
+    script.add("service.init", _DETECT, prelude=True)
     for index, resource in items:
+        lane = key(index, resource)  # systemctl waits on systemd: let every service overlap the others
         if "enabled" in resource.checks:
-            script.add(key(index, resource, "enabled"), _enabled(resource.target))
+            script.add(key(index, resource, "enabled"), _enabled(resource.target), lane=lane)
         if "running" in resource.checks:
-            script.add(key(index, resource, "running"), _running(resource.target))
+            script.add(key(index, resource, "running"), _running(resource.target), lane=lane)
 
 
 def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:

@@ -1,0 +1,192 @@
+"""Spec loading and strict validation: every problem is a UsageError naming the file and the field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import UsageError
+from tasks.verify import load_spec, parse_spec
+from tasks.verify.matchers import AllOf, Equal, Mode, Regex
+
+SPEC = "packer/test/image_spec.yaml"
+
+
+def error(text: str) -> str:
+    with pytest.raises(UsageError) as caught:
+        parse_spec(textwrap.dedent(text), SPEC)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+def test_the_seed_checks_parse() -> None:
+    spec = parse_spec(
+        textwrap.dedent(
+            """
+            package:
+              nginx: {installed: true}
+            service:
+              nginx: {enabled: true, running: true}
+            port:
+              tcp:80: {listening: true}
+            file:
+              /etc/ssh/sshd_config:
+                contents: ["/^PermitRootLogin no/", "/^PasswordAuthentication no/"]
+            command:
+              openssl version:
+                exit-status: 0
+                stdout: ["/OpenSSL 3/"]
+            user:
+              deploy:
+                exists: true
+                groups: [sudo]
+            """
+        ),
+        SPEC,
+    )
+    assert [(r.type, r.id) for r in spec.resources] == [
+        ("package", "nginx"),
+        ("service", "nginx"),
+        ("port", "tcp:80"),
+        ("file", "/etc/ssh/sshd_config"),
+        ("command", "openssl version"),
+        ("user", "deploy"),
+    ]
+    assert spec.check_count == 9
+
+
+def test_unknown_attribute_names_file_path_and_choices() -> None:
+    message = error("service:\n  nginx:\n    enabeld: true\n")
+    assert message.startswith(
+        f"{SPEC}: service.nginx.enabeld: unknown attribute (expected one of enabled, running, skip)"
+    )
+    assert "did you mean enabled?" in message
+
+
+def test_unknown_and_unsupported_resource_types() -> None:
+    assert error("pakage:\n  nginx: {installed: true}\n").startswith(f"{SPEC}: pakage: unknown resource type")
+    for kind in ("http", "addr", "mount", "interface", "dns", "gossfile"):
+        message = error(f"{kind}:\n  x: {{}}\n")
+        assert message.startswith(f"{SPEC}: {kind}: unsupported resource type"), message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("package:\n  nginx: {installed: yes please}\n", "package.nginx.installed: expected true or false"),
+        ("package:\n  nginx: {installed: 1}\n", "package.nginx.installed: expected true or false"),
+        ("user:\n  deploy: {uid: [1]}\n", "user.deploy.uid: expected an integer"),
+        ("user:\n  deploy: {uid: abc}\n", "user.deploy.uid: expected an integer"),
+        ("user:\n  deploy: {groups: sudo}\n", "user.deploy.groups: expected a list"),
+        ("file:\n  /etc/x.conf: {mode: 0644}\n", 'file."/etc/x.conf".mode: expected a quoted octal string like "0644"'),
+        ("file:\n  /etc/x: {mode: '0999'}\n", "file./etc/x.mode: expected an octal mode"),
+        ("file:\n  /etc/x: {contents: 3}\n", "file./etc/x.contents: expected a list of patterns or a string"),
+        ("file:\n  /etc/x: {contents: [a, [b]]}\n", "file./etc/x.contents[1]: expected a string pattern"),
+        ("command:\n  uptime: {exit-status: 0, timeout: -1}\n", "command.uptime.timeout: expected a positive integer"),
+        ("service:\n  nginx: true\n", "service.nginx: expected a mapping of attributes"),
+        ("service: [nginx]\n", "service: expected a mapping of service names"),
+        ("service:\n  nginx: {skip: 1}\n", "service.nginx.skip: expected true or false"),
+        ("service:\n  nginx: {runlevels: [3]}\n", "service.nginx.runlevels: unsupported attribute"),
+        ("service:\n  nginx: {}\n", "service.nginx: nothing to check"),
+    ],
+)
+def test_wrong_types_name_the_field(text: str, expected: str) -> None:
+    assert error(text).startswith(f"{SPEC}: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("file:\n  /etc/x: {contents: ['/a(b/']}\n", "file./etc/x.contents[0]: bad regex /a(b/"),
+        ("file:\n  /etc/x: {contents: ['!/[z-a]/']}\n", "file./etc/x.contents[0]: bad regex /[z-a]/"),
+        ("user:\n  deploy: {home: '/(/'}\n", "user.deploy.home: bad regex /(/"),
+        ("user:\n  deploy: {groups: ['/*/']}\n", "user.deploy.groups[0]: bad regex /*/"),
+        ("kernel-param:\n  kernel.ostype: {value: {match-regexp: '('}}\n", 'kernel-param."kernel.ostype".value'),
+    ],
+)
+def test_bad_regex_names_the_field(text: str, expected: str) -> None:
+    message = error(text)
+    assert message.startswith(f"{SPEC}: {expected}"), message
+    assert "bad regex" in message
+
+
+def test_bad_names_are_refused_before_anything_runs() -> None:
+    assert "port.http: bad port name" in error("port:\n  http: {listening: true}\n")
+    assert "port.tcp:65536: bad port name" in error("port:\n  tcp:65536: {listening: true}\n")
+    assert "a command name must be a non-empty string" in error("command:\n  true: {exit-status: 0}\n")
+    assert "file.etc/passwd: bad file name" in error("file:\n  etc/passwd: {exists: true}\n")
+    assert "package.-rf: bad package name" in error("package:\n  -rf: {installed: true}\n")
+    assert 'user."a b": bad user name' in error("user:\n  a b: {exists: true}\n")
+
+
+def test_advanced_matchers_unsupported_ones_are_refused() -> None:
+    assert "unsupported matcher 'semver-constraint'" in error(
+        "package:\n  nginx: {versions: {semver-constraint: '>1.0'}}\n"
+    )
+    assert "exactly one key" in error("user:\n  deploy: {uid: {gt: 1, lt: 5}}\n")
+
+
+def test_yaml_syntax_errors_have_a_line() -> None:
+    message = error("service:\n  nginx:\n    enabled: true\n   running: true\n")
+    assert message.startswith(f"{SPEC}:4:")
+    assert "YAML syntax error" in message
+
+
+def test_duplicate_keys_are_refused_with_their_line() -> None:
+    message = error("file:\n  /a: {exists: true}\nservice:\n  x: {running: true}\nfile:\n  /b: {exists: true}\n")
+    assert message.startswith(f"{SPEC}:5:")
+    assert "duplicate key 'file'" in message
+
+
+def test_empty_and_non_mapping_specs() -> None:
+    assert "the spec is empty" in error("")
+    assert "expected a mapping of resource types" in error("- package\n")
+
+
+def test_goss_aliases_and_overrides() -> None:
+    spec = parse_spec(
+        textwrap.dedent(
+            """
+            file:
+              sshd config:
+                path: /etc/ssh/sshd_config
+                contains: [Port 22]
+                title: old goss name for contents
+                meta: {owner: team}
+            command:
+              version:
+                exec: openssl version
+                exit-status: 0
+                timeout: 5000
+            service:
+              web: {name: nginx, running: true, skip: true}
+            """
+        ),
+        SPEC,
+    )
+    file, command, service = spec.resources
+    assert (file.target, list(file.checks)) == ("/etc/ssh/sshd_config", ["contents"])
+    assert (command.target, command.options["timeout"]) == ("openssl version", 5000)
+    assert service.skip and service.target == "nginx"
+
+
+def test_matchers_are_compiled_by_kind() -> None:
+    spec = parse_spec(
+        "file:\n  /x: {exists: true, mode: '0644', owner: '/^ro/', contents: [a]}\nuser:\n  u: {groups: [a, b]}\n",
+        SPEC,
+    )
+    checks = spec.resources[0].checks
+    assert checks["exists"] == Equal(True)
+    assert checks["mode"] == Mode(0o644)
+    assert isinstance(checks["owner"], Regex)
+    assert isinstance(spec.resources[1].checks["groups"], AllOf)
+
+
+def test_load_spec_reads_files_and_names_unreadable_ones(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("process:\n  sshd: {running: true}\n")
+    assert load_spec(path).resources[0].id == "sshd"
+    with pytest.raises(UsageError, match=r"missing\.yaml: cannot read spec: No such file"):
+        load_spec(tmp_path / "missing.yaml")
