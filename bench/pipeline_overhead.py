@@ -140,7 +140,8 @@ def main() -> None:
     args = parser.parse_args()
     bare_times, bakery_times, versions = [], [], []
     with prefect_server() as api_url, tempfile.TemporaryDirectory() as state:
-        bakery_pipeline(f"0.0.0-warm.{uuid.uuid4().hex[:6]}", api_url, Path(state))  # warm caches once
+        versions.append(warm := f"0.0.0-warm.{uuid.uuid4().hex[:6]}")
+        bakery_pipeline(warm, api_url, Path(state))  # warm caches once
         for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
             versions += [v1 := f"0.0.0-bare.{uuid.uuid4().hex[:6]}", v2 := f"0.0.0-bake.{uuid.uuid4().hex[:6]}"]
             bare_times.append(bare_pipeline(v1))

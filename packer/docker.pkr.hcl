@@ -9,15 +9,14 @@ source "docker" "base" {
   pull   = false
   commit = true
 
-  # Labels on Packer's temporary build container, so `bake sweep` can find one a crashed run left.
-  run_command = [
-    "-d", "-i", "-t",
-    "--label", "bakery.run-id=${var.run_id}",
-    "--label", "bakery.expires-at=${var.expires_at}",
-    "--label", "bakery.family=${var.image_name}",
-    "--label", "bakery.purpose=packer-builder",
-    "--entrypoint=/bin/sh", "--", "{{.Image}}",
-  ]
+  # Packer's temporary build container is named after the run, so `bake sweep` can find one a crashed
+  # run left. A name, not labels: `docker commit` copies a container's labels into the image, and every
+  # container started from the image would then look like a bakery run's.
+  run_command = concat(
+    ["-d", "-i", "-t"],
+    var.run_id != "" ? ["--name", "bakery-build-${var.run_id}"] : [],
+    ["--entrypoint=/bin/sh", "--", "{{.Image}}"],
+  )
 
   changes = [
     "ENTRYPOINT [\"/sbin/init\"]",

@@ -11,6 +11,7 @@ import base64
 import binascii
 import errno
 import hashlib
+import logging
 import os
 import select
 import shlex
@@ -27,6 +28,10 @@ from paramiko.pkey import UnknownKeyType
 
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import SshEndpoint
+
+# While a host boots, paramiko logs each failed banner read as an ERROR with a traceback; connect()
+# retries those and reports the outcome itself, in one line.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 FIRST_DELAY = 0.2
 MAX_DELAY = 2.0

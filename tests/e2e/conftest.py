@@ -47,10 +47,12 @@ class Bake:
     api_url: str
     state_dir: Path
 
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PREFECT_API_URL": self.api_url, "BAKERY_STATE_DIR": str(self.state_dir)}
+
     def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PREFECT_API_URL": self.api_url, "BAKERY_STATE_DIR": str(self.state_dir)}
         return subprocess.run(
-            [BAKE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            [BAKE, *args], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
         )
 
 

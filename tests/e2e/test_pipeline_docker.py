@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -26,8 +28,13 @@ service:
 """
 
 
-def version() -> str:
-    return f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def version(engine: docker.DockerClient) -> Iterator[str]:
+    """A fresh version; its tag is removed afterwards (the stage tags stay, as a user's would)."""
+    value = f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
+    yield value
+    with contextlib.suppress(docker.errors.APIError):
+        engine.images.remove(f"app-base:{value}")
 
 
 def stage_id(engine: docker.DockerClient, tag: str) -> str | None:
@@ -37,8 +44,8 @@ def stage_id(engine: docker.DockerClient, tag: str) -> str | None:
         return None
 
 
-def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient) -> None:
-    v = version()
+def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient, version: str) -> None:
+    v = version
     result = bake("--json", "run", "--version", v, "--ssh-timeout", "90s")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -58,12 +65,12 @@ def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.Docker
 
 
 def test_failing_check_exits_1_names_it_and_does_not_stage(
-    bake: Bake, engine: docker.DockerClient, tmp_path: Path
+    bake: Bake, engine: docker.DockerClient, tmp_path: Path, version: str
 ) -> None:
     spec = tmp_path / "failing.yaml"
     spec.write_text(FAILING_SPEC)
     staged_before = stage_id(engine, "app-base:staging")
-    v = version()
+    v = version
     result = bake("run", "--version", v, "--spec", str(spec), "--ssh-timeout", "90s")
     assert result.returncode == 1, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,226 @@
+"""A fault at each stage of a Docker run: the original error shows, the exit code is the contract's,
+and afterwards Docker itself shows no container of the run and no private key is left.
+
+Faults are injected at seams (monkeypatch on the target, a broken template copy, a signal), never
+through switches in product code.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tasks.targets.docker import DockerTarget
+from tests.e2e.conftest import BAKE, REPO, Bake
+from tests.reliability.conftest import IMAGE_FAMILY, Leaks
+
+pytestmark = pytest.mark.e2e
+
+SPEC = str(REPO / "packer/test/image_spec.yaml")
+
+
+def staged(engine: docker.DockerClient) -> str | None:
+    try:
+        return str(engine.images.get(f"{IMAGE_FAMILY}:staging").id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def last_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The final line `bake` printed. (In-process runs share Prefect's log handlers across tests, so
+    "no traceback" is asserted by the subprocess scenarios, which see exactly what a user sees.)"""
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_packer_fails_mid_build(
+    in_process: Callable[..., int], leaks: Leaks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provisioner fails: packer's builder container goes (-on-error=cleanup), exit 1, packer's error shown."""
+    templates = tmp_path / "packer"
+    shutil.copytree(REPO / "packer", templates)
+    build = templates / "build.pkr.hcl"
+    build.write_text(
+        build.read_text().replace('"sudo install -d -m 0755 /run/sshd",', '"echo injected-fault >&2; exit 7",', 1)
+    )
+    code = in_process("run", "--family", IMAGE_FAMILY, "--version", "0.0.0-broken", "--template-dir", str(templates))
+    assert code == 1
+    line = last_line(capsys)
+    assert "packer build failed" in line
+    assert "exit status: 7" in line or "exit status 7" in line or "injected-fault" in line
+    leaks.assert_none()
+
+
+def test_launch_fails(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    engine: docker.DockerClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The container starts but preparing it fails: launch removes it itself, retries, then exit 1."""
+    before = staged(engine)
+
+    def broken_exec(self: DockerTarget, container: Any, script: str, environment: Any = None) -> str:
+        raise RuntimeError("injected: docker exec failed")
+
+    monkeypatch.setattr(DockerTarget, "_exec", broken_exec)
+    code = in_process("test", "--image", built_image, "--spec", SPEC)
+    assert code == 1
+    assert "failed: RuntimeError: injected: docker exec failed" in last_line(capsys)
+    assert staged(engine) == before
+    leaks.assert_none()
+
+
+def test_ssh_wait_times_out(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """sshd never answers: the wait is bounded by --ssh-timeout, says why, and the container goes."""
+    real_endpoint = DockerTarget.endpoint
+
+    def unreachable(self: DockerTarget, instance: Any, run: Any) -> Any:
+        endpoint = real_endpoint(self, instance, run)
+        self._exec(self.engine.containers.get(instance.id), "systemctl mask --now ssh.service ssh.socket")
+        return endpoint
+
+    monkeypatch.setattr(DockerTarget, "endpoint", unreachable)
+    started = time.monotonic()
+    code = in_process("test", "--image", built_image, "--spec", SPEC, "--ssh-timeout", "5s")
+    assert code == 1
+    assert time.monotonic() - started < 60
+    line = last_line(capsys)
+    assert "gave up after" in line
+    assert any(kind in line for kind in ("connection refused", "closed before", "timed out"))
+    leaks.assert_none()
+
+
+def test_verify_fails(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A failing check, as a user sees it: exit 1, the check named with expected vs found, no traceback."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("service:\n  nginx:\n    running: false\n")
+    before = staged(engine)
+    result = session_bake("test", "--image", built_image, "--spec", str(spec))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "service nginx running (expected false, found true" in result.stderr.strip().splitlines()[-1]
+    assert staged(engine) == before
+    leaks.assert_none()
+
+
+def test_ssh_connection_drops_mid_check(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A check kills the session's own sshd: the run fails cleanly instead of hanging."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "command:\n"
+        "  drop the connection:\n"
+        "    exec: \"pkill -KILL -f 'sshd: bakery' ; sleep 5\"\n"
+        "    exit-status: 0\n"
+        "    timeout: 20000\n"
+    )
+    started = time.monotonic()
+    code = in_process("test", "--image", built_image, "--spec", str(spec))
+    assert code == 1
+    assert time.monotonic() - started < 90
+    assert "drop the connection" in last_line(capsys) or "ssh" in last_line(capsys)
+    leaks.assert_none()
+
+
+def test_teardown_fails_once_and_is_retried(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    real_teardown = DockerTarget.teardown
+
+    def flaky(self: DockerTarget, instance: Any) -> None:
+        calls.append(instance.id)
+        if len(calls) == 1:
+            raise RuntimeError("injected: engine busy")
+        real_teardown(self, instance)
+
+    monkeypatch.setattr(DockerTarget, "teardown", flaky)
+    assert in_process("test", "--image", built_image, "--spec", SPEC) == 0
+    assert len(calls) == 2
+    leaks.assert_none()
+
+
+def test_sshd_late_by_20s_still_passes(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_launch = DockerTarget.launch
+
+    def slow_sshd(self: DockerTarget, image: Any, run: Any) -> Any:
+        instance = real_launch(self, image, run)
+        container = self.engine.containers.get(instance.id)
+        self._exec(container, "systemctl mask --now ssh.service")
+        container.exec_run(
+            ["/bin/sh", "-c", "sleep 20; systemctl unmask ssh.service; systemctl start ssh.service"], detach=True
+        )
+        return instance
+
+    monkeypatch.setattr(DockerTarget, "launch", slow_sshd)
+    started = time.monotonic()
+    assert in_process("test", "--image", built_image, "--spec", SPEC, "--ssh-timeout", "60s") == 0
+    assert time.monotonic() - started >= 20
+    leaks.assert_none()
+
+
+def _wait_for_run_container(engine: docker.DockerClient, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine.containers.list(filters={"label": "bakery.family=" + IMAGE_FAMILY}):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the run never launched its test container")
+
+
+def test_sigterm_during_verify_tears_down(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM (a worker stopping, a CI job cancelled): the flow's finally/on_crashed remove the container."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text("command:\n  slow:\n    exec: sleep 60\n    exit-status: 0\n    timeout: 90000\n")
+    proc = subprocess.Popen(
+        [BAKE, "test", "--image", built_image, "--spec", str(spec)],
+        cwd=REPO,
+        env=session_bake.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_run_container(engine)
+        time.sleep(3)  # into the verify step
+        proc.send_signal(signal.SIGTERM)
+        _, _err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    leaks.assert_none()
