@@ -1,0 +1,160 @@
+"""The bad-input catalogue: each request exits 2 with one short line naming the culprit, no traceback,
+and neither Docker nor the EC2 endpoint shows anything new afterwards.
+
+Every case runs the real `bake` in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from tasks.ssh import generate_keypair
+from tests.conftest import ec2_inventory
+from tests.e2e.conftest import BAKE, REPO
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: tuple[str, ...]
+    expected: str  # what the one line must say: the culprit and what was wrong
+
+
+def write(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def templates(tmp: Path, edit: Callable[[Path], None]) -> str:
+    directory = tmp / "packer"
+    shutil.copytree(REPO / "packer", directory)
+    edit(directory)
+    return str(directory)
+
+
+def cases(tmp: Path) -> list[Case]:
+    spec = str(REPO / "packer/test/image_spec.yaml")
+    key = write(tmp / "not-a-key", "this is not a private key\n")
+    verify = ("verify", "--host", "127.0.0.1", "--port", "2222", "--user", "u", "--key", key)
+    good_key = (*verify[:-1], str(generate_keypair(tmp)[0]))
+    host_key = ("--host-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvGA0ACsbTAgfg3SRv6cWu4sEBBOy8Qr9ZHtQ3pr/kh")
+    hcl = templates(
+        tmp / "hcl", lambda d: (d / "docker.pkr.hcl").write_text('source "docker" "base" {\n  image =\n}\n')
+    )
+    required = templates(
+        tmp / "required", lambda d: (d / "team.pkr.hcl").write_text('variable "team" {\n  type = string\n}\n')
+    )
+    return [
+        Case("malformed HCL", ("run", "--template-dir", hcl), "docker.pkr.hcl:2:"),
+        Case("missing required variable", ("validate", "--template-dir", required), "variable 'team' is required"),
+        Case(
+            "unknown source for a target", ("build", "--only", "docker.nosuch"), "--only docker.nosuch: no such source"
+        ),
+        Case("version with shell metacharacters", ("run", "--version", "1.0;touch x"), "--version '1.0;touch x'"),
+        Case("version with a space", ("run", "--version", "1.0 rc1"), "--version '1.0 rc1'"),
+        Case("version of 200 characters", ("run", "--version", "9" * 200), "not a valid image version"),
+        Case("family that cannot be a tag", ("run", "--family", "App_Base!"), "--family 'App_Base!'"),
+        Case("family with uppercase", ("build", "--family", "AppBase"), "--family 'AppBase'"),
+        Case("spec YAML syntax error", ("run", "--spec", write(tmp / "s1.yaml", "package: [nginx\n")), "s1.yaml"),
+        Case(
+            "spec unknown key",
+            ("run", "--spec", write(tmp / "s2.yaml", "service:\n  nginx:\n    enabeld: true\n")),
+            "service.nginx.enabeld",
+        ),
+        Case(
+            "spec wrong type",
+            ("run", "--spec", write(tmp / "s3.yaml", "port:\n  tcp:80:\n    listening: maybe\n")),
+            "port.tcp:80.listening",
+        ),
+        Case(
+            "spec bad regex",
+            ("run", "--spec", write(tmp / "s4.yaml", "file:\n  /etc/x:\n    contents: ['/a(b/']\n")),
+            "file./etc/x.contents",
+        ),
+        Case(
+            "spec unsupported type",
+            ("run", "--spec", write(tmp / "s5.yaml", "http:\n  http://x:\n    status: 200\n")),
+            "http",
+        ),
+        Case("spec file missing", ("run", "--spec", str(tmp / "nosuch.yaml")), "nosuch.yaml"),
+        Case("unknown target", ("run", "--target", "gcp"), "--target 'gcp': unknown target"),
+        Case("bad duration", ("run", "--ttl", "2 hours"), "--ttl '2 hours': not a duration"),
+        Case("bad ssh timeout", ("test", "--image", "x", "--ssh-timeout=-5s"), "--ssh-timeout '-5s'"),
+        Case("missing template dir", ("run", "--template-dir", str(tmp / "nowhere")), "nowhere: not a directory"),
+        Case("malformed --var", ("run", "--var", "just-a-name"), "--var 'just-a-name': expected NAME=VALUE"),
+        Case("image_version as --var", ("build", "--var", "image_version=1"), "--var image_version"),
+        Case("missing var file", ("build", "--var-file", str(tmp / "no.pkrvars.hcl")), "no.pkrvars.hcl"),
+        Case("unreadable key file", (*verify, *host_key, "--spec", spec), "not-a-key: cannot load private key"),
+        Case("malformed host key", (*good_key, "--host-key", "ssh-ed25519 !!!", "--spec", spec), "host key"),
+        Case("--keep 0", ("retention", "--keep", "0"), "--keep"),
+        Case("--keep negative", ("retention", "--keep", "-3"), "--keep"),
+        Case("bad --max-age", ("sweep", "--max-age", "soon"), "--max-age 'soon'"),
+        Case("promoting an unknown image", ("promote", "--image", "nosuch:1", "--to", "production"), "nosuch:1"),
+        Case("rollback of a bad family name", ("rollback", "--family", "Not A Family"), "--family 'Not A Family'"),
+        Case("AWS option on the docker target", ("run", "--subnet", "subnet-1"), "--subnet"),
+        Case(
+            "AMI without encrypt_boot",
+            (
+                "validate",
+                "--target",
+                "aws",
+                "--template-dir",
+                templates(
+                    tmp / "enc",
+                    lambda d: (d / "aws.pkr.hcl").write_text(
+                        (d / "aws.pkr.hcl").read_text().replace("encrypt_boot = true", "encrypt_boot = false")
+                    ),
+                ),
+            ),
+            "encrypt_boot",
+        ),
+    ]
+
+
+def run_containers(engine: docker.DockerClient) -> set[str]:
+    """Containers a bakery run makes: test instances (labelled) and Packer's builders (named)."""
+    return {
+        c.id
+        for c in engine.containers.list(all=True)
+        if "bakery.run-id" in (c.labels or {}) or c.name.startswith("bakery-build-")
+    }
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
+    return {c.name: c for c in cases(tmp_path_factory.mktemp("bad-input"))}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case_name" in metafunc.fixturenames:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            names = [c.name for c in cases(Path(tmp))]
+        metafunc.parametrize("case_name", names)
+
+
+def test_bad_request_exits_2_and_launches_nothing(
+    case_name: str, catalogue: dict[str, Case], engine: docker.DockerClient, aws_env: str
+) -> None:
+    case = catalogue[case_name]
+    containers_before = run_containers(engine)
+    ec2_before = ec2_inventory(aws_env)
+    result = subprocess.run([BAKE, *case.argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert case.expected in line
+    assert len(line) < 400
+    assert run_containers(engine) == containers_before
+    assert ec2_inventory(aws_env) == ec2_before
