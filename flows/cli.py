@@ -37,6 +37,62 @@ def _testing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
 
 
+# --target aws options of run/test: flag per AwsOptions field (tasks/request.py).
+AWS_FLAGS = {
+    "subnet": "--subnet",
+    "instance_type": "--instance-type",
+    "ssh_user": "--ssh-user",
+    "ssh_address": "--ssh-address",
+    "ssh_cidr": "--ssh-cidr",
+    "instance_profile": "--instance-profile",
+    "host_key": "--host-key-source",
+    "trust_on_first_use": "--trust-on-first-use",
+}
+
+
+def _aws(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS test instance (--target aws)")
+    group.add_argument("--subnet", metavar="ID", help="subnet of the test instance (default: the default VPC's)")
+    group.add_argument("--instance-type", metavar="T", help="test instance type (default: t3.micro)")
+    group.add_argument("--ssh-user", metavar="U", help="login user of the image (default: ubuntu)")
+    group.add_argument("--ssh-address", metavar="private|public", help="address bakery connects to (default: private)")
+    group.add_argument("--ssh-cidr", metavar="CIDR", help="who may reach port 22 (default: the subnet's VPC CIDR)")
+    group.add_argument("--instance-profile", metavar="NAME", help="IAM instance profile (name or ARN)")
+    group.add_argument(
+        "--host-key-source",
+        dest="host_key",
+        metavar="user-data|console",
+        help="user-data: a per-run host key injected through cloud-init (default); console: the console output",
+    )
+    group.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        default=None,
+        help="accept the first host key offered when no other way yields one (off by default)",
+    )
+
+
+def _aws_options(args: argparse.Namespace) -> Any:
+    """The AWS options given, checked (exit 2 before anything starts); None for other targets."""
+    from tasks.errors import UsageError
+    from tasks.request import check_aws_options
+
+    given = {name: getattr(args, name) for name in AWS_FLAGS if getattr(args, name, None) is not None}
+    if args.target != "aws":
+        if given:
+            raise UsageError(f"{AWS_FLAGS[next(iter(given))]}: only with --target aws")
+        return None
+    return check_aws_options(given)
+
+
+def _check_aws_configured(target: str) -> None:
+    from tasks import aws
+    from tasks.errors import UsageError
+
+    if target == "aws" and not aws.region():
+        raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bake", description="Bake, test and promote machine images with Packer.")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document on stdout")
@@ -45,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="validate, build, test and stage an image")
     _selection(run)
     _testing(run)
+    _aws(run)
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="init (>=1.7), validate, fmt -check and lint the templates")
@@ -59,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--target", default="docker", help="docker or aws (default: docker)")
     test.add_argument("--image", required=True, help="image id or family:version")
     _testing(test)
+    _aws(test)
     test.set_defaults(handler=cmd_test)
 
     verify = sub.add_parser("verify", help="check an existing host against a spec over SSH; launches nothing")
@@ -75,6 +133,49 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
     verify.add_argument("--command-timeout", default="30s", metavar="D", help="default per-command limit")
     verify.set_defaults(handler=cmd_verify)
+
+    keep = sub.add_parser("retention", help="keep N images per family and what is protected; delete the rest")
+    keep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    keep.add_argument("--family", help="one image family (default: every family)")
+    keep.add_argument("--keep", default="5", metavar="N", help="newest images to keep per family (default: 5)")
+    keep.add_argument("--apply", action="store_true", help="delete what the plan says (default: dry run)")
+    keep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    keep.set_defaults(handler=cmd_retention)
+
+    sweep = sub.add_parser("sweep", help="remove what crashed runs left behind (past expires-at)")
+    sweep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    sweep.add_argument(
+        "--max-age",
+        metavar="D",
+        help="also remove labelled resources older than D; Packer's own temporary resources and per-run key "
+        "directories go when older than D (default: 24h)",
+    )
+    sweep.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
+    sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    promote = sub.add_parser("promote", help="testing → staging, or staging → production after the soak")
+    promote.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    which = promote.add_mutually_exclusive_group(required=True)
+    which.add_argument("--image", help="image id (AMI id, Docker id or family:version)")
+    which.add_argument("--family", help="the family's newest image at the previous stage")
+    promote.add_argument("--to", required=True, help="staging or production")
+    promote.add_argument("--min-soak", default="24h", metavar="D", help="time at staging first (default: 24h)")
+    promote.add_argument("--force", action="store_true", help="promote before the soak is over (recorded)")
+    promote.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
+    promote.set_defaults(handler=cmd_promote)
+
+    back = sub.add_parser("rollback", help="the previous production image becomes production again")
+    back.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    back.add_argument("--family", required=True, help="image family")
+    back.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
+    back.set_defaults(handler=cmd_rollback)
+
+    rebuild = sub.add_parser("rebuild", help="the weekly rebuild of every family, run now")
+    rebuild.add_argument("--families", default="deployments/families.yaml", metavar="FILE", help="families file")
+    rebuild.add_argument("--target", help="only this target (default: every target a family lists)")
+    rebuild.add_argument("--max-parallel", type=int, default=2, metavar="N", help="builds at once (default: 2)")
+    rebuild.set_defaults(handler=cmd_rebuild)
     return parser
 
 
@@ -125,6 +226,7 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(args)
     _static_checks(request)
+    _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_build
 
@@ -141,11 +243,13 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    aws = _aws_options(args)
     request = _request(
-        args, spec=args.spec, ttl=args.ttl, ssh_timeout=args.ssh_timeout, keep_on_failure=args.keep_on_failure
+        args, spec=args.spec, ttl=args.ttl, ssh_timeout=args.ssh_timeout, keep_on_failure=args.keep_on_failure, aws=aws
     )
     _static_checks(request)
     _load_spec(request.spec)
+    _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_pipeline
 
@@ -162,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
         build_timeout=args.build_timeout,
+        aws=aws,
     )
 
 
@@ -174,8 +279,10 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
         keep_on_failure=args.keep_on_failure,
+        aws=_aws_options(args),
     )
     _load_spec(request.spec)
+    _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_test
 
@@ -186,6 +293,7 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         ssh_timeout=args.ssh_timeout,
         ttl=args.ttl,
         keep_on_failure=args.keep_on_failure,
+        aws=request.aws if request.target == "aws" else None,
     )
 
 
@@ -216,18 +324,26 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
     from tasks import ssh
-    from tasks.errors import JobFailed
+    from tasks.errors import JobFailed, UsageError
     from tasks.inputs import parse_duration
     from tasks.targets.base import SshEndpoint
     from tasks.verify import load_spec, report, verify_endpoint
 
     ssh_timeout = parse_duration(args.ssh_timeout, "--ssh-timeout").total_seconds()
     command_timeout = parse_duration(args.command_timeout, "--command-timeout").total_seconds()
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: expected 1-65535")
+    for option, report_path in (("--junit", args.junit), ("--json", args.json_file)):
+        if report_path:  # found out now, not after the checks ran
+            _check_writable(option, Path(report_path))
     load_spec(args.spec)
     ssh.load_private_key(args.key)
     known = ssh.host_keys_from_known_hosts(args.known_hosts, args.host, args.port) if args.known_hosts else None
-    if args.host_key:
-        ssh.host_key_from_text(args.host_key)
+    if args.host_key is not None:
+        try:
+            ssh.host_key_from_text(args.host_key)
+        except UsageError as exc:
+            raise UsageError(f"--host-key: {exc}") from None
     endpoint = SshEndpoint(args.host, args.port, args.user, Path(args.key), args.host_key or "")
     result = verify_endpoint(
         endpoint, args.spec, ssh_timeout=ssh_timeout, command_timeout=command_timeout, known_keys=known
@@ -240,6 +356,138 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     if not result.passed:
         raise JobFailed(f"{result.counts['failed']} of {result.counts['total']} checks failed on {args.host}")
     return result.counts
+
+
+def _check_writable(option: str, path: Any) -> None:
+    """A report file that could not be written is a bad request (exit 2), checked before connecting."""
+    from tasks.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory (expected a file name)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
+    """Dry run unless --apply: the plan as a table on stdout (or --json), then deletions when asked."""
+    from tasks.inputs import check_family, check_target
+    from tasks.retention import RetentionFailed, check_keep, open_store, render
+
+    check_target(args.target)
+    if args.family:
+        check_family(args.family)
+    keep = check_keep(args.keep)
+    open_store(args.target)  # no engine or no AWS setup: one clear line, before Prefect starts
+    from flows.retention import image_retention
+
+    quiet_user_error_tracebacks()
+    try:
+        doc = image_retention(target=args.target, family=args.family, keep=keep, apply=args.apply)
+    except RetentionFailed as exc:
+        if not args.json:
+            print(render(exc.result))
+        raise
+    if args.json:
+        return doc
+    print(render(doc))
+    return {"applied": doc["applied"], "deleted": len(doc["deleted_images"])}
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Dry run unless --apply: what is labelled and past its time, as a table on stdout (or --json)."""
+    from tasks.inputs import check_target, parse_duration
+    from tasks.sweep import SweepFailed, open_sources, render
+
+    check_target(args.target)
+    if args.max_age:
+        parse_duration(args.max_age, "--max-age")
+    open_sources(args.target)
+    from flows.sweep import sweep_leftovers
+
+    quiet_user_error_tracebacks()
+    try:
+        doc = sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply)
+    except SweepFailed as exc:
+        if not args.json:
+            print(render(exc.result))
+        raise
+    if args.json:
+        return doc
+    print(render(doc))
+    return {"applied": doc["applied"], "removed": sum(r.get("result") == "removed" for r in doc["resources"])}
+
+
+def _promotion_failed(exc: BakeryError) -> BakeryError:
+    """A promotion that changed stages and then failed a check still reports what it did (``--json``)."""
+    record = getattr(exc, "record", None)
+    if record is not None and not hasattr(exc, "result"):
+        exc.result = record.to_dict()  # type: ignore[attr-defined]
+    return exc
+
+
+def _aws_configured(target: str) -> None:
+    """No region or no credentials: one clear line (exit 2) before Prefect starts."""
+    if target == "aws":
+        from tasks.aws_images import require_configured
+
+        require_configured()
+
+
+def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.promote import check_promote_request
+
+    target, family, image = check_promote_request(args.target, args.family, args.image, args.to, args.min_soak)
+    _aws_configured(target)
+    if target == "docker" and image:
+        from tasks.promotion.docker import DockerStages
+
+        DockerStages().find(image)  # no such image: one line, before Prefect starts
+    from flows.promote import promote
+
+    quiet_user_error_tracebacks()
+    try:
+        return promote(
+            target=target,
+            family=family,
+            image=image,
+            to=args.to,
+            min_soak=args.min_soak,
+            force=args.force,
+            publish_ssm=args.publish_ssm,
+        )
+    except BakeryError as exc:
+        raise _promotion_failed(exc) from None
+
+
+def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.inputs import check_family, check_target
+
+    target = check_target(args.target)
+    check_family(args.family)
+    _aws_configured(target)
+    from flows.promote import rollback
+
+    quiet_user_error_tracebacks()
+    try:
+        return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm)
+    except BakeryError as exc:
+        raise _promotion_failed(exc) from None
+
+
+def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.inputs import check_target
+    from tasks.rebuild import load_families
+
+    if args.target:
+        check_target(args.target)
+    load_families(args.families)  # a bad families file is exit 2 before Prefect starts
+    from flows.rebuild import rebuild
+
+    quiet_user_error_tracebacks()
+    return rebuild(families_file=args.families, target=args.target, max_parallel=args.max_parallel)
 
 
 def configure_logging() -> None:
@@ -263,11 +511,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = handler(args)
     except BakeryError as exc:
+        partial = getattr(exc, "result", None)
+        if args.json and isinstance(partial, dict):
+            print(json.dumps(partial, indent=2, default=str))  # a partial result is still one document
         print(f"bake {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"bake {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an engine, cloud or bug error: one line, the traceback only at DEBUG
+        log.debug("bake %s failed", args.command, exc_info=True)
+        print(
+            f"bake {args.command}: failed: {type(exc).__name__}: {exc} (BAKERY_LOG_LEVEL=DEBUG shows where)",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

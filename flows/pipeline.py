@@ -17,9 +17,10 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
 from tasks import keys
-from tasks.errors import JobFailed
+from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName
-from tasks.request import DEFAULT_SPEC, PipelineRequest, expires_at, prepare, run_workdir
+from tasks.locks import family_lock
+from tasks.request import DEFAULT_SPEC, AwsOptions, PipelineRequest, expires_at, prepare, run_workdir
 from tasks.steps import (
     build_image,
     instance_endpoint,
@@ -44,6 +45,9 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
     """Crash/cancellation hook: remove every instance and key the run created."""
     run_id = str(flow_run.id)
     try:
+        if (flow_run.parameters or {}).get("target") == "aws":
+            _remove_aws_run_resources(run_id)
+            return
         from tasks.targets.docker import DockerTarget
 
         removed = DockerTarget().teardown_run(run_id)
@@ -51,6 +55,28 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
             log.warning("removed test containers of run %s: %s", run_id, ", ".join(removed))
     finally:
         keys.remove_run_keys(run_id)
+
+
+def _remove_aws_run_resources(run_id: str, timeout: float = 120) -> None:
+    """Instances (Packer's builder included), security groups and key pairs tagged with the run id.
+
+    Only when AWS is configured here (a region is set); short client timeouts and a bounded wait, and a
+    failure is logged, never raised: ``bake sweep --target aws`` finds whatever is left.
+    """
+    from tasks import aws
+
+    if not aws.region():
+        log.warning("run %s: AWS is not configured here (no region); bake sweep --target aws cleans up", run_id)
+        return
+    try:
+        from tasks.targets.aws import AwsTarget, ec2_client
+
+        removed = AwsTarget(ec2=ec2_client(quick=True), timeout=timeout).teardown_run(run_id)
+    except Exception as exc:
+        log.error("could not remove the AWS resources of run %s (%s); bake sweep --target aws will", run_id, exc)
+        return
+    if removed:
+        log.warning("removed AWS resources of run %s: %s", run_id, ", ".join(removed))
 
 
 def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: str) -> dict[str, Any]:
@@ -62,22 +88,26 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
         instance: Instance | None = None
         failure: BaseException | None = None
         keep = False
+        marked = False
         try:
             instance = launch_instance(target, image, run)
             endpoint = instance_endpoint(target, instance, run)
             result = verify_instance(endpoint, request, image, workdir)
             if not result.passed:
                 keep = request.keep_on_failure
+                marked = True
                 set_stage(target, image, "failed", run_id)
                 raise JobFailed(f"verification of {image.name} failed: {failure_summary(result)}")
         except BaseException as exc:
             failure = exc
+            if not marked and isinstance(exc, Exception) and not isinstance(exc, UsageError):
+                _mark_failed(target, image, run_id)  # launch, wait or SSH failed: the image did not pass
             raise
         finally:
             if instance is not None and keep:
                 logger.warning(
                     "keeping failed test instance %s (--keep-on-failure); bake sweep removes it after %s",
-                    instance.id[:12],
+                    instance.label,
                     run.expires_at.isoformat(timespec="seconds"),
                 )
             elif instance is not None:
@@ -92,6 +122,21 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
     }
 
 
+def _preflight(target: Target) -> None:
+    """Checks of the test options that need the target's API (AWS: the subnet and its VPC exist)."""
+    check = getattr(target, "preflight", None)
+    if check is not None:
+        check()
+
+
+def _mark_failed(target: Target, image: Image, run_id: str) -> None:
+    """Stage ``failed``; an error here is logged and never hides the failure that led here."""
+    try:
+        set_stage(target, image, "failed", run_id)
+    except Exception as exc:
+        get_run_logger().error("could not mark %s failed: %s", image.name or image.id, exc)
+
+
 def failure_summary(result: VerifyResult, limit: int = 5) -> str:
     """``2 of 9 checks failed: package no-such-package installed (expected true, found false); ...``"""
     failures = result.failures
@@ -101,13 +146,25 @@ def failure_summary(result: VerifyResult, limit: int = 5) -> str:
 
 
 def _teardown(target: Target, instance: Instance, failure: BaseException | None) -> None:
-    """Tear down; a teardown error is reported but never hides the original failure."""
+    """Tear down; a teardown error is reported but never hides the original failure.
+
+    When the task machinery itself fails (a crash or cancellation in progress), the target's own
+    teardown is called directly as a last resort.
+    """
     try:
         teardown_instance(target, instance)
+        return
+    except BaseException as exc:
+        task_error = exc
+    try:
+        target.teardown(instance)
     except Exception as exc:
         if failure is None:
-            raise
-        get_run_logger().error("teardown of %s failed as well: %s", instance.id[:12], exc)
+            raise exc from task_error
+        log.error("teardown of %s failed as well: %s", instance.label, exc)
+        return
+    if failure is None and not isinstance(task_error, Exception):
+        raise task_error
 
 
 @flow(name="image-test", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
@@ -118,10 +175,17 @@ def image_test(
     ssh_timeout: str = "2m",
     ttl: str = "2h",
     keep_on_failure: bool = False,
+    aws: AwsOptions | None = None,
 ) -> dict[str, Any]:
-    """Test an existing image: launch a test instance, verify it over SSH, tear it down."""
-    request = prepare(target=target, spec=spec, ssh_timeout=ssh_timeout, ttl=ttl, keep_on_failure=keep_on_failure)
-    chosen = get_target(target)
+    """Test an existing image: launch a test instance, verify it over SSH, tear it down.
+
+    ``aws``: how an AWS test instance is launched and reached (subnet, instance type, SSH user, address
+    and CIDR, instance profile, host key source); ignored by other targets.
+    """
+    request = prepare(
+        target=target, spec=spec, ssh_timeout=ssh_timeout, ttl=ttl, keep_on_failure=keep_on_failure, aws=aws
+    )
+    chosen = get_target(target, request.aws)
     found = chosen.image(image)  # type: ignore[attr-defined]
     return test_stage(chosen, found, request, _run_id())
 
@@ -140,8 +204,26 @@ def image_pipeline(
     ttl: str = "2h",
     ssh_timeout: str = "2m",
     build_timeout: str = "1h",
+    aws: AwsOptions | None = None,
 ) -> dict[str, Any]:
-    """Validate the templates, build the image, test it, and tag it ``staging`` when it passes."""
+    """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
+
+    Args:
+        target: where the image is built and tested (docker: the local engine; aws: an AMI).
+        family: the image family, the template's image_name (lowercase letters, digits, . _ -).
+        version: the image version; empty for a UTC timestamp such as 20260101.040000.
+        template_dir: the Packer template directory, relative to the checkout.
+        spec: the goss-format verification spec the test instance must pass.
+        variables: extra Packer variables (NAME: value).
+        var_files: Packer variable files, relative to the checkout.
+        only: the template source(s) to build; empty for the target's default (docker.base, amazon-ebs.base).
+        keep_on_failure: leave a failed test instance for debugging (a sweep removes it after ttl).
+        ttl: when a kept or leaked test instance expires (90s, 15m, 2h, 7d).
+        ssh_timeout: how long to wait for the test instance's SSH.
+        build_timeout: the packer build time limit.
+        aws: how an AWS test instance is launched and reached (subnet, instance type, SSH user, address
+            and CIDR, instance profile, host key source); ignored by other targets.
+    """
     request = prepare(
         target=target,
         family=family,
@@ -155,15 +237,15 @@ def image_pipeline(
         ttl=ttl,
         ssh_timeout=ssh_timeout,
         build_timeout=build_timeout,
+        aws=aws,
     )
     run_id = _run_id()
-    chosen = get_target(request.target)
-    image = build_stage(chosen, request, run_id)
-    return {
-        "version": request.version,
-        "workdir": str(run_workdir(run_id)),
-        **test_stage(chosen, image, request, run_id),
-    }
+    chosen = get_target(request.target, request.aws)
+    _preflight(chosen)  # a bad --subnet is exit 2 before anything is built
+    with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
+        image = build_stage(chosen, request, run_id)
+        tested = test_stage(chosen, image, request, run_id)
+    return {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
 
 
 @flow(name="image-build", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
@@ -189,7 +271,8 @@ def image_build(
         build_timeout=build_timeout,
     )
     run_id = _run_id()
-    image = build_stage(get_target(request.target), request, run_id)
+    with family_lock(request.family):
+        image = build_stage(get_target(request.target), request, run_id)
     return {
         "version": request.version,
         "image": image.name,

@@ -51,9 +51,22 @@ def validate(request: PipelineRequest) -> lint.TemplateSet:
     templates = static_checks(request)
     _check_required_variables(templates, request)
     packer.init(request.template_dir)
-    packer.validate(request.template_dir, request.only, request.packer_variables, request.var_files)
+    variables = {**environment_variables(templates, request), **request.packer_variables}
+    packer.validate(request.template_dir, request.only, variables, request.var_files)
     packer.fmt_check(request.template_dir)
     return templates
+
+
+def environment_variables(templates: lint.TemplateSet, request: PipelineRequest) -> dict[str, str]:
+    """For AWS builds: the EC2 region and endpoint from the standard AWS variables, as ``aws_region`` and
+    ``aws_endpoint`` (``custom_endpoint_ec2``) for templates that declare them. Packer reads neither
+    variable itself, and without this a build could land in another region than bakery looks in."""
+    if request.target != "aws":
+        return {}
+    from tasks import aws
+
+    found = {"aws_region": aws.region() or "", "aws_endpoint": aws.endpoint_url("ec2") or ""}
+    return {name: value for name, value in found.items() if value and name in templates.variables}
 
 
 def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest) -> None:
@@ -93,7 +106,11 @@ def build(
     builder carries the run's labels and a sweep can find it after a crash.
     """
     run_vars = {"run_id": run_id, "expires_at": expires_at(request.ttl).isoformat(timespec="seconds")}
-    variables = {**{k: v for k, v in run_vars.items() if k in templates.variables}, **request.packer_variables}
+    variables = {
+        **{k: v for k, v in run_vars.items() if k in templates.variables},
+        **environment_variables(templates, request),
+        **request.packer_variables,
+    }
     steps = sum(lint.provisioner_count(templates, s) for s in request.only)
     step = 0
 

@@ -37,6 +37,8 @@ CLEANUP_MARKERS = (
 # Generalization (Azure waagent deprovision, Windows sysprep) must be the very last step: it removes
 # the build user, so it may follow the cleanup.
 GENERALIZE_MARKERS = ("waagent -force -deprovision", "sysprep")
+# Provisioners that run on the machine running Packer, so also with communicator = "none".
+LOCAL_PROVISIONERS = (("shell-local",), ("breakpoint",))
 
 
 @dataclass(frozen=True)
@@ -261,10 +263,33 @@ def lint(templates: TemplateSet, only: Sequence[str] = ()) -> list[Finding]:
     return findings
 
 
+def _no_communicator(source: Block) -> bool:
+    attr = source.attrs.get("communicator")
+    return attr is not None and attr.strings == ("none",)
+
+
+def _communicator_findings(steps: list[Block], name: str) -> list[Finding]:
+    """``communicator = "none"``: nothing runs inside the machine, so the cloud-init and cleanup rules do
+    not apply; a provisioner that needs the machine would only fail (after Packer's 5-minute upload retry)."""
+    return [
+        Finding(
+            step.file,
+            step.line,
+            "no-communicator",
+            f'{name}: communicator = "none" cannot run the {step.labels[0]} provisioner '
+            "(only shell-local and breakpoint run without one)",
+        )
+        for step in steps
+        if step.labels[:1] not in LOCAL_PROVISIONERS
+    ]
+
+
 def _source_findings(templates: TemplateSet, build: Block, source: Block, name: str) -> list[Finding]:
     findings: list[Finding] = []
     builder = source.labels[0]
     steps = provisioners_for(build, name)
+    if _no_communicator(source):
+        return _communicator_findings(steps, name) + _image_findings(templates, build, source, name)
     if builder in CLOUD_BUILDERS and not (steps and _is_cloud_init_wait(steps[0])):
         where = steps[0] if steps else build
         findings.append(
@@ -286,8 +311,12 @@ def _source_findings(templates: TemplateSet, build: Block, source: Block, name: 
                 f"{name}: the last provisioner must clean up (package caches, /tmp, shell history)",
             )
         )
-    findings += _version_findings(templates, build, source, name)
-    if builder == "amazon-ebs" and source.attrs.get("encrypt_boot", Attr(0, "false", (), ())).text != "true":
+    return findings + _image_findings(templates, build, source, name)
+
+
+def _image_findings(templates: TemplateSet, build: Block, source: Block, name: str) -> list[Finding]:
+    findings = _version_findings(templates, build, source, name)
+    if source.labels[0] == "amazon-ebs" and source.attrs.get("encrypt_boot", Attr(0, "false", (), ())).text != "true":
         findings.append(
             Finding(
                 source.file,

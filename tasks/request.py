@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal
 
 from tasks import inputs
 from tasks.errors import UsageError
@@ -14,6 +17,70 @@ from tasks.errors import UsageError
 # The template source each target builds unless --only says otherwise.
 DEFAULT_SOURCES: dict[str, str] = {"docker": "docker.base", "aws": "amazon-ebs.base"}
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    """How an AWS test instance is launched and reached (``bake run/test --target aws``).
+
+    Attributes:
+        subnet: the subnet of the test instance; empty for the default VPC's default subnet.
+        instance_type: the test instance's type.
+        ssh_user: the login user of the image (cloud-init's default user: ubuntu on Ubuntu AMIs).
+        ssh_address: which address bakery connects to: private (the runner sits in the VPC) or public.
+        ssh_cidr: who may reach port 22 of the test instance; empty for the subnet's VPC CIDR.
+        instance_profile: an IAM instance profile (name or ARN) for the test instance; empty for none.
+        host_key: user-data (a per-run host key injected through cloud-init, pinned) or console (the
+            host key block cloud-init prints to the console).
+        trust_on_first_use: accept the host key the instance offers when neither way yields one.
+    """
+
+    subnet: str | None = None
+    instance_type: str = "t3.micro"
+    ssh_user: str = "ubuntu"
+    ssh_address: Literal["private", "public"] = "private"
+    ssh_cidr: str | None = None
+    instance_profile: str | None = None
+    host_key: Literal["user-data", "console"] = "user-data"
+    trust_on_first_use: bool = False
+
+
+_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+_SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_PROFILE_RE = re.compile(r"^([\w+=,.@-]{1,128}|arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128})$")
+
+
+def check_aws_options(options: AwsOptions | dict[str, Any] | None) -> AwsOptions:
+    """Every AWS option checked, and ``--ssh-cidr`` normalised; a bad one is a UsageError naming it."""
+    if options is None:
+        return AwsOptions()
+    if isinstance(options, dict):
+        unknown = sorted(set(options) - set(AwsOptions.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"aws options: unknown option(s) {', '.join(unknown)}")
+        options = AwsOptions(**options)
+    if options.subnet and not _SUBNET_RE.match(options.subnet):
+        raise UsageError(f"--subnet {options.subnet!r}: not a subnet id (expected subnet-0123456789abcdef0)")
+    if not _INSTANCE_TYPE_RE.match(options.instance_type):
+        raise UsageError(f"--instance-type {options.instance_type!r}: not an instance type (expected e.g. t3.micro)")
+    if not _SSH_USER_RE.match(options.ssh_user):
+        raise UsageError(f"--ssh-user {options.ssh_user!r}: not a user name (expected ^[a-z_][a-z0-9_-]{{0,31}}$)")
+    if options.ssh_address not in ("private", "public"):
+        raise UsageError(f"--ssh-address {options.ssh_address!r}: expected private or public")
+    if options.host_key not in ("user-data", "console"):
+        raise UsageError(f"--host-key-source {options.host_key!r}: expected user-data or console")
+    if options.instance_profile and not _PROFILE_RE.match(options.instance_profile):
+        raise UsageError(
+            f"--instance-profile {options.instance_profile!r}: expected an instance profile name or its ARN"
+        )
+    cidr = options.ssh_cidr
+    if cidr:
+        try:
+            cidr = str(ipaddress.ip_network(cidr.strip(), strict=True))
+        except ValueError as exc:
+            raise UsageError(f"--ssh-cidr {options.ssh_cidr!r}: not a CIDR block ({exc})") from None
+    return AwsOptions(**{**options.__dict__, "ssh_cidr": cidr or None, "subnet": options.subnet or None})
 
 
 @dataclass(frozen=True)
@@ -30,6 +97,7 @@ class PipelineRequest:
     ssh_timeout: timedelta = timedelta(minutes=2)
     build_timeout: timedelta = timedelta(hours=1)
     keep_on_failure: bool = False
+    aws: AwsOptions = field(default_factory=AwsOptions)
 
     @property
     def packer_variables(self) -> dict[str, str]:
@@ -51,6 +119,7 @@ def prepare(
     ssh_timeout: str = "2m",
     build_timeout: str = "1h",
     keep_on_failure: bool = False,
+    aws: AwsOptions | dict[str, Any] | None = None,
 ) -> PipelineRequest:
     """Every check that needs no engine: names, values, durations, files that must exist."""
     checked_target = inputs.check_target(target)
@@ -83,6 +152,7 @@ def prepare(
         ssh_timeout=inputs.parse_duration(ssh_timeout, "--ssh-timeout"),
         build_timeout=inputs.parse_duration(build_timeout, "--build-timeout"),
         keep_on_failure=keep_on_failure,
+        aws=check_aws_options(aws),
     )
 
 

@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 
 from tasks import build as build_lib
 from tasks import lint
+from tasks.errors import UsageError
 from tasks.packer import ManifestBuild
 from tasks.request import PipelineRequest
 from tasks.targets.base import Image, Instance, Run, SshEndpoint, Target
@@ -77,10 +78,23 @@ def build_image(
     return manifest
 
 
-@task(name="launch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def _worth_another_attempt(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a launch unless another attempt cannot help: a bad request (``UsageError``) or an error
+    that says so (``retryable = False``: a waiter that timed out, a request EC2 refused)."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(error, UsageError) and bool(getattr(error, "retryable", True))
+
+
+@task(
+    name="launch",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_worth_another_attempt,
+)
 def launch_instance(target: Target, image: Image, run: Run) -> Instance:
     instance = target.launch(image, run)
-    get_run_logger().info("launched test instance %s from %s", instance.id[:12], image.name or image.id)
+    get_run_logger().info("launched test instance %s from %s", instance.label, image.name or image.id)
     return instance
 
 
@@ -111,13 +125,41 @@ def verify_instance(endpoint: SshEndpoint, request: PipelineRequest, image: Imag
         key=artifact_key(image.family, "verification"),
         description=f"{request.spec} against {image.name}",
     )
+    _package_inventory(result, image, workdir)
     return result
+
+
+def _package_inventory(result: VerifyResult, image: Image, workdir: Path) -> None:
+    """``inventory.json`` beside ``junit.xml``, a copy kept per image for later diffs, and the diff against
+    the family's production image as a markdown artifact. Informational: never fails the verification."""
+    from tasks.verify import inventory
+
+    logger = get_run_logger()
+    if result.inventory is None:
+        logger.warning("no package inventory of %s (no dpkg, rpm or apk, or no facts)", image.name or image.id)
+        return
+    where = {"target": image.target, "image_id": image.id, "image": image.name}
+    (workdir / "inventory.json").write_text(inventory.to_json(result.inventory, **where))
+    try:
+        comparison = inventory.compare_with_production(
+            result.inventory, target=image.target, family=image.family, image_id=image.id, image=image.name
+        )
+        inventory.store(result.inventory, target=image.target, image_id=image.id, image=image.name)
+    except Exception as exc:  # a diff that cannot be made is reported, not fatal
+        logger.warning("package inventory of %s: not compared or kept (%s)", image.name or image.id, exc)
+        return
+    logger.info("%s", comparison.headline)
+    create_markdown_artifact(
+        comparison.to_markdown(),
+        key=artifact_key(image.family, "packages"),
+        description=f"packages of {image.name} vs the production image ({len(result.inventory.packages)} installed)",
+    )
 
 
 @task(name="teardown", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
 def teardown_instance(target: Target, instance: Instance) -> None:
     target.teardown(instance)
-    get_run_logger().info("removed test instance %s", instance.id[:12])
+    get_run_logger().info("removed test instance %s", instance.label)
 
 
 @task(name="set-stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -48,6 +48,11 @@ class Instance:
     image_id: str
     run_id: str
 
+    @property
+    def label(self) -> str:
+        """The id as people read it: a Docker id shortened to 12 characters, a cloud id (``i-…``) whole."""
+        return self.id[:12] if len(self.id) == 64 else self.id
+
 
 @dataclass(frozen=True)
 class SshEndpoint:

@@ -170,26 +170,23 @@ class DockerTarget:
         return removed
 
     def set_stage(self, image: Image, stage: str, run_id: str) -> None:
-        """``staging``/``production`` move the ``<family>:<stage>`` tag; ``latest`` follows production.
+        """Pointer tags ``<family>:staging`` / ``:production`` (+ ``latest``) / ``:superseded``, and the
+        stage with its time (``staged-at``: the soak starts here) in the family's promotion record."""
+        from tasks.promotion.docker import DockerStages
 
-        Docker images are immutable, so ``testing``, ``failed`` and ``superseded`` carry no tag here.
-        """
-        tags = {"staging": ["staging"], "production": ["production", "latest"]}.get(stage, [])
-        found = self.engine.images.get(image.id)
-        for tag in tags:
-            found.tag(image.family, tag)
+        DockerStages(self.engine).write_stage(image.id, image.family, image.version, stage, run_id)
 
 
 def _stage_from_tags(tags: list[str], family: str) -> str | None:
     names = {t.rpartition(":")[2] for t in tags if t.rpartition(":")[0] == family}
-    for stage in ("production", "staging"):
+    for stage in ("production", "staging", "superseded"):
         if stage in names:
             return stage
     return "testing" if names else None
 
 
 def _family_version(tags: list[str], reference: str) -> tuple[str, str]:
-    stage_tags = {"staging", "production", "latest"}
+    stage_tags = {"staging", "production", "superseded", "latest"}
     for tag in tags:
         repo, _, version = tag.rpartition(":")
         if version not in stage_tags:

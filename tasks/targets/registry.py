@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from tasks.errors import UsageError
+from tasks.request import AwsOptions
 from tasks.targets.base import Target
 
 
-def get_target(name: str) -> Target:
+def get_target(name: str, aws: AwsOptions | None = None) -> Target:
+    """The target called ``name``; ``aws`` configures how AWS test instances are launched."""
     if name == "docker":
         from tasks.targets.docker import DockerTarget
 
         return DockerTarget()
-    raise UsageError(f"--target {name!r}: not available yet (available: docker)")
+    if name == "aws":
+        from tasks.targets.aws import AwsTarget
+
+        return AwsTarget(aws)
+    raise UsageError(f"--target {name!r}: not available (available: docker, aws)")

@@ -19,6 +19,15 @@ Supported (goss attribute names; ``skip``, ``title`` and ``meta`` are accepted e
     process       running                                 by executable name (/proc/PID/comm)
     kernel-param  value
 
+bakery's extension — NOT part of goss (goss rejects a spec that has it; keep it out of files goss reads):
+
+    pending-updates  count, packages                      ids: security, all; from apt's lists / dnf's
+                                                          cache already on the host, never the network
+
+Every verification also lists the installed packages (``VerifyResult.inventory``: dpkg, rpm or apk, from
+the same batched script); ``tasks.verify.inventory`` keeps them per image and diffs them against the
+family's production image.
+
 Refused with exit 2 as unsupported: the resource types http, addr, dns, mount, interface, gossfile
 and matching; the attribute service.runlevels; the matchers have-key, gjson and semver-constraint;
 goss templates are not rendered (run goss render first). Matchers: plain values, lists (must contain all), "/regex/",
@@ -29,18 +38,22 @@ contain-element, contain-elements, consist-of, have-len, gt, ge, lt, le}.
 from __future__ import annotations
 
 from tasks.verify import report
+from tasks.verify.inventory import Inventory
 from tasks.verify.model import CheckResult, Resource, VerifyResult
-from tasks.verify.resources import TYPES, UNSUPPORTED
+from tasks.verify.resources import EXTENSIONS, TYPES, UNSUPPORTED
 from tasks.verify.runner import verify, verify_endpoint
 from tasks.verify.spec import Spec, load_spec, parse_spec
 
 SUPPORTED_TYPES = tuple(TYPES)
 UNSUPPORTED_TYPES = tuple(UNSUPPORTED)
+EXTENSION_TYPES = tuple(EXTENSIONS)
 
 __all__ = [
+    "EXTENSION_TYPES",
     "SUPPORTED_TYPES",
     "UNSUPPORTED_TYPES",
     "CheckResult",
+    "Inventory",
     "Resource",
     "Spec",
     "VerifyResult",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.verify.inventory import Inventory
 from tasks.verify.matchers import Matcher
 
 
@@ -66,7 +67,8 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Every checked attribute of a spec on one host."""
+    """Every checked attribute of a spec on one host, and the host's installed packages
+    (``inventory``: ``None`` when the host has no dpkg, rpm or apk, or the facts could not be gathered)."""
 
     spec: str
     host: str
@@ -74,6 +76,7 @@ class VerifyResult:
     duration: float
     remote_user: str = ""
     notes: tuple[str, ...] = ()
+    inventory: Inventory | None = None
 
     @property
     def passed(self) -> bool:

@@ -91,6 +91,7 @@ def to_dict(result: VerifyResult) -> dict[str, Any]:
         "counts": result.counts,
         "notes": list(result.notes),
         "checks": [{**asdict(c), "name": c.name, "status": c.status} for c in result.checks],
+        "inventory": result.inventory.to_dict() if result.inventory else None,
     }
 
 

@@ -16,7 +16,7 @@ import paramiko
 
 from tasks import ssh
 from tasks.targets.base import SshEndpoint
-from tasks.verify import matchers
+from tasks.verify import inventory, matchers
 from tasks.verify.facts import Script
 from tasks.verify.model import CheckResult, Fact, Resource, Unavailable, VerifyResult
 from tasks.verify.resources import TYPES, command
@@ -27,8 +27,10 @@ MAX_CHANNELS = 8
 
 
 def build_script(spec: Spec) -> Script:
-    """The fact-gathering script for every non-command, non-skipped resource of ``spec``."""
+    """The fact-gathering script for every non-command, non-skipped resource of ``spec``, and the
+    package inventory (which ``package`` checks read as well)."""
     script = Script()
+    inventory.gather(script)
     for name, kind in TYPES.items():
         items = [(i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip]
         if items and kind.gather:
@@ -131,8 +133,9 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
 
     checks = tuple(c for index in sorted(results) for c in results[index])
     remote_user = f"{login} (as root)" if as_root and login != "root" else login
+    packages = None if failure else inventory.parse(facts[inventory.SECTION].text)
     return VerifyResult(
-        spec.path, f"{peer[0]}:{peer[1]}", checks, time.monotonic() - started, remote_user, tuple(notes)
+        spec.path, f"{peer[0]}:{peer[1]}", checks, time.monotonic() - started, remote_user, tuple(notes), packages
     )
 
 

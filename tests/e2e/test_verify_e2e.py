@@ -1,206 +1,21 @@
-"""tasks.verify against a real sshd in a real container built to a known state.
-
-One image (FROM the local bakery/debian:bookworm, never pulled) holds users, groups, files, a UDP
-service and a disabled unit; containers publish SSH on 127.0.0.1 only and are removed on every path.
-"""
+"""tasks.verify against a real sshd in a real container built to a known state (tests/e2e/verify_host.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
-import textwrap
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from tasks import ssh
 from tasks.errors import JobFailed
-from tasks.targets.base import SshEndpoint
 from tasks.verify import TYPES, VerifyResult, parse_spec, report, verify, verify_endpoint
+from tests.e2e.verify_host import APP_CONF, SECRET, Host, StartHost, fifty_checks, write_spec
 
+pytest_plugins = ("tests.e2e.verify_host",)  # the known-state host's fixtures
 pytestmark = pytest.mark.e2e
-
-BASE = "bakery/debian:bookworm"
-IMAGE = "bakery-test/verify:e2e"
-LABELS = {"bakery.test": "1"}
-APP_CONF = b"listen 8080\nPermitRootLogin no\nPasswordAuthentication no\n"
-SECRET = b"top secret\n"
-
-DOCKERFILE = f"""
-FROM {BASE}
-RUN groupadd -g 2500 bakers && groupadd -g 1500 deploy \\
- && useradd -m -u 1500 -g deploy -G bakers,sudo -s /bin/bash deploy \\
- && useradd -m -u 1600 -U -s /bin/sh plain \\
- && install -d -m 700 -o deploy -g deploy /home/deploy/.ssh \\
- && install -d -m 700 -o plain -g plain /home/plain/.ssh \\
- && printf 'deploy ALL=(ALL) NOPASSWD:ALL\\n' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy \\
- && install -d -m 755 /etc/bakery \\
- && ssh-keygen -A && mkdir -p /run/sshd
-COPY app.conf secret /etc/bakery/
-COPY start bakery-udp.py /usr/local/bin/
-COPY bakery-udp.service bakery-idle.service /etc/systemd/system/
-RUN chown root:bakers /etc/bakery/app.conf && chmod 640 /etc/bakery/app.conf \\
- && chmod 600 /etc/bakery/secret && ln -s /etc/bakery/app.conf /etc/bakery/link \\
- && chmod 755 /usr/local/bin/start /usr/local/bin/bakery-udp.py \\
- && systemctl enable bakery-udp.service
-ENTRYPOINT ["/usr/local/bin/start"]
-"""
-
-START = """#!/bin/sh
-set -e
-for u in deploy plain; do
-  printf '%s\\n' "$AUTHORIZED_KEY" > /home/$u/.ssh/authorized_keys
-  chown $u:$u /home/$u/.ssh/authorized_keys
-  chmod 600 /home/$u/.ssh/authorized_keys
-done
-test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -A
-if [ "$1" = systemd ]; then exec /sbin/init; fi
-sleep "${SSHD_DELAY:-0}"
-mkdir -p /run/sshd
-exec /usr/sbin/sshd -D -e
-"""
-
-UDP = """#!/usr/bin/python3
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 5353))
-while True:
-    time.sleep(3600)
-"""
-
-UNIT = """[Unit]
-Description={description}
-[Service]
-ExecStart={command}
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _context() -> io.BytesIO:
-    files = {
-        "Dockerfile": DOCKERFILE.encode(),
-        "start": START.encode(),
-        "bakery-udp.py": UDP.encode(),
-        "bakery-udp.service": UNIT.format(description="udp echo", command="/usr/local/bin/bakery-udp.py").encode(),
-        "bakery-idle.service": UNIT.format(description="idle", command="/bin/sleep infinity").encode(),
-        "app.conf": APP_CONF,
-        "secret": SECRET,
-    }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
-
-
-@pytest.fixture(scope="module")
-def docker_engine() -> docker.DockerClient:
-    return docker.from_env()
-
-
-@pytest.fixture(scope="module")
-def test_image(docker_engine: docker.DockerClient) -> str:
-    docker_engine.images.get(BASE)  # present locally; never pulled
-    docker_engine.images.build(
-        fileobj=_context(), custom_context=True, tag=IMAGE, labels=LABELS, rm=True, forcerm=True, pull=False
-    )
-    return IMAGE
-
-
-@pytest.fixture(scope="module")
-def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    return ssh.generate_keypair(tmp_path_factory.mktemp("keys"))
-
-
-class Host:
-    """A running test container and how to reach it."""
-
-    def __init__(self, container: docker.models.containers.Container, key_path: Path) -> None:
-        self.container = container
-        self.key_path = key_path
-
-    @property
-    def port(self) -> int:
-        self.container.reload()
-        return int(self.container.ports["22/tcp"][0]["HostPort"])
-
-    def exec(self, *command: str) -> str:
-        code, output = self.container.exec_run(list(command))
-        assert code == 0, output
-        return str(output.decode())
-
-    def host_key(self) -> str:
-        return " ".join(self.exec("cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()[:2])
-
-    def endpoint(self, user: str = "deploy", host_key: str | None = None, key_path: Path | None = None) -> SshEndpoint:
-        return SshEndpoint("127.0.0.1", self.port, user, key_path or self.key_path, host_key or self.host_key())
-
-
-StartHost = Callable[..., Host]
-
-
-@pytest.fixture(scope="module")
-def start_host(docker_engine: docker.DockerClient, test_image: str, keypair: tuple[Path, str]) -> Iterator[StartHost]:
-    """Starts containers (systemd or a bare sshd); all of them are removed at the end, pass or fail."""
-    started: list[docker.models.containers.Container] = []
-
-    def start(systemd: bool = False, sshd_delay: float = 0) -> Host:
-        options = {}
-        if systemd:
-            options = {
-                "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
-                "tmpfs": {"/run": "", "/run/lock": ""},
-            }
-        container = docker_engine.containers.run(
-            test_image,
-            command=["systemd"] if systemd else [],
-            detach=True,
-            labels=LABELS,
-            ports={"22/tcp": ("127.0.0.1", None)},
-            environment={"AUTHORIZED_KEY": keypair[1], "SSHD_DELAY": str(sshd_delay)},
-            **options,
-        )
-        started.append(container)
-        return Host(container, keypair[0])
-
-    try:
-        yield start
-    finally:
-        for container in started:
-            container.remove(force=True)
-
-
-@pytest.fixture(scope="module")
-def systemd_host(start_host: StartHost) -> Host:
-    host = start_host(systemd=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        _, output = host.container.exec_run(["systemctl", "is-system-running"])
-        if output.decode().strip() in ("running", "degraded"):
-            break
-        time.sleep(0.2)
-    return host
-
-
-@pytest.fixture(scope="module")
-def sshd_host(start_host: StartHost) -> Host:
-    return start_host()
-
-
-def write_spec(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def pass_spec(host: Host) -> str:
@@ -270,6 +85,9 @@ def pass_spec(host: Host) -> str:
     kernel-param:
       kernel.ostype: {{value: Linux}}
       kernel.pid_max: {{value: {{gt: 100}}}}
+    pending-updates:
+      security: {{count: 0, packages: ["!bakery-dummy"]}}
+      all: {{count: 1, packages: [bakery-dummy]}}
     """
 
 
@@ -324,6 +142,8 @@ process:
 kernel-param:
   kernel.ostype: {value: "!Linux"}
   kernel.no_such_param: {value: "1"}
+pending-updates:
+  security: {count: 1, packages: [bakery-dummy]}
 """
 
 
@@ -335,6 +155,7 @@ ALL_ATTRIBUTES = {(t.name, a) for t in TYPES.values() for a in t.checks}
 
 
 def test_known_state_passes_every_attribute(systemd_host: Host, tmp_path: Path) -> None:
+    systemd_host.apt_lists("updates")  # bakery-dummy 1.1 pending, from a non-security suite
     result = verify_endpoint(systemd_host.endpoint(), write_spec(tmp_path, pass_spec(systemd_host)), ssh_timeout=60)
     failed = "\n".join(report.check_line(c) for c in result.failures)
     assert result.passed, failed + "\n" + "\n".join(result.notes)
@@ -352,6 +173,7 @@ def test_known_state_passes_every_attribute(systemd_host: Host, tmp_path: Path) 
 
 
 def test_wrong_state_fails_every_attribute(systemd_host: Host, tmp_path: Path) -> None:
+    systemd_host.apt_lists("updates")
     result = verify_endpoint(systemd_host.endpoint(), write_spec(tmp_path, FAIL_SPEC), ssh_timeout=60)
     passed = [report.check_line(c) for c in result.checks if c.ok]
     assert passed == []
@@ -431,44 +253,6 @@ def test_hanging_command_is_bounded_and_killed(sshd_host: Host, tmp_path: Path) 
     assert "sleep 600" not in processes
 
 
-def fifty_checks() -> str:
-    files = "\n".join(
-        f'  {path}: {{exists: true, owner: root, mode: "/^0[0-7]+$/"}}'
-        for path in ("/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/bakery/app.conf", "/bin/sh")
-    )
-    return f"""package:
-  openssh-server: {{installed: true}}
-  sudo: {{installed: true}}
-  python3: {{installed: true}}
-  nginx: {{installed: false}}
-service:
-  ssh: {{enabled: true, running: true}}
-  bakery-udp: {{enabled: true, running: true}}
-port:
-  tcp:22: {{listening: true, ip: [0.0.0.0]}}
-  udp:5353: {{listening: true}}
-file:
-{files}
-  /etc/bakery/secret: {{contents: [top secret], sha256: {hashlib.sha256(SECRET).hexdigest()}}}
-user:
-  deploy: {{exists: true, uid: 1500, groups: [bakers], home: /home/deploy, shell: /bin/bash}}
-  root: {{exists: true, uid: 0}}
-  plain: {{exists: true}}
-group:
-  bakers: {{exists: true, gid: 2500}}
-  sudo: {{exists: true}}
-process:
-  sshd: {{running: true}}
-  systemd: {{running: true}}
-kernel-param:
-  kernel.ostype: {{value: Linux}}
-  kernel.hostname: {{value: "/.+/"}}
-command:
-  uname -s: {{exit-status: 0, stdout: [Linux]}}
-  python3 --version: {{exit-status: 0, stdout: ["/^Python 3/"]}}
-"""
-
-
 def test_fifty_checks_take_well_under_a_second(systemd_host: Host, capsys: pytest.CaptureFixture[str]) -> None:
     spec = parse_spec(fifty_checks(), "fifty.yaml")
     assert spec.check_count == 50
@@ -485,3 +269,44 @@ def test_fifty_checks_take_well_under_a_second(systemd_host: Host, capsys: pytes
     with capsys.disabled():
         print(f"\n50-check verify: {', '.join(f'{t * 1000:.0f} ms' for t in timings)} (remote, one connection)")
     assert min(timings) < 1.0
+
+
+def test_pending_updates_come_from_the_hosts_own_lists(sshd_host: Host, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "pending-updates:\n  security: {count: 0}\n  all: {count: 0, packages: []}\n")
+
+    def check(user: str = "deploy") -> dict[str, str]:
+        result = verify_endpoint(sshd_host.endpoint(user=user), spec, ssh_timeout=30)
+        return {f"{c.name}": ("PASS " if c.ok else "FAIL ") + c.found for c in result.checks}
+
+    sshd_host.apt_lists("none")  # as a golden image that removed /var/lib/apt/lists
+    found = check()
+    assert set(found.values()) == {
+        "FAIL <no apt package lists on the host (/var/lib/apt/lists has no Packages files: the image removed "
+        "them or apt-get update never ran); pending updates cannot be told without the network>"
+    }
+    assert "_Packages" not in sshd_host.exec("ls", "/var/lib/apt/lists"), "the check must not fetch lists"
+
+    sshd_host.apt_lists("security")
+    found = check()
+    assert found["security count"].startswith(
+        "FAIL 1 (bakery-dummy 1.0 → 1.1 (Debian-Security:bookworm-security); package lists of "
+    )
+    assert found["all count"].startswith("FAIL 1 (bakery-dummy 1.0 → 1.1")
+    assert found["all packages"].startswith("PASS [bakery-dummy]")  # [] is contained in any list
+
+    sshd_host.apt_lists("updates")
+    found = check(user="plain")  # no sudo: apt's simulation works as any user
+    assert found["security count"].startswith("PASS 0 (package lists of ")
+    assert found["all count"].startswith("FAIL 1 (bakery-dummy 1.0 → 1.1 (Debian:bookworm-updates)")
+    assert sshd_host.exec("dpkg-query", "-W", "-f=${Version}", "bakery-dummy") == "1.0", "nothing is installed"
+
+
+def test_every_verification_keeps_the_package_inventory(sshd_host: Host, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "package:\n  bakery-dummy: {installed: true, versions: ['1.0']}\n")
+    result = verify_endpoint(sshd_host.endpoint(), spec, ssh_timeout=30)
+    assert result.passed, report.summary(result)
+    assert result.inventory is not None and result.inventory.manager == "dpkg"
+    listed = sshd_host.exec("dpkg-query", "-W", "-f=${Package}\t${Version}\t${db:Status-Status}\n").splitlines()
+    installed = {line.split("\t")[0]: line.split("\t")[1] for line in listed if line.endswith("\tinstalled")}
+    assert {name.split(":")[0]: v[-1] for name, v in result.inventory.packages.items()} == installed
+    assert report.to_dict(result)["inventory"]["packages"]["bakery-dummy"] == ["1.0"]

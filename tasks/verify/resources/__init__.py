@@ -1,8 +1,23 @@
-"""One module per goss resource type; ``TYPES`` in goss's order."""
+"""One module per resource type; ``TYPES`` in goss's order, then bakery's extensions.
+
+``EXTENSIONS`` are NOT goss resource types: goss itself rejects a spec that uses them, so a spec that
+must also run under goss leaves them out (or keeps them in a second file that only bakery reads).
+"""
 
 from __future__ import annotations
 
-from tasks.verify.resources import command, file, group, kernel_param, package, port, process, service, user
+from tasks.verify.resources import (
+    command,
+    file,
+    group,
+    kernel_param,
+    package,
+    pending_updates,
+    port,
+    process,
+    service,
+    user,
+)
 from tasks.verify.resources.base import ResourceType
 
 TYPES: dict[str, ResourceType] = {
@@ -17,8 +32,12 @@ TYPES: dict[str, ResourceType] = {
         group.TYPE,
         process.TYPE,
         kernel_param.TYPE,
+        pending_updates.TYPE,  # bakery's extension (EXTENSIONS)
     )
 }
+
+# bakery's own resource types: not goss, which rejects them.
+EXTENSIONS = (pending_updates.TYPE.name,)
 
 # goss types bakery refuses (exit 2), and why.
 UNSUPPORTED = {

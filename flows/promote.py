@@ -1,0 +1,152 @@
+"""``promote`` and ``rollback`` flows: stage changes with soak, recorded as tags and a Prefect artifact.
+
+The algorithm and its write order live in ``tasks.promotion``; these flows check the request, run it
+as one task, and leave a "promotion record" artifact a person reads in the UI.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+from uuid import uuid4
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run as current_flow_run
+
+from tasks import inputs, promotion
+from tasks.errors import UsageError
+from tasks.inputs import TargetName
+from tasks.promotion import PromoteTo, PromotionRecord
+from tasks.steps import artifact_key
+
+
+def _run_id() -> str:
+    return str(current_flow_run.id or uuid4())
+
+
+def _aws_errors(target: str, doing: str) -> AbstractContextManager[None]:
+    """botocore's errors as one clear line (exit 1), like the AWS target's own calls."""
+    if target != "aws":
+        return nullcontext()
+    from tasks.targets.aws import aws_errors
+
+    return aws_errors(doing)
+
+
+def _publish(record: PromotionRecord) -> None:
+    logger = get_run_logger()
+    for change in record.changes:
+        logger.info("%s: %s → %s", change.name or change.image, change.before or "-", change.after)
+    for note in record.notes:
+        logger.warning("%s", note)
+    create_markdown_artifact(
+        record.to_markdown(),
+        key=artifact_key(record.family, record.target, "promotion"),
+        description=f"{record.action} of {record.family} on {record.target}: {record.name} → {record.to}",
+    )
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_image(
+    target: str,
+    family: str | None,
+    image: str | None,
+    to: PromoteTo,
+    min_soak: str,
+    force: bool,
+    publish_ssm: bool,
+    run_id: str,
+) -> dict[str, Any]:
+    from tasks.promotion.aws import ProblemAfterPromotion
+
+    try:
+        with _aws_errors(target, "promoting"):
+            store = promotion.store_for(target, publish_ssm=publish_ssm)
+            record = promotion.promote(
+                store,
+                to=to,
+                run_id=run_id,
+                family=family,
+                image=image,
+                min_soak=inputs.parse_duration(min_soak, "--min-soak"),
+                force=force,
+            )
+    except ProblemAfterPromotion as exc:
+        _publish(exc.record)  # the stages did change: the record says how
+        raise
+    _publish(record)
+    return record.to_dict()
+
+
+@task(name="rollback", cache_policy=NO_CACHE)
+def rollback_family(target: str, family: str, publish_ssm: bool, run_id: str) -> dict[str, Any]:
+    from tasks.promotion.aws import ProblemAfterPromotion
+
+    try:
+        with _aws_errors(target, "rolling back"):
+            store = promotion.store_for(target, publish_ssm=publish_ssm)
+            record = promotion.rollback(store, family=family, run_id=run_id)
+    except ProblemAfterPromotion as exc:
+        _publish(exc.record)  # the stages did change: the record says how
+        raise
+    _publish(record)
+    return record.to_dict()
+
+
+def check_promote_request(
+    target: str, family: str | None, image: str | None, to: str, min_soak: str
+) -> tuple[TargetName, str | None, str | None]:
+    """Every check that needs no engine (exit 2 on a bad request)."""
+    checked = inputs.check_target(target)
+    if bool(family) == bool(image):
+        raise UsageError("promote: give exactly one of --image ID or --family NAME")
+    if family:
+        inputs.check_family(family)
+    if to not in ("staging", "production"):
+        raise UsageError(f"--to {to!r}: expected staging or production")
+    inputs.parse_duration(min_soak, "--min-soak")
+    return checked, family or None, image or None
+
+
+@flow(name="promote")
+def promote(
+    target: TargetName = "docker",
+    family: str | None = "app-base",
+    image: str | None = None,
+    to: PromoteTo = "production",
+    min_soak: str = "24h",
+    force: bool = False,
+    publish_ssm: bool = False,
+) -> dict[str, Any]:
+    """Promote an image: testing → staging, or staging → production after the soak.
+
+    Args:
+        target: where the image lives.
+        family: promote the family's newest image at the previous stage (leave empty when giving an image).
+        image: an image id (AMI id, Docker image id or family:version) instead of a family.
+        to: the stage to promote to.
+        min_soak: how long an image must have been staging before production (90s, 15m, 2h, 7d).
+        force: promote to production before the soak is over (recorded on the image and in the record).
+        publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
+    """
+    if image:
+        family = None
+    checked, family, image = check_promote_request(target, family, image, to, min_soak)
+    return promote_image(checked, family, image, to, min_soak, force, publish_ssm, _run_id())
+
+
+@flow(name="rollback")
+def rollback(target: TargetName = "docker", family: str = "app-base", publish_ssm: bool = False) -> dict[str, Any]:
+    """Make the most recently superseded image production again; the current one becomes superseded.
+
+    Args:
+        target: where the family's images live.
+        family: the image family to roll back.
+        publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
+    """
+    checked = inputs.check_target(target)
+    inputs.check_family(family)
+    return rollback_family(checked, family, publish_ssm, _run_id())

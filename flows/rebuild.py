@@ -1,0 +1,176 @@
+"""The weekly rebuild: every family in ``deployments/families.yaml`` through the whole pipeline.
+
+Each (family, target) runs ``image_pipeline`` as a subflow, at most ``max_parallel`` at once (the
+pipeline itself holds the family's build slot, so a rebuild never overlaps another build of the same
+family, scheduled or pressed by hand). Each family gets a summary artifact: the result, the new
+version, whether the base image changed, package changes against the current production, and that
+production's age — flagged loudly past 90 days (the seed: a stale image likely lacks patches).
+A failed family does not stop the others; the flow fails at the end if any did.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.pipeline import image_pipeline
+from tasks import promotion
+from tasks import rebuild as lib
+from tasks.errors import JobFailed, UsageError
+from tasks.inputs import TargetName, check_target
+from tasks.promotion import StagedImage, utcnow
+from tasks.steps import artifact_key
+
+MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.FamilySummary:
+    """One family on one target: note the production, run the pipeline, compare, summarise."""
+    logger = get_run_logger()
+    now = utcnow()
+    summary = lib.FamilySummary(family=spec.family, target=target, result="failed", now=now)
+    store: Any = None
+    before: StagedImage | None = None
+    try:
+        store = promotion.store_for(target)
+        before = lib.production_of(store.family_images(spec.family))
+    except Exception as exc:
+        summary.base_note = f"could not read the current production: {_first_line(exc)}"
+    if before is not None:
+        summary.production = before.name or before.id
+        summary.production_built = before.created
+        summary.production_age_days = lib.age_days(before, now)
+    if summary.stale:
+        logger.error(
+            "STALE PRODUCTION: %s of %s on %s was built %.0f days ago (over %d): promote a rebuilt image",
+            summary.production,
+            spec.family,
+            target,
+            summary.production_age_days,
+            lib.STALE_AFTER.days,
+        )
+    try:
+        result = image_pipeline(
+            target=check_target(target),
+            family=spec.family,
+            template_dir=spec.template_dir,
+            spec=spec.spec,
+            variables=dict(spec.variables),
+            var_files=list(spec.var_files),
+            only=spec.only,
+        )
+    except Exception as exc:
+        summary.message = _first_line(exc)
+        logger.error("rebuild of %s on %s failed: %s", spec.family, target, summary.message)
+        return summary
+    summary.result = "staged"
+    summary.version = str(result.get("version", ""))
+    summary.image = str(result.get("image_id", ""))
+    _compare(summary, store, before, result, run_id)
+    return summary
+
+
+def _compare(
+    summary: lib.FamilySummary, store: Any, before: StagedImage | None, result: dict[str, Any], run_id: str
+) -> None:
+    """Base image and packages of the new image against the current production (best effort)."""
+    engine = getattr(store, "engine", None)
+    new_packages = lib.recorded_inventory(result.get("workdir")) or lib.stored_inventory(summary.target, summary.image)
+    if summary.target == "docker" and engine is not None:
+        new_packages = new_packages or lib.docker_inventory(engine, summary.image, run_id, summary.family)
+    if before is None:
+        summary.base_note = "no production to compare with"
+        summary.packages_note = "no production to compare with"
+        return
+    old_packages = lib.stored_inventory(summary.target, before.id)
+    if summary.target == "docker" and engine is not None:
+        new_base, old_base = lib.docker_base(engine, summary.image), lib.docker_base(engine, before.id)
+        old_packages = old_packages or lib.docker_inventory(engine, before.id, run_id, summary.family)
+    else:
+        new_base, old_base = _ami_tag(store, summary.image, "BaseAMI"), _ami_tag(store, before.id, "BaseAMI")
+    if new_base and old_base:
+        summary.base_changed = new_base != old_base
+        summary.base_note = f"{old_base[:19]} → {new_base[:19]}" if summary.base_changed else new_base[:19]
+    else:
+        summary.base_note = "base of the new or the production image unknown"
+    if new_packages is not None and old_packages is not None:
+        summary.packages = lib.package_changes(old_packages, new_packages)
+    else:
+        summary.packages_note = "no package inventory of " + (
+            "the production image" if new_packages else "the new image"
+        )
+
+
+def _ami_tag(store: Any, image_id: str, key: str) -> str | None:
+    try:
+        image = store.ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    except Exception:
+        return None
+    return next((t["Value"] for t in image.get("Tags") or [] if t["Key"] == key), None)
+
+
+@task(name="rebuild-family", cache_policy=NO_CACHE, task_run_name="rebuild-{spec.family}-{target}")
+def rebuild_one(spec: lib.FamilySpec, target: str, slots: threading.BoundedSemaphore, run_id: str) -> dict[str, Any]:
+    with slots:
+        summary = rebuild_family(spec, target, run_id)
+    create_markdown_artifact(
+        summary.to_markdown(),
+        key=artifact_key(spec.family, target, "rebuild"),
+        description=summary.headline(),
+    )
+    return summary.to_dict() | {"row": summary.row()}
+
+
+@flow(name="weekly-rebuild", task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))  # type: ignore[arg-type]
+def rebuild(
+    families_file: str = lib.DEFAULT_FAMILIES,
+    target: TargetName | None = None,
+    max_parallel: int = 2,
+) -> dict[str, Any]:
+    """Rebuild every family (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
+
+    Args:
+        families_file: the families file (family, template dir, var files, targets).
+        target: rebuild only this target's images (empty: every target a family lists).
+        max_parallel: how many family builds run at once.
+    """
+    from prefect.runtime import flow_run
+
+    families = lib.load_families(families_file)
+    if target is not None:
+        check_target(target)
+    if not 1 <= max_parallel <= MAX_WORKERS:
+        raise UsageError(f"max_parallel {max_parallel}: expected 1 to {MAX_WORKERS}")
+    jobs = [(f, t) for f in families for t in f.targets if target in (None, t)]
+    if not jobs:
+        raise UsageError(f"{families_file}: no family lists target {target!r}")
+    run_id = str(flow_run.id or "local")
+    slots = threading.BoundedSemaphore(max_parallel)
+    futures = [rebuild_one.submit(spec, t, slots, run_id) for spec, t in jobs]
+    results = [future.result() for future in futures]
+    rows = [r.pop("row") for r in results]
+    create_table_artifact(rows, key="rebuild-summary", description=f"weekly rebuild of {len(rows)} image(s)")
+    logger = get_run_logger()
+    for r in results:
+        logger.info("%s on %s: %s %s", r["family"], r["target"], r["result"], r["version"] or r["message"])
+    stale = [f"{r['family']} ({r['target']})" for r in results if r["stale"]]
+    if stale:
+        logger.error("STALE PRODUCTION (over %d days): %s", lib.STALE_AFTER.days, ", ".join(stale))
+    failed = [f"{r['family']} on {r['target']}: {r['message']}" for r in results if r["result"] != "staged"]
+    document = {"families": results, "stale": stale}
+    if failed:
+        error = JobFailed(f"rebuild: {len(failed)} of {len(results)} failed: " + "; ".join(failed))
+        error.result = document  # type: ignore[attr-defined]  # `bake --json` still prints the summary
+        raise error
+    return document

@@ -1,0 +1,41 @@
+"""The retention flow: keep N images per family plus everything protected, delete the rest with their
+unshared snapshots. A dry run unless ``apply`` is set; either way the plan is a table artifact.
+
+Scheduled daily (``prefect.yaml``), pressed from the UI, or run by ``bake retention``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks import retention
+from tasks.housekeeping import apply_retention, report_retention, take_inventory
+from tasks.inputs import TargetName, check_family, check_target
+
+
+@flow(name="retention")
+def image_retention(
+    target: TargetName = "docker",
+    family: str | None = None,
+    keep: int = retention.DEFAULT_KEEP,
+    apply: bool = False,
+) -> dict[str, Any]:
+    """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given."""
+    check_target(target)
+    if family:
+        check_family(family)
+    keep = retention.check_keep(keep)
+    store = retention.open_store(target)
+    images, usage = take_inventory(store)
+    plan = retention.plan_retention(images, usage, keep=keep, families=[family] if family else None, target=target)
+    if not apply:
+        return report_retention(plan, None, False, family)
+    outcome = apply_retention(store, plan)
+    doc = report_retention(plan, outcome, True, family)
+    if outcome.failures:
+        raise retention.RetentionFailed(
+            f"{len(outcome.failures)} deletions failed: {'; '.join(outcome.failures[:3])}", doc
+        )
+    return doc

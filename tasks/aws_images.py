@@ -1,0 +1,288 @@
+"""AMIs for retention: list them (with their snapshots), find what uses them, delete them. Plain boto3.
+
+Every listing is paginated and read once per run; the usage lookups run side by side. A deletion costs one
+``DeregisterImage`` per image and one ``DeleteSnapshot`` per snapshot, with botocore's adaptive retries
+(``tasks/aws.py``) absorbing throttling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tasks import aws
+from tasks.errors import JobFailed, UsageError
+from tasks.retention import ImageRecord, family_of, is_managed
+
+LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+# botocore says at INFO which credentials and endpoint it found, once per client: keep it to warnings.
+logging.getLogger("botocore").setLevel(logging.WARNING)
+
+GONE_IMAGE_CODES = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"})
+STAGE_SINCE_TAGS = {"staging": "bakery:staged-at", "superseded": "bakery:superseded-at"}
+GONE_SNAPSHOT_CODES = frozenset({"InvalidSnapshot.NotFound"})
+
+
+def region() -> str | None:
+    """The region from ``AWS_REGION``/``AWS_DEFAULT_REGION`` or the profile (``tasks.aws.region``)."""
+    return aws.region()
+
+
+def not_configured() -> str | None:
+    """Why AWS is not usable here (no region, no credentials), or None when it is."""
+    import boto3
+
+    where = region()
+    if not where:
+        return "AWS is not configured: no region (set AWS_REGION or AWS_DEFAULT_REGION)"
+    if boto3.Session(region_name=where).get_credentials() is None:
+        return "AWS is not configured: no credentials (environment, shared files or instance role)"
+    return None
+
+
+def require_configured() -> str:
+    why = not_configured()
+    if why:
+        raise UsageError(f"--target aws: {why}")
+    return region() or ""
+
+
+@contextlib.contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """An AWS error while reading is one clear line (exit 1), not a traceback."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise JobFailed(f"aws: {what}: {error.get('Code', '?')}: {error.get('Message', exc)}") from exc
+    except BotoCoreError as exc:
+        raise JobFailed(f"aws: {what}: {exc}") from exc
+
+
+def tags_of(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in resource.get("Tags") or []}
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def record_from_ami(image: dict[str, Any]) -> ImageRecord:
+    tags = tags_of(image)
+    name = tags.get("Name") or image.get("Name") or ""
+    version = tags.get("Version", "")
+    snapshots = tuple(
+        m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings") or [] if (m.get("Ebs") or {}).get("SnapshotId")
+    )
+    pins = []
+    if str(image.get("DeregistrationProtection", "")).startswith("enabled"):
+        pins.append("deregistration protection on")
+    return ImageRecord(
+        ref=image["ImageId"],
+        image_id=image["ImageId"],
+        name=name,
+        family=family_of(tags.get("Name"), version, tags.get("Family")),
+        version=version,
+        created=parse_time(image.get("CreationDate")) or datetime.fromtimestamp(0, UTC),
+        stage=tags.get("status"),
+        managed=is_managed(tags.get("ManagedBy")),
+        snapshots=snapshots,
+        state=image.get("State", "available"),
+        pins=tuple(pins),
+        stage_since=parse_time(tags.get(STAGE_SINCE_TAGS.get(tags.get("status", ""), ""))),
+    )
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    template_id: str
+    name: str
+    number: int
+    default: bool
+    image_id: str
+
+    @property
+    def phrase(self) -> str:
+        default = " (default)" if self.default else ""
+        return f"launch template {self.name} ({self.template_id}) version {self.number}{default}"
+
+
+def _resolve(spec: dict[str, Any], versions: list[TemplateVersion]) -> list[TemplateVersion]:
+    """The version an ASG's launch template spec points at (for the reason text; all versions are kept)."""
+    mine = [
+        v
+        for v in versions
+        if spec.get("LaunchTemplateId") in (None, v.template_id) and spec.get("LaunchTemplateName") in (None, v.name)
+    ]
+    wanted = str(spec.get("Version") or "$Default")
+    if not mine:
+        return []
+    if wanted == "$Latest":
+        return [max(mine, key=lambda v: v.number)]
+    if wanted == "$Default":
+        return [v for v in mine if v.default][:1]
+    return [v for v in mine if str(v.number) == wanted]
+
+
+class AwsImages:
+    """The account's own AMIs in one region, as an ``ImageStore``."""
+
+    target = "aws"
+
+    def __init__(self, ec2: Any = None, autoscaling: Any = None, workers: int = 8) -> None:
+        where = region() if ec2 is None or autoscaling is None else None
+        self.ec2 = ec2 or aws.client("ec2", region=where)
+        self.autoscaling = autoscaling or aws.client("autoscaling", region=where)
+        self.workers = workers
+
+    # --- listing ----------------------------------------------------------------------------------------
+
+    def list_images(self) -> list[ImageRecord]:
+        """Every AMI this account owns, deprecated and disabled ones included."""
+        pages = self.ec2.get_paginator("describe_images").paginate(
+            Owners=["self"], IncludeDeprecated=True, IncludeDisabled=True, PaginationConfig={"PageSize": 1000}
+        )
+        return [record_from_ami(image) for page in pages for image in page.get("Images", [])]
+
+    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        with (
+            aws_errors("listing images and what uses them"),
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="bakery-inventory") as pool,
+        ):
+            images = pool.submit(self.list_images)
+            usage = pool.submit(self.usage)
+            return images.result(), usage.result()
+
+    def usage(self) -> dict[str, list[str]]:
+        """AMI id → what uses it: live instances, every launch template version, ASGs, launch configurations.
+
+        Any lookup that fails fails the whole inventory: without it, nothing could be shown to be unused.
+        """
+        used: dict[str, list[str]] = defaultdict(list)
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="bakery-usage") as pool:
+            instances = pool.submit(self._instances)
+            templates = pool.submit(self._launch_template_versions)
+            groups = pool.submit(self._auto_scaling)
+            for image_id, what in instances.result():
+                used[image_id].append(what)
+            versions = templates.result()
+            specs, configurations = groups.result()
+        for version in versions:
+            used[version.image_id].append(version.phrase)
+        for group, spec in specs:
+            for version in _resolve(spec, versions):
+                used[version.image_id].append(
+                    f"Auto Scaling group {group} (launch template {version.name} version {version.number})"
+                )
+        for image_id, what in configurations:
+            used[image_id].append(what)
+        return {k: v for k, v in used.items() if k.startswith("ami-")}
+
+    def _instances(self) -> list[tuple[str, str]]:
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}],
+            PaginationConfig={"PageSize": 1000},
+        )
+        found = []
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    state = instance.get("State", {}).get("Name", "")
+                    if instance.get("ImageId") and state != "terminated":
+                        found.append((instance["ImageId"], f"instance {instance['InstanceId']} ({state})"))
+        return found
+
+    def _launch_template_versions(self) -> list[TemplateVersion]:
+        """Every version of every launch template (not only the default one), aliases resolved."""
+        pages = self.ec2.get_paginator("describe_launch_templates").paginate(PaginationConfig={"PageSize": 200})
+        templates = [(t["LaunchTemplateId"], t["LaunchTemplateName"]) for p in pages for t in p["LaunchTemplates"]]
+
+        def versions(template: tuple[str, str]) -> list[TemplateVersion]:
+            template_id, name = template
+            pages = self.ec2.get_paginator("describe_launch_template_versions").paginate(
+                LaunchTemplateId=template_id, ResolveAlias=True, PaginationConfig={"PageSize": 200}
+            )
+            return [
+                TemplateVersion(
+                    template_id=template_id,
+                    name=name,
+                    number=int(v["VersionNumber"]),
+                    default=bool(v.get("DefaultVersion")),
+                    image_id=(v.get("LaunchTemplateData") or {}).get("ImageId", ""),
+                )
+                for page in pages
+                for v in page.get("LaunchTemplateVersions", [])
+            ]
+
+        if not templates:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(templates))) as pool:
+            return [v for found in pool.map(versions, templates) for v in found]
+
+    def _auto_scaling(self) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+        """(group, launch template spec) pairs, and (image id, phrase) for every launch configuration."""
+        specs: list[tuple[str, dict[str, Any]]] = []
+        lc_users: dict[str, list[str]] = defaultdict(list)
+        pages = self.autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
+            PaginationConfig={"PageSize": 100}
+        )
+        for page in pages:
+            for group in page.get("AutoScalingGroups", []):
+                name = group["AutoScalingGroupName"]
+                if group.get("LaunchConfigurationName"):
+                    lc_users[group["LaunchConfigurationName"]].append(name)
+                if group.get("LaunchTemplate"):
+                    specs.append((name, group["LaunchTemplate"]))
+                mixed = (group.get("MixedInstancesPolicy") or {}).get("LaunchTemplate") or {}
+                if mixed.get("LaunchTemplateSpecification"):
+                    specs.append((name, mixed["LaunchTemplateSpecification"]))
+                for override in mixed.get("Overrides") or []:
+                    if override.get("LaunchTemplateSpecification"):
+                        specs.append((name, override["LaunchTemplateSpecification"]))
+        configurations = []
+        pages = self.autoscaling.get_paginator("describe_launch_configurations").paginate(
+            PaginationConfig={"PageSize": 100}
+        )
+        for page in pages:
+            for lc in page.get("LaunchConfigurations", []):
+                name = lc["LaunchConfigurationName"]
+                users = lc_users.get(name, [])
+                used_by = f", used by Auto Scaling group {', '.join(users)}" if users else ""
+                configurations.append((lc.get("ImageId", ""), f"launch configuration {name}{used_by}"))
+        return specs, configurations
+
+    # --- deleting ---------------------------------------------------------------------------------------
+
+    def delete_image(self, image: ImageRecord) -> str:
+        try:
+            self.ec2.deregister_image(ImageId=image.image_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in GONE_IMAGE_CODES:
+                return "already gone"
+            raise
+        return "deleted"
+
+    def delete_snapshot(self, snapshot_id: str) -> str:
+        try:
+            self.ec2.delete_snapshot(SnapshotId=snapshot_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in GONE_SNAPSHOT_CODES:
+                return "already gone"
+            raise
+        return "deleted"

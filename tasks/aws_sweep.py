@@ -1,0 +1,277 @@
+"""AWS leftovers of crashed runs: bakery-tagged instances, volumes, security groups and key pairs, and
+Packer's own temporary builder resources. Plain boto3 (client factory and adaptive retries from tasks/aws.py).
+
+bakery's resources carry ``bakery:run-id``, ``bakery:expires-at`` and ``ManagedBy=bakery``; all three marks
+are required (the run id and ManagedBy to be listed, the expiry to be removed before ``--max-age``).
+Packer names its temporary key pair and security group ``packer_<time-ordered uuid>``, whose first eight
+hex digits are the Unix time it was made: that is their age, as the API gives a security group none.
+Its builder instance is recognised by that key pair or its default ``Name = Packer Builder`` tag.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks import aws
+from tasks.aws_images import LIVE_INSTANCE_STATES, aws_errors, parse_time, region, tags_of
+from tasks.retention import bounded_map
+from tasks.sweep import Leftover, key
+from tasks.sweep import parse_time as parse_label
+
+PACKER_NAME_RE = re.compile(r"^packer_([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PACKER_SG_DESCRIPTION = "Temporary group for Packer"
+PACKER_BUILDER_NAME = "Packer Builder"
+
+
+def packer_name_time(name: str) -> datetime | None:
+    """When Packer made a ``packer_<time-ordered uuid>`` resource, or None if the name is not one."""
+    match = PACKER_NAME_RE.match(name or "")
+    return datetime.fromtimestamp(int(match.group(1), 16), UTC) if match else None
+
+
+def is_bakery_tagged(tags: dict[str, str]) -> bool:
+    return bool(tags.get(aws.TAG_RUN_ID)) and tags.get(aws.TAG_MANAGED_BY) == aws.MANAGED_BY_BAKERY
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class AwsLeftovers:
+    """One region's leftovers, as a sweep ``Source``."""
+
+    provider = "aws"
+
+    def __init__(self, ec2: Any = None, dependency_wait: float = 180.0, poll: float = 5.0) -> None:
+        self.ec2 = ec2 or aws.client("ec2", region=region())
+        self.dependency_wait = dependency_wait
+        self.poll = poll
+
+    # --- finding ----------------------------------------------------------------------------------------
+
+    def find(self) -> list[Leftover]:
+        with aws_errors("listing bakery-tagged and Packer's temporary resources"):
+            pairs = self._key_pairs()
+            packer_keys = sorted(i.name for i in pairs if packer_name_time(i.name))
+            return self._instances(packer_keys) + self._volumes() + self._security_groups() + pairs
+
+    def _describe_instances(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[*filters, {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}]
+        )
+        return [i for p in pages for r in p.get("Reservations", []) for i in r.get("Instances", [])]
+
+    def _instances(self, packer_keys: list[str]) -> list[Leftover]:
+        """bakery-tagged instances, and Packer builders: by its key pairs' exact names (wildcards in filters are
+        not understood by every endpoint) or its default ``Name`` tag."""
+        queries: list[list[dict[str, Any]]] = [
+            [{"Name": "tag-key", "Values": [aws.TAG_RUN_ID]}],
+            [{"Name": "tag:Name", "Values": [PACKER_BUILDER_NAME]}],
+        ]
+        queries += [
+            [{"Name": "key-name", "Values": packer_keys[start : start + 200]}]
+            for start in range(0, len(packer_keys), 200)
+        ]
+        seen: dict[str, dict[str, Any]] = {}
+        for filters in queries:
+            for instance in self._describe_instances(filters):
+                seen[instance["InstanceId"]] = instance
+        found = []
+        for instance in seen.values():
+            tags = tags_of(instance)
+            extra = {
+                "state": instance.get("State", {}).get("Name", ""),
+                "key_name": instance.get("KeyName", ""),
+                "security_groups": ",".join(g["GroupId"] for g in instance.get("SecurityGroups", [])),
+            }
+            common: dict[str, Any] = {
+                "provider": self.provider,
+                "kind": "instance",
+                "id": instance["InstanceId"],
+                "name": tags.get("Name", ""),
+                "created": parse_time(instance.get("LaunchTime")),
+                "extra": extra,
+            }
+            if is_bakery_tagged(tags):
+                labelled: dict[str, Any] = {
+                    "run_id": tags[aws.TAG_RUN_ID],
+                    "expires_at": parse_label(tags.get(aws.TAG_EXPIRES_AT)),
+                }
+                found.append(Leftover(**common, **labelled))
+            elif aws.TAG_MANAGED_BY in tags and tags[aws.TAG_MANAGED_BY] not in ("bakery", "packer"):
+                continue  # someone else's tool owns it
+            elif packer_name_time(instance.get("KeyName", "")) or tags.get("Name") == PACKER_BUILDER_NAME:
+                found.append(Leftover(**common, labelled=False))
+        return found
+
+    def _volumes(self) -> list[Leftover]:
+        pages = self.ec2.get_paginator("describe_volumes").paginate(
+            Filters=[{"Name": "tag-key", "Values": [aws.TAG_RUN_ID]}, {"Name": "status", "Values": ["available"]}]
+        )
+        found = []
+        for volume in (v for p in pages for v in p.get("Volumes", [])):
+            tags = tags_of(volume)
+            if is_bakery_tagged(tags):
+                found.append(
+                    Leftover(
+                        provider=self.provider,
+                        kind="volume",
+                        id=volume["VolumeId"],
+                        name=tags.get("Name", ""),
+                        run_id=tags[aws.TAG_RUN_ID],
+                        created=parse_time(volume.get("CreateTime")),
+                        expires_at=parse_label(tags.get(aws.TAG_EXPIRES_AT)),
+                    )
+                )
+        return found
+
+    def _security_groups(self) -> list[Leftover]:
+        seen: dict[str, dict[str, Any]] = {}
+        for filters in (
+            [{"Name": "tag-key", "Values": [aws.TAG_RUN_ID]}],
+            [{"Name": "group-name", "Values": ["packer_*"]}],
+        ):
+            pages = self.ec2.get_paginator("describe_security_groups").paginate(Filters=filters)
+            for group in (g for p in pages for g in p.get("SecurityGroups", [])):
+                seen[group["GroupId"]] = group
+        found = []
+        for group in seen.values():
+            tags = tags_of(group)
+            name = group.get("GroupName", "")
+            common: dict[str, Any] = {
+                "provider": self.provider,
+                "kind": "security-group",
+                "id": group["GroupId"],
+                "name": name,
+            }
+            if is_bakery_tagged(tags):
+                expires = parse_label(tags.get(aws.TAG_EXPIRES_AT))
+                found.append(
+                    Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=packer_name_time(name), expires_at=expires)
+                )
+            elif packer_name_time(name) and group.get("Description") == PACKER_SG_DESCRIPTION:
+                found.append(Leftover(**common, created=packer_name_time(name), labelled=False))
+        return found
+
+    def _key_pairs(self) -> list[Leftover]:
+        found = []
+        for pair in self.ec2.describe_key_pairs().get("KeyPairs", []):
+            tags = tags_of(pair)
+            name = pair.get("KeyName", "")
+            created = parse_time(pair.get("CreateTime")) or packer_name_time(name)
+            common: dict[str, Any] = {
+                "provider": self.provider,
+                "kind": "key-pair",
+                "id": pair["KeyPairId"],
+                "name": name,
+            }
+            if is_bakery_tagged(tags):
+                expires = parse_label(tags.get(aws.TAG_EXPIRES_AT))
+                found.append(Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=created, expires_at=expires))
+            elif packer_name_time(name):
+                found.append(Leftover(**common, created=packer_name_time(name) or created, labelled=False))
+        return found
+
+    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
+        """Keep the security groups and key pairs of instances the sweep keeps (a build still running)."""
+        kept = [i for i in leftovers if i.kind == "instance" and not i.remove]
+        groups = {g: i.id for i in kept for g in i.extra.get("security_groups", "").split(",") if g}
+        keys = {i.extra.get("key_name", ""): i.id for i in kept if i.extra.get("key_name")}
+        result = []
+        for item in leftovers:
+            user = groups.get(item.id) if item.kind == "security-group" else None
+            user = user or (keys.get(item.name) if item.kind == "key-pair" else None)
+            if item.remove and user:
+                item = replace(item, remove=False, reason=f"used by instance {user}, which stays")
+            result.append(item)
+        return result
+
+    # --- removing ---------------------------------------------------------------------------------------
+
+    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
+        """Terminate instances and wait until they are gone, then volumes, security groups, key pairs."""
+        results: dict[str, str] = {}
+        instances = [i for i in leftovers if i.kind == "instance"]
+        if instances:
+            results.update(self._terminate(instances))
+        for kind, delete in (
+            ("volume", self._delete_volume),
+            ("security-group", self._delete_security_group),
+            ("key-pair", self._delete_key_pair),
+        ):
+            mine = [i for i in leftovers if i.kind == kind]
+            results.update({key(i): r for i, r in zip(mine, bounded_map(delete, mine), strict=True)})
+        return results
+
+    def _terminate(self, instances: list[Leftover]) -> dict[str, str]:
+        results: dict[str, str] = {}
+        ids = [i.id for i in instances]
+        try:
+            self.ec2.terminate_instances(InstanceIds=ids)
+        except ClientError:
+            # One bad id fails the whole call: go one by one to find out which.
+            for item in instances:
+                try:
+                    self.ec2.terminate_instances(InstanceIds=[item.id])
+                except ClientError as exc:
+                    gone = _code(exc) == "InvalidInstanceID.NotFound"
+                    results[key(item)] = "already gone" if gone else f"failed: {exc}"
+        waiting = [i for i in ids if f"instance {i}" not in results]
+        if waiting:
+            try:
+                self.ec2.get_waiter("instance_terminated").wait(
+                    InstanceIds=waiting,
+                    WaiterConfig={"Delay": self.poll, "MaxAttempts": max(1, int(self.dependency_wait // self.poll))},
+                )
+            except Exception as exc:
+                for instance_id in waiting:
+                    results[f"instance {instance_id}"] = f"failed: not terminated in time ({exc})"
+                return results
+        for instance_id in waiting:
+            results[f"instance {instance_id}"] = "removed"
+        return results
+
+    def _delete_volume(self, item: Leftover) -> str:
+        return self._delete(lambda: self.ec2.delete_volume(VolumeId=item.id), "InvalidVolume.NotFound")
+
+    def _delete_key_pair(self, item: Leftover) -> str:
+        """By id, so a newer key pair of the same name survives; by name only if the endpoint ignored the id
+        (moto does) and the pair under that name is still this very one."""
+        result = self._delete(lambda: self.ec2.delete_key_pair(KeyPairId=item.id), "InvalidKeyPair.NotFound")
+        try:
+            still = self.ec2.describe_key_pairs(KeyNames=[item.name]).get("KeyPairs", [])
+        except ClientError as exc:
+            if _code(exc) == "InvalidKeyPair.NotFound":
+                return result
+            raise
+        if any(p.get("KeyPairId") == item.id for p in still):
+            self.ec2.delete_key_pair(KeyName=item.name)
+        return result
+
+    def _delete_security_group(self, item: Leftover) -> str:
+        """An instance's network interface lingers a while after termination: retry DependencyViolation."""
+        deadline = time.monotonic() + self.dependency_wait
+        while True:
+            try:
+                return self._delete(lambda: self.ec2.delete_security_group(GroupId=item.id), "InvalidGroup.NotFound")
+            except ClientError as exc:
+                if _code(exc) != "DependencyViolation" or time.monotonic() > deadline:
+                    raise
+                time.sleep(self.poll)
+
+    @staticmethod
+    def _delete(call: Any, gone_code: str) -> str:
+        try:
+            call()
+        except ClientError as exc:
+            if _code(exc) == gone_code:
+                return "already gone"
+            raise
+        return "removed"

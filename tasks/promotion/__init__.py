@@ -1,0 +1,370 @@
+"""Promotion with soak, and rollback: the seed's stage model with at most one ``production`` per family.
+
+    staging ──(soak ≥ --min-soak, or --force)──► production ──(next promotion)──► superseded
+                                                      ▲                               │
+                                                      └──────────(bake rollback)──────┘
+
+The algorithm is the same for every target; a ``StageStore`` (Docker: ``tasks.promotion.docker``,
+AWS: ``tasks.promotion.aws``) reads a family's images, writes one image's stage, and provides a lock
+that holds across processes (and, for AWS, across machines).
+
+Ordering, so nobody who reads the tags ever sees two production images of one family:
+
+1. take the family's promotion lock (waits for a racing promotion to finish);
+2. read the family fresh, inside the lock; check stage and soak — a refusal changes nothing;
+3. demote the current production image(s) to ``superseded`` — one write per image, which finishes
+   before the next starts;
+4. promote the new image to ``production`` (the ``status`` write is the commit point);
+5. re-check: read the family again; any other ``production`` image (a hand edit, a writer that
+   ignored the lock, a lock whose lease ran out) is demoted, and if ours is no longer ``production``
+   the promotion fails.
+
+Between 3 and 4 an observer can see *no* production image for a moment (milliseconds): a Terraform plan
+at that instant fails with "no results" instead of silently picking a wrong image. The other order
+(promote first) would show two, and with ``most_recent`` a rollback would then resolve to the newer,
+rolled-back image: exactly the wrong one.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from tasks.errors import JobFailed
+
+PromoteTo = Literal["staging", "production"]
+
+TAG_STATUS = "status"
+TAG_STAGED_AT = "bakery:staged-at"
+TAG_PROMOTED_AT = "bakery:promoted-at"
+TAG_SUPERSEDED_AT = "bakery:superseded-at"
+TAG_RUN_ID = "bakery:run-id"
+TAG_FORCED = "bakery:forced"
+DEFAULT_MIN_SOAK = timedelta(hours=24)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A UTC ISO 8601 time from a tag or record; ``None`` for missing or unreadable values."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def human(delta: timedelta) -> str:
+    """``1d 2h 3m``-style; negative deltas read as 0m."""
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    parts.append(f"{mins}m")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """An image of a family with its stage and the times promotion cares about."""
+
+    id: str
+    family: str
+    version: str
+    name: str
+    stage: str | None
+    created: datetime | None = None
+    staged_at: datetime | None = None
+    promoted_at: datetime | None = None
+    superseded_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        short = self.id if len(self.id) <= 24 else self.id[:19]  # AMI ids whole, sha256 ids cut
+        return f"{self.name} ({short})" if self.name else self.id
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stage write: ``image`` went from ``before`` to ``after``."""
+
+    image: str
+    name: str
+    before: str | None
+    after: str
+
+
+@dataclass
+class PromotionRecord:
+    """What one promote/rollback did; becomes the Prefect artifact and the ``--json`` output."""
+
+    action: str
+    target: str
+    family: str
+    image: str
+    name: str
+    to: str
+    at: datetime
+    run_id: str
+    changes: list[Change] = field(default_factory=list)
+    forced: bool = False
+    soaked: timedelta | None = None
+    min_soak: timedelta | None = None
+    previous_production: str | None = None
+    production: str | None = None
+    notes: list[str] = field(default_factory=list)
+    published: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = iso(self.at)
+        data["soaked"] = human(self.soaked) if self.soaked is not None else None
+        data["min_soak"] = human(self.min_soak) if self.min_soak is not None else None
+        return data
+
+    def to_markdown(self) -> str:
+        title = "Rollback" if self.action == "rollback" else f"Promotion to {self.to}"
+        lines = [
+            f"# {title}: {self.family} on {self.target}",
+            "",
+            f"- **image**: `{self.name}` (`{self.image}`)",
+            f"- **when**: {iso(self.at)}, run `{self.run_id}`",
+        ]
+        if self.min_soak is not None:
+            soaked = human(self.soaked) if self.soaked is not None else "unknown (no staged-at)"
+            lines.append(f"- **soak**: {soaked} (minimum {human(self.min_soak)})")
+        if self.forced:
+            lines.append("- **forced**: yes (`--force` overrode the soak check)")
+        if self.previous_production:
+            lines.append(f"- **previous production**: `{self.previous_production}`")
+        if self.production:
+            lines.append(f"- **production now**: `{self.production}`")
+        for key, value in self.published.items():
+            lines.append(f"- **published** `{key}` = `{value}`")
+        lines += ["", "| image | from | to |", "| --- | --- | --- |"]
+        lines += [f"| `{c.name or c.image}` | {c.before or '-'} | {c.after} |" for c in self.changes]
+        if not self.changes:
+            lines.append("| (nothing changed) | | |")
+        if self.notes:
+            lines += ["", *[f"> {note}" for note in self.notes]]
+        return "\n".join(lines) + "\n"
+
+
+class StageStore(Protocol):
+    """Where a target keeps stages; see ``tasks.promotion.docker`` and ``tasks.promotion.aws``."""
+
+    target: str
+
+    def find(self, reference: str) -> StagedImage: ...
+
+    def family_images(self, family: str) -> list[StagedImage]: ...
+
+    def lock(self, family: str, run_id: str) -> AbstractContextManager[None]: ...
+
+    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None: ...
+
+    def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None: ...
+
+
+def _newest(images: list[StagedImage], key: str) -> StagedImage:
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return max(images, key=lambda i: (getattr(i, key) or epoch, i.created or epoch, i.version))
+
+
+def productions(store: StageStore, family: str) -> list[StagedImage]:
+    return [i for i in store.family_images(family) if i.stage == "production"]
+
+
+def _resolve(store: StageStore, family: str | None, image: str | None, wanted: str) -> StagedImage:
+    """The image named by ``--image``, or the family's newest image in stage ``wanted``."""
+    if image:
+        return store.find(image)
+    assert family
+    candidates = [i for i in store.family_images(family) if i.stage == wanted]
+    if not candidates:
+        raise JobFailed(f"{store.target}: family {family} has no image at {wanted} to promote")
+    return _newest(candidates, "staged_at" if wanted == "staging" else "created")
+
+
+def promote(
+    store: StageStore,
+    *,
+    to: PromoteTo,
+    run_id: str,
+    family: str | None = None,
+    image: str | None = None,
+    min_soak: timedelta = DEFAULT_MIN_SOAK,
+    force: bool = False,
+    now: datetime | None = None,
+) -> PromotionRecord:
+    """``testing → staging`` or ``staging → production`` (after the soak); see the module doc."""
+    if bool(family) == bool(image):
+        raise ValueError("promote needs exactly one of family or image")
+    wanted = "staging" if to == "production" else "testing"
+    chosen_family = family or store.find(image or "").family
+    with store.lock(chosen_family, run_id):
+        moment = now or utcnow()
+        candidate = _resolve(store, family, image, wanted)
+        record = PromotionRecord(
+            action="promote",
+            target=store.target,
+            family=candidate.family,
+            image=candidate.id,
+            name=candidate.name,
+            to=to,
+            at=moment,
+            run_id=run_id,
+        )
+        if to == "staging":
+            _to_staging(store, candidate, record, force)
+            return record
+        record.min_soak = min_soak
+        if candidate.stage == "production":
+            record.production = candidate.id
+            record.notes.append(f"{candidate.label} is already production; nothing changed")
+            return record
+        if candidate.stage != "staging":
+            raise JobFailed(
+                f"{candidate.label} is {candidate.stage or 'untagged'}, not staging: only an image that "
+                "passed its tests (staging) goes to production"
+                + ("; to go back to an earlier production image use `bake rollback`" if candidate.stage else "")
+            )
+        record.soaked = moment - candidate.staged_at if candidate.staged_at else None
+        if min_soak > timedelta(0) and (record.soaked is None or record.soaked < min_soak):
+            if not force:
+                if record.soaked is None:
+                    raise JobFailed(
+                        f"soak unknown for {candidate.label}: it has no {TAG_STAGED_AT}; nothing changed "
+                        "(stage it again with `bake promote --to staging`, or --force)"
+                    )
+                ready = iso(candidate.staged_at + min_soak) if candidate.staged_at else "?"
+                raise JobFailed(
+                    f"soak not met for {candidate.label}: staged {human(record.soaked)} ago, needs "
+                    f"{human(min_soak)} (promotable after {ready}); nothing changed (--force overrides)"
+                )
+            record.forced = True
+            record.notes.append(
+                f"--force: promoted after a soak of {human(record.soaked) if record.soaked else 'unknown'}"
+                f" (minimum {human(min_soak)})"
+            )
+        _switch_production(store, candidate, record, {TAG_FORCED: "true"} if record.forced else {})
+        return record
+
+
+def _to_staging(store: StageStore, candidate: StagedImage, record: PromotionRecord, force: bool) -> None:
+    if candidate.stage == "staging":
+        record.notes.append(f"{candidate.label} is already staging; nothing changed")
+        return
+    if candidate.stage == "failed" and force:
+        record.forced = True
+        record.notes.append("--force: staged an image whose verification failed")
+    elif candidate.stage not in ("testing", None):
+        raise JobFailed(
+            f"{candidate.label} is {candidate.stage}: only a testing image goes to staging"
+            + (" (--force stages a failed one)" if candidate.stage == "failed" else "")
+        )
+    tags = {TAG_STAGED_AT: iso(record.at), TAG_RUN_ID: record.run_id}
+    if record.forced:
+        tags[TAG_FORCED] = "true"
+    store.write(candidate, "staging", record.run_id, tags)
+    record.changes.append(Change(candidate.id, candidate.name, candidate.stage, "staging"))
+
+
+def rollback(store: StageStore, *, family: str, run_id: str, now: datetime | None = None) -> PromotionRecord:
+    """The most recently superseded image becomes production again; the current one, superseded."""
+    with store.lock(family, run_id):
+        moment = now or utcnow()
+        images = store.family_images(family)
+        superseded = [i for i in images if i.stage == "superseded"]
+        if not superseded:
+            raise JobFailed(f"{store.target}: family {family} has no superseded image to roll back to")
+        back = _newest(superseded, "superseded_at")
+        record = PromotionRecord(
+            action="rollback",
+            target=store.target,
+            family=family,
+            image=back.id,
+            name=back.name,
+            to="production",
+            at=moment,
+            run_id=run_id,
+        )
+        _switch_production(store, back, record, {})
+        return record
+
+
+def _switch_production(
+    store: StageStore, new: StagedImage, record: PromotionRecord, extra_tags: dict[str, str]
+) -> None:
+    """Demote every current production, then promote ``new``, then re-check (module doc, steps 3-5)."""
+    current = [i for i in store.family_images(new.family) if i.stage == "production" and i.id != new.id]
+    record.previous_production = ", ".join(i.name or i.id for i in current) or None
+    demote = {TAG_SUPERSEDED_AT: iso(record.at), TAG_RUN_ID: record.run_id}
+    for old in current:
+        store.write(old, "superseded", record.run_id, demote)
+        record.changes.append(Change(old.id, old.name, "production", "superseded"))
+    promote_tags = {TAG_PROMOTED_AT: iso(record.at), TAG_RUN_ID: record.run_id, **extra_tags}
+    store.write(new, "production", record.run_id, promote_tags)
+    record.changes.append(Change(new.id, new.name, new.stage, "production"))
+    _recheck(store, new, record)
+    store.after_change(new.family, new, record)
+
+
+def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> None:
+    """Step 5. With the lock held this finds exactly ``new``. Anything else came from a writer that did
+    not take the lock (a hand edit, a lease that ran out): every checker resolves it the same way, the
+    latest ``promoted-at`` (then the greater id) stays production, so racing checkers never demote
+    each other's choice into zero production images."""
+    found = productions(store, new.family)
+    if not any(i.id == new.id for i in found):
+        now_production = ", ".join(i.label for i in found) or "none"
+        raise JobFailed(
+            f"re-check after promoting {new.label}: it is no longer production (production now: "
+            f"{now_production}); another promotion of {new.family} ran at the same time"
+        )
+    epoch = datetime.min.replace(tzinfo=UTC)
+    winner = max(found, key=lambda i: (i.promoted_at or epoch, i.id))
+    for other in found:
+        if other.id == winner.id:
+            continue
+        back = "staging" if other.id == new.id else "superseded"
+        record.notes.append(f"re-check: {other.label} and {winner.label} were both production; {other.label} → {back}")
+        store.write(other, back, record.run_id, {} if back == "staging" else {TAG_SUPERSEDED_AT: iso(record.at)})
+        record.changes.append(Change(other.id, other.name, "production", back))
+    if winner.id != new.id:
+        raise JobFailed(
+            f"{new.label} lost a race with another promotion of {new.family}: {winner.label} is production; "
+            f"{new.label} is back at staging"
+        )
+    record.production = new.id
+
+
+def store_for(target: str, *, publish_ssm: bool = False) -> StageStore:
+    """The stage store of a target name (``docker`` or ``aws``)."""
+    if target == "docker":
+        from tasks.promotion.docker import DockerStages
+
+        return DockerStages()
+    if target == "aws":
+        from tasks.promotion.aws import AmiStages
+
+        return AmiStages(publish_ssm=publish_ssm)
+    from tasks.errors import UsageError
+
+    raise UsageError(f"--target {target!r}: unknown target (expected one of docker, aws)")

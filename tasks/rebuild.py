@@ -1,0 +1,288 @@
+"""The weekly rebuild's plain parts: the families file, and what changed since the current production.
+
+``deployments/families.yaml``::
+
+    families:
+      - family: app-base                 # required; the template's image_name
+        template_dir: packer             # default: packer
+        var_files: [deployments/app-base.pkrvars.hcl]   # default: none
+        variables: {instance_type: t3.small}            # default: none
+        spec: packer/test/image_spec.yaml                # default: the shipped spec
+        targets: [docker, aws]           # default: [docker]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks import inputs
+from tasks.errors import UsageError
+from tasks.promotion import StagedImage, human, iso
+from tasks.request import DEFAULT_SPEC, state_dir
+
+log = logging.getLogger(__name__)
+STALE_AFTER = timedelta(days=90)
+DEFAULT_FAMILIES = "deployments/families.yaml"
+_KEYS = {"family", "template_dir", "var_files", "variables", "spec", "targets", "only"}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    family: str
+    template_dir: str = "packer"
+    var_files: tuple[str, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+    spec: str = DEFAULT_SPEC
+    targets: tuple[inputs.TargetName, ...] = ("docker",)
+    only: str | None = None
+
+
+def load_families(path: str | Path) -> list[FamilySpec]:
+    """Read and check the families file; any problem is one UsageError naming the file and field."""
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except OSError as exc:
+        raise UsageError(f"--families {source}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--families {source}: not valid YAML ({exc})".splitlines()[0]) from None
+    entries = data.get("families") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{source}: expected a top-level 'families:' list with at least one entry")
+    families: list[FamilySpec] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"{source}: families[{index}]"
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where}: expected a mapping with at least 'family'")
+        unknown = sorted(set(entry) - _KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+        family = entry.get("family")
+        if not isinstance(family, str):
+            raise UsageError(f"{where}.family: required, a string")
+        try:
+            inputs.check_family(family)
+            targets = tuple(inputs.check_target(str(t)) for t in _list(entry, "targets", where, ["docker"]))
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        if family in seen:
+            raise UsageError(f"{where}.family: {family!r} is listed twice")
+        seen.add(family)
+        variables = entry.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise UsageError(f"{where}.variables: expected a mapping of NAME: VALUE")
+        families.append(
+            FamilySpec(
+                family=family,
+                template_dir=str(entry.get("template_dir") or "packer"),
+                var_files=tuple(str(f) for f in _list(entry, "var_files", where, [])),
+                variables={str(k): str(v) for k, v in variables.items()},
+                spec=str(entry.get("spec") or DEFAULT_SPEC),
+                targets=targets,
+                only=str(entry["only"]) if entry.get("only") else None,
+            )
+        )
+    return families
+
+
+def _list(entry: dict[str, Any], key: str, where: str, default: list[Any]) -> list[Any]:
+    value = entry.get(key, default)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise UsageError(f"{where}.{key}: expected a list")
+    return value
+
+
+@dataclass(frozen=True)
+class PackageChanges:
+    added: dict[str, str]
+    removed: dict[str, str]
+    changed: dict[str, tuple[str, str]]
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.removed) + len(self.changed)
+
+    def lines(self, limit: int = 40) -> list[str]:
+        rows = [f"`{n}` {old} → {new}" for n, (old, new) in sorted(self.changed.items())]
+        rows += [f"`{n}` added ({v})" for n, v in sorted(self.added.items())]
+        rows += [f"`{n}` removed ({v})" for n, v in sorted(self.removed.items())]
+        return rows[:limit] + ([f"… and {len(rows) - limit} more"] if len(rows) > limit else [])
+
+
+def package_changes(old: dict[str, str], new: dict[str, str]) -> PackageChanges:
+    return PackageChanges(
+        added={n: v for n, v in new.items() if n not in old},
+        removed={n: v for n, v in old.items() if n not in new},
+        changed={n: (old[n], v) for n, v in new.items() if n in old and old[n] != v},
+    )
+
+
+def _flat(packages: dict[str, Any]) -> dict[str, str]:
+    """``{name: version}`` from the verification inventory's ``{name: [versions]}`` (or plain strings)."""
+    return {str(k): ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in packages.items()}
+
+
+def recorded_inventory(workdir: str | Path | None) -> dict[str, str] | None:
+    """Packages the verification of a run recorded beside its ``junit.xml`` (``inventory.json``)."""
+    if not workdir:
+        return None
+    try:
+        data = json.loads((Path(workdir) / "inventory.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    packages = data.get("packages") if isinstance(data, dict) else None
+    return _flat(packages) if isinstance(packages, dict) and packages else None
+
+
+def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
+    """The inventory the verification engine kept for ``image_id`` (``tasks/verify/inventory.py``)."""
+    try:
+        from tasks.verify import inventory
+    except ImportError:  # an older verification engine: no inventories kept
+        return None
+    stored = inventory.load(target, image_id)
+    return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
+
+
+def docker_inventory(engine: Any, image_id: str, run_id: str, family: str) -> dict[str, str] | None:
+    """``dpkg-query`` in a throwaway container without network (labelled so a sweep finds a leftover)."""
+    from tasks.request import expires_at
+    from tasks.targets.docker import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
+
+    try:
+        output = engine.containers.run(
+            image_id,
+            entrypoint=["dpkg-query"],
+            command=["-W", "-f=${Package}\\t${Version}\\n"],
+            network_disabled=True,
+            remove=True,
+            labels={
+                LABEL_RUN_ID: run_id,
+                LABEL_EXPIRES_AT: iso(expires_at(timedelta(minutes=10))),
+                LABEL_FAMILY: family,
+            },
+        )
+    except Exception as exc:  # an inventory is a nicety: say why there is none, never fail the rebuild
+        log.warning("no package inventory of %s: %s", image_id[:19], exc)
+        return None
+    packages = {}
+    for line in output.decode(errors="replace").splitlines():
+        name, _, version = line.partition("\t")
+        if name:
+            packages[name] = version
+    return packages or None
+
+
+def docker_base(engine: Any, image_id: str) -> str | None:
+    """The bottom layer of a Docker image: the imported base it was built from."""
+    try:
+        layers = engine.images.get(image_id).attrs["RootFS"]["Layers"]
+    except Exception:
+        return None
+    return str(layers[0]) if layers else None
+
+
+@dataclass
+class FamilySummary:
+    """The per-family line of a weekly rebuild, as the UI artifact and the JSON result show it."""
+
+    family: str
+    target: str
+    result: str  # staged | failed
+    version: str = ""
+    image: str = ""
+    message: str = ""
+    base_changed: bool | None = None
+    base_note: str = ""
+    packages: PackageChanges | None = None
+    packages_note: str = ""
+    production: str = ""
+    production_built: datetime | None = None
+    production_age_days: float | None = None
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def stale(self) -> bool:
+        return self.production_age_days is not None and self.production_age_days > STALE_AFTER.days
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["packages"] = (
+            {"added": self.packages.added, "removed": self.packages.removed, "changed": self.packages.changed}
+            if self.packages
+            else None
+        )
+        data["production_built"] = iso(self.production_built) if self.production_built else None
+        data["now"] = iso(self.now)
+        data["stale"] = self.stale
+        return data
+
+    def headline(self) -> str:
+        what = f"{self.family} on {self.target}: {self.result}"
+        if self.result == "staged":
+            what += f", version {self.version}"
+        return what
+
+    def to_markdown(self) -> str:
+        lines = [f"# Weekly rebuild: {self.family} on {self.target}", ""]
+        if self.stale:
+            lines += [
+                f"> **⚠️ STALE PRODUCTION: `{self.production}` was built {self.production_age_days:.0f} days ago "
+                f"(over {STALE_AFTER.days}). It likely lacks security patches: promote a rebuilt image.**",
+                "",
+            ]
+        lines.append(f"- **result**: {self.result}" + (f" — {self.message}" if self.message else ""))
+        if self.version:
+            lines.append(f"- **new version**: `{self.version}` (`{self.image[:19]}`), now at staging")
+        if self.production:
+            age = f"{self.production_age_days:.1f} days" if self.production_age_days is not None else "unknown"
+            lines.append(f"- **current production**: `{self.production}`, built {age} ago")
+        else:
+            lines.append("- **current production**: none")
+        base = {True: "changed", False: "unchanged", None: "unknown"}[self.base_changed]
+        lines.append(f"- **base image**: {base}" + (f" ({self.base_note})" if self.base_note else ""))
+        if self.packages is not None:
+            lines.append(f"- **package changes** against production: {self.packages.count}")
+            lines += [f"  - {line}" for line in self.packages.lines()]
+        else:
+            lines.append(f"- **package changes**: unknown ({self.packages_note or 'no inventory'})")
+        return "\n".join(lines) + "\n"
+
+    def row(self) -> dict[str, str]:
+        return {
+            "family": self.family,
+            "target": self.target,
+            "result": self.result,
+            "new version": self.version or "-",
+            "base changed": {True: "yes", False: "no", None: "?"}[self.base_changed],
+            "package changes": str(self.packages.count) if self.packages else "?",
+            "production": self.production or "-",
+            "production age": (
+                ("STALE " if self.stale else "") + human(timedelta(days=self.production_age_days))
+                if self.production_age_days is not None
+                else "-"
+            ),
+        }
+
+
+def production_of(images: list[StagedImage]) -> StagedImage | None:
+    found = [i for i in images if i.stage == "production"]
+    return found[0] if found else None
+
+
+def age_days(image: StagedImage, now: datetime) -> float | None:
+    return (now - image.created).total_seconds() / 86400 if image.created else None
+
+
+def run_dir(run_id: str) -> Path:
+    return state_dir() / "runs" / run_id

@@ -1,0 +1,475 @@
+"""Image retention as a pure function: what exists and what uses it in, a plan that explains itself out.
+
+Nothing here talks to a cloud or imports Prefect. A *store* (``tasks/aws_images.py`` for AMIs,
+``tasks/targets/docker_images.py`` for Docker images) lists image records and their usage, and carries
+out deletions; :func:`plan_retention` decides, :func:`execute` deletes with a bounded number of workers.
+
+Per family, an image is kept when any of these holds (every reason that holds is reported):
+
+* it is among the newest ``keep`` images of its family (by creation time);
+* its ``status`` is ``production``;
+* it is the family's current ``staging`` image (the newest with that status) or its rollback target
+  (the newest ``superseded`` image), so a soak and ``bake rollback`` keep working;
+* something uses it: an instance in any state but terminated, any version of any launch template, an
+  Auto Scaling group or launch configuration (AWS), a container in any state (Docker);
+* the store says so (deregistration protection on an AMI, the ``latest`` tag on a Docker image);
+* it is not in a state that may be deleted (``pending``, ``transient``).
+
+Images whose ``ManagedBy`` is missing (or names another tool) are never touched, nor are images whose
+family cannot be told, nor images of other families. A snapshot of a deleted image is deleted only when
+no remaining image, in this family or any other, managed or not, still references it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+from tasks.errors import JobFailed, UsageError
+
+DEFAULT_KEEP = 5
+DELETE_WORKERS = 8
+# ``ManagedBy`` values of images bakery may delete: the seed's Packer tag and bakery's own.
+MANAGED_BY_VALUES = frozenset({"packer", "bakery"})
+# AMI states an image may be deleted in; ``pending`` and ``transient`` images are still being made.
+DELETABLE_STATES = frozenset({"available", "disabled", "failed", "error", "invalid"})
+
+Action = Literal["keep", "delete", "skip"]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as retention sees it, whatever the target.
+
+    ``ref`` is the unique handle a deletion takes (an AMI id; ``family:version`` on Docker), ``image_id``
+    what usage is keyed by (the AMI id; the Docker image id, shared by every tag of one image).
+    ``family`` is ``None`` when it cannot be told; ``managed`` is False for images bakery must not touch.
+    ``stage_since`` is when it entered its stage (``bakery:staged-at``/``bakery:superseded-at``), which is
+    how promotion picks the staging image to promote and the superseded image to roll back to.
+    """
+
+    ref: str
+    image_id: str
+    name: str
+    family: str | None
+    version: str
+    created: datetime
+    stage: str | None = None
+    managed: bool = True
+    snapshots: tuple[str, ...] = ()
+    state: str = "available"
+    pins: tuple[str, ...] = ()
+    stage_since: datetime | None = None
+
+
+Usage = Mapping[str, Sequence[str]]
+"""Image id → what uses it, each as a short phrase (``instance i-0abc (running)``)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    image: ImageRecord
+    action: Action
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class SnapshotDecision:
+    snapshot_id: str
+    delete: bool
+    images: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    keep: int
+    families: tuple[str, ...]
+    decisions: tuple[Decision, ...]
+    snapshots: tuple[SnapshotDecision, ...]
+
+    @property
+    def deletions(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action == "delete"]
+
+    def of_family(self, family: str) -> list[Decision]:
+        return [d for d in self.decisions if d.image.family == family]
+
+    def snapshots_of(self, decisions: Iterable[Decision]) -> list[SnapshotDecision]:
+        refs = {d.image.ref for d in decisions}
+        return [s for s in self.snapshots if refs.intersection(s.images)]
+
+
+@dataclass
+class Outcome:
+    """What happened to each planned deletion: ``deleted``, ``already gone``, ``failed: ...``, ``kept: ...``."""
+
+    images: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{ref}: {r}" for ref, r in {**self.images, **self.snapshots}.items() if r.startswith("failed")]
+
+
+class ImageStore(Protocol):
+    """What retention needs from a place images live."""
+
+    target: str
+
+    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        """Every image there is (all families, managed or not) and what uses each image id."""
+        ...
+
+    def delete_image(self, image: ImageRecord) -> str:
+        """Deregister/remove one image; ``deleted`` or ``already gone``; raises on failure."""
+        ...
+
+    def delete_snapshot(self, snapshot_id: str) -> str:
+        """``deleted`` or ``already gone``; raises on failure."""
+        ...
+
+
+class RetentionFailed(JobFailed):
+    """Some deletions failed (exit 1); ``result`` is the full report, printed with ``--json``."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.result))
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+def check_keep(value: int | str) -> int:
+    """``--keep`` is a whole number of at least 1: keeping none would delete production's neighbours too."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise UsageError(f"--keep {value!r}: expected a whole number of images to keep per family, at least 1")
+    return int(text)
+
+
+def is_managed(managed_by: str | None) -> bool:
+    return (managed_by or "").strip().lower() in MANAGED_BY_VALUES
+
+
+def family_of(name: str | None, version: str | None, family_tag: str | None) -> str | None:
+    """CONTRACT: the family is ``Name`` with ``-<Version>`` stripped; a ``Family`` tag wins."""
+    if family_tag and family_tag.strip():
+        return family_tag.strip()
+    if name and version and name.endswith(f"-{version}") and len(name) > len(version) + 1:
+        return name[: -len(version) - 1]
+    return None
+
+
+# --- planning ----------------------------------------------------------------------------------------------
+
+
+def plan_retention(
+    images: Sequence[ImageRecord],
+    usage: Usage,
+    keep: int = DEFAULT_KEEP,
+    families: Sequence[str] | None = None,
+    target: str = "",
+) -> Plan:
+    """Decide, per family in scope, which images stay and which go, and what happens to their snapshots.
+
+    ``images`` must be every image the store has (not only the families in scope): a snapshot is only
+    deleted when none of them still references it.
+    """
+    keep = check_keep(keep)
+    managed = [i for i in images if i.managed and i.family is not None]
+    scope = sorted(set(families) if families else {i.family for i in managed if i.family is not None})
+    decisions: list[Decision] = []
+    for family in scope:
+        members = sorted(
+            (i for i in managed if i.family == family), key=lambda i: (i.created, i.version, i.ref), reverse=True
+        )
+        decisions.extend(_decide_family(members, usage, keep))
+        decisions.extend(_lookalikes(images, family, scope))
+    deleted = {d.image.ref for d in decisions if d.action == "delete"}
+    return Plan(
+        target=target,
+        keep=keep,
+        families=tuple(scope),
+        decisions=tuple(decisions),
+        snapshots=tuple(_decide_snapshots(images, deleted)),
+    )
+
+
+def _decide_family(members: list[ImageRecord], usage: Usage, keep: int) -> list[Decision]:
+    current_staging = _newest_in_stage(members, "staging")
+    rollback_target = _newest_in_stage(members, "superseded")
+    decisions = []
+    for rank, image in enumerate(members, start=1):
+        reasons: list[str] = []
+        if rank <= keep:
+            reasons.append(f"newest {keep} (#{rank})")
+        if image.stage == "production":
+            reasons.append("status production")
+        if image.ref == current_staging:
+            reasons.append("current staging image")
+        if image.ref == rollback_target:
+            reasons.append("rollback target (newest superseded)")
+        reasons.extend(f"in use: {use}" for use in usage.get(image.image_id, ()))
+        reasons.extend(image.pins)
+        if image.state not in DELETABLE_STATES:
+            reasons.append(f"state {image.state}")
+        if reasons:
+            decisions.append(Decision(image, "keep", tuple(reasons)))
+        else:
+            why = f"older than the newest {keep}; not production, current staging or rollback target; not in use"
+            decisions.append(Decision(image, "delete", (why,)))
+    return decisions
+
+
+def _newest_in_stage(members: list[ImageRecord], stage: str) -> str | None:
+    """The image promotion would pick: newest ``stage_since``, then newest creation (``tasks/promotion``)."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    candidates = [i for i in members if i.stage == stage]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (i.stage_since or epoch, i.created, i.version)).ref
+
+
+def _lookalikes(images: Sequence[ImageRecord], family: str, scope: Sequence[str]) -> list[Decision]:
+    """Unmanaged images that look like they belong to ``family``: listed so the plan says why they stay."""
+    found = []
+    for image in images:
+        if image.managed and image.family is not None:
+            continue
+        guess = image.family or max((f for f in scope if image.name.startswith(f"{f}-")), key=len, default=None)
+        if guess != family:
+            continue
+        why = "family unknown (no Version or Family tag)" if image.managed else "not managed by bakery (no ManagedBy)"
+        found.append(Decision(image, "skip", (why,)))
+    return sorted(found, key=lambda d: (d.image.created, d.image.ref), reverse=True)
+
+
+def _decide_snapshots(images: Sequence[ImageRecord], deleted: set[str]) -> list[SnapshotDecision]:
+    users: dict[str, list[str]] = defaultdict(list)
+    for image in images:
+        for snapshot in image.snapshots:
+            users[snapshot].append(image.ref)
+    decisions = []
+    for snapshot in sorted({s for i in images if i.ref in deleted for s in i.snapshots}):
+        going = tuple(sorted(r for r in users[snapshot] if r in deleted))
+        staying = sorted(r for r in users[snapshot] if r not in deleted)
+        if staying:
+            decisions.append(SnapshotDecision(snapshot, False, going, f"still used by {', '.join(staying)}"))
+        else:
+            decisions.append(SnapshotDecision(snapshot, True, going, f"only used by deleted {', '.join(going)}"))
+    return decisions
+
+
+# --- execution ---------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def bounded_map(fn: Callable[[T], str], items: Sequence[T], workers: int = DELETE_WORKERS) -> list[str]:
+    """``fn`` over ``items`` with at most ``workers`` at once; a raised error becomes ``failed: <error>``."""
+
+    def safe(item: T) -> str:
+        try:
+            return fn(item)
+        except Exception as exc:
+            return f"failed: {_one_line(exc)}"
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="bakery-delete") as pool:
+        return list(pool.map(safe, items))
+
+
+def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Outcome:
+    """Deregister every image the plan deletes, then delete the snapshots whose images are all gone."""
+    outcome = Outcome()
+    doomed = [d.image for d in plan.deletions]
+    for image, result in zip(doomed, bounded_map(store.delete_image, doomed, workers), strict=True):
+        outcome.images[image.ref] = result
+    snapshots = []
+    for snapshot in plan.snapshots:
+        if not snapshot.delete:
+            continue
+        blocking = [r for r in snapshot.images if outcome.images.get(r, "").startswith("failed")]
+        if blocking:
+            outcome.snapshots[snapshot.snapshot_id] = f"kept: {', '.join(blocking)} was not deregistered"
+        else:
+            snapshots.append(snapshot.snapshot_id)
+    for snapshot_id, result in zip(snapshots, bounded_map(store.delete_snapshot, snapshots, workers), strict=True):
+        outcome.snapshots[snapshot_id] = result
+    return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+# --- reporting ---------------------------------------------------------------------------------------------
+
+
+def iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else ""
+
+
+def rows(plan: Plan, outcome: Outcome | None = None) -> list[dict[str, str]]:
+    """The plan as table rows: image, family, version, created, status, decision, reason (+ result)."""
+    table = []
+    for d in plan.decisions:
+        row = {
+            "image": d.image.ref,
+            "name": d.image.name,
+            "family": d.image.family or "",
+            "version": d.image.version,
+            "created": iso(d.image.created),
+            "status": " ".join(
+                filter(None, (d.image.stage, "" if d.image.state == "available" else f"({d.image.state})"))
+            ),
+            "decision": d.action,
+            "reason": d.reason,
+        }
+        if outcome is not None:
+            row["result"] = outcome.images.get(d.image.ref, "")
+        table.append(row)
+    return table
+
+
+def snapshot_rows(plan: Plan, outcome: Outcome | None = None) -> list[dict[str, str]]:
+    table = []
+    for s in plan.snapshots:
+        row = {
+            "snapshot": s.snapshot_id,
+            "images": ", ".join(s.images),
+            "decision": "delete" if s.delete else "keep",
+            "reason": s.reason,
+        }
+        if outcome is not None:
+            row["result"] = outcome.snapshots.get(s.snapshot_id, "")
+        table.append(row)
+    return table
+
+
+def summary(plan: Plan, family: str, outcome: Outcome | None = None) -> str:
+    """One line per family: what stays (and why, counted), what goes, and how it went."""
+    decisions = plan.of_family(family)
+    kept = [d for d in decisions if d.action == "keep"]
+    gone = [d for d in decisions if d.action == "delete"]
+    skipped = [d for d in decisions if d.action == "skip"]
+    snaps = plan.snapshots_of(gone)
+    why: dict[str, int] = defaultdict(int)
+    for d in kept:
+        for kind in {_reason_kind(reason) for reason in d.reasons}:
+            why[kind] += 1
+    counted = ", ".join(f"{kind} {why[kind]}" for kind in REASON_KINDS if why[kind])
+    kept_text = f"keep {len(kept)}" + (f" ({counted})" if counted else "")
+    line = f"{family}: {len(decisions) - len(skipped)} images, {kept_text}, delete {len(gone)}"
+    if snaps:  # Docker images have none
+        count = sum(s.delete for s in snaps)
+        line += f" with {count} snapshot{'' if count == 1 else 's'}"
+    shared = sum(not s.delete for s in snaps)
+    if shared:
+        line += f" ({shared} shared snapshot{'s' if shared > 1 else ''} kept)"
+    if skipped:
+        line += f"; {len(skipped)} unmanaged image{'s' if len(skipped) > 1 else ''} left alone"
+    if outcome is not None:
+        done = sum(not outcome.images.get(d.image.ref, "").startswith("failed") for d in gone)
+        failed = len(gone) - done
+        snaps_done = sum(outcome.snapshots.get(s.snapshot_id, "") in ("deleted", "already gone") for s in snaps)
+        line += f"; deleted {done}/{len(gone)} images" + (f" and {snaps_done} snapshots" if snaps else "")
+        if failed:
+            line += f", {failed} FAILED"
+    return line
+
+
+REASON_KINDS = ("newest", "production", "staging", "rollback", "in use", "pinned", "state")
+_PREFIXES = {
+    "newest": "newest",
+    "status production": "production",
+    "current staging": "staging",
+    "rollback": "rollback",
+    "in use": "in use",
+    "state": "state",
+}
+
+
+def _reason_kind(reason: str) -> str:
+    return next((kind for prefix, kind in _PREFIXES.items() if reason.startswith(prefix)), "pinned")
+
+
+def document(plan: Plan, outcome: Outcome | None = None, applied: bool = False) -> dict[str, Any]:
+    """The plan (and result) as one JSON-able document."""
+    return {
+        "target": plan.target,
+        "keep": plan.keep,
+        "applied": applied,
+        "families": {f: summary(plan, f, outcome) for f in plan.families},
+        "images": rows(plan, outcome),
+        "snapshots": snapshot_rows(plan, outcome),
+        "deleted_images": sorted(r for r, v in (outcome.images if outcome else {}).items() if _ok(v)),
+        "failures": outcome.failures if outcome else [],
+    }
+
+
+def _ok(result: str) -> bool:
+    return result in ("deleted", "already gone")
+
+
+def format_table(table: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
+    """Plain fixed-width text, one row per line; the last column is not padded."""
+    if not table:
+        return ""
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in table)) for c in columns]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in table:
+        cells = [str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """The human form of :func:`document`: the image table, the snapshot table, one summary per family."""
+    columns = ["image", "family", "version", "created", "status", "decision", "reason"]
+    if any("result" in r for r in doc["images"]):
+        columns.insert(-1, "result")
+    parts = []
+    verb = "Retention" if doc["applied"] else "Retention plan (dry run; --apply deletes)"
+    parts.append(f"{verb}: target {doc['target']}, keep {doc['keep']} per family")
+    parts.append(format_table(doc["images"], columns) or "(no managed images)")
+    if doc["snapshots"]:
+        snap_columns = ["snapshot", "images", "decision", "reason"]
+        if any("result" in r for r in doc["snapshots"]):
+            snap_columns.insert(-1, "result")
+        parts.append(format_table(doc["snapshots"], snap_columns))
+    text = "\n\n".join(parts)
+    if doc["families"]:
+        text += "\n\n" + "\n".join(doc["families"].values())
+    return text
+
+
+def open_store(target: str) -> ImageStore:
+    """The image store of ``target`` (checked first: a bad target or missing AWS setup is a UsageError)."""
+    from tasks.inputs import check_target
+
+    if check_target(target) == "aws":
+        from tasks.aws_images import AwsImages, require_configured
+
+        require_configured()
+        return AwsImages()
+    from tasks.targets.docker_images import DockerImages
+
+    return DockerImages()

@@ -1,0 +1,352 @@
+"""What crashed runs leave behind, found by bakery's own labels, and removed. Plain Python, no Prefect.
+
+A run labels everything it creates (``bakery.run-id``/``bakery.expires-at`` on Docker containers,
+``bakery:run-id``/``bakery:expires-at``/``ManagedBy=bakery`` on AWS resources). After a SIGKILL no hook
+runs, so the sweep finds those past their ``expires-at`` (or older than ``--max-age`` when one is given)
+and removes them. Packer's own temporary AWS resources (``packer_<time-ordered uuid>`` key pairs and
+security groups, builder instances) are removed when older than the max age (default 24 h). Per-run key
+directories under ``$TMPDIR/bakery-keys`` older than the max age go too, unless their run still has
+live resources. Nothing without these marks is ever listed, let alone removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from tasks.errors import JobFailed
+from tasks.request import keys_root
+
+DEFAULT_MAX_AGE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One labelled resource: what it is, whose run, how old, and whether the sweep removes it (and why)."""
+
+    provider: str  # docker, aws, local
+    kind: str  # container, instance, volume, security-group, key-pair, key-dir
+    id: str
+    name: str = ""
+    run_id: str = ""
+    created: datetime | None = None
+    expires_at: datetime | None = None
+    labelled: bool = True  # False: found by Packer's naming or location, judged by age alone
+    remove: bool = False
+    reason: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Rules:
+    now: datetime
+    max_age: timedelta | None = None
+    default_max_age: timedelta = DEFAULT_MAX_AGE
+
+    @property
+    def age_limit(self) -> timedelta:
+        return self.max_age or self.default_max_age
+
+
+class Source(Protocol):
+    """A place leftovers live (the Docker engine, an AWS region)."""
+
+    provider: str
+
+    def find(self) -> list[Leftover]: ...
+
+    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
+        """A second look once every item is decided (e.g. keep what a kept instance still uses)."""
+        ...
+
+    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
+        """Remove these (all marked ``remove``); ``"<kind> <id>"`` → ``removed``/``already gone``/``failed: ...``."""
+        ...
+
+
+class SweepFailed(JobFailed):
+    """Some removals failed (exit 1); ``result`` is the full report."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.result))
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _age(delta: timedelta) -> str:
+    """``2d3h``, ``1h20m``, ``5m12s``, ``42s``."""
+    seconds = int(abs(delta.total_seconds()))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d", True), (hours, "h", True), (minutes, "m", not days), (seconds, "s", not (days or hours))]
+    return "".join(f"{n}{unit}" for n, unit, shown in parts if n and shown) or "0s"
+
+
+def decide(item: Leftover, rules: Rules) -> Leftover:
+    """Mark ``item`` for removal or not, with the reason either way."""
+    now = rules.now
+    age = now - item.created if item.created else None
+    if item.labelled:
+        if item.expires_at and item.expires_at <= now:
+            return replace(item, remove=True, reason=f"expired {_age(now - item.expires_at)} ago")
+        if rules.max_age and age is not None and age > rules.max_age:
+            return replace(item, remove=True, reason=f"older than --max-age {_age(rules.max_age)} ({_age(age)})")
+        if item.expires_at:
+            return replace(item, remove=False, reason=f"expires in {_age(item.expires_at - now)}")
+        if age is not None and age > rules.default_max_age:
+            return replace(item, remove=True, reason=f"no expiry label; older than {_age(rules.default_max_age)}")
+        if age is None:
+            return replace(item, remove=False, reason="no expiry label and no creation time")
+        return replace(item, remove=False, reason=f"no expiry label; only {_age(age)} old")
+    if age is None:
+        return replace(item, remove=False, reason="creation time unknown")
+    if age > rules.age_limit:
+        return replace(item, remove=True, reason=f"{_age(age)} old, older than {_age(rules.age_limit)}")
+    return replace(item, remove=False, reason=f"only {_age(age)} old (limit {_age(rules.age_limit)})")
+
+
+def live_runs(leftovers: Iterable[Leftover]) -> set[str]:
+    """Runs that still have resources the sweep keeps: their key directories stay too."""
+    return {i.run_id for i in leftovers if i.run_id and not i.remove}
+
+
+# --- per-run key directories -----------------------------------------------------------------------------
+
+
+def find_key_dirs(rules: Rules, keep_runs: set[str], root: Path | None = None) -> list[Leftover]:
+    """``$TMPDIR/bakery-keys/<run-id>`` directories (ours, not symlinks) and whether they are stale."""
+    root = root or keys_root()
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(root.iterdir()):
+            info = entry.lstat()
+            if entry.is_symlink() or not entry.is_dir() or info.st_uid != os.getuid():
+                continue
+            created = datetime.fromtimestamp(info.st_mtime, UTC)
+            item = Leftover("local", "key-dir", str(entry), entry.name, entry.name, created, labelled=False)
+            item = decide(item, rules)
+            if item.remove and entry.name in keep_runs:
+                item = replace(item, remove=False, reason="its run still has live resources")
+            found.append(item)
+    return found
+
+
+def remove_key_dirs(leftovers: Sequence[Leftover]) -> dict[str, str]:
+    results = {}
+    for item in leftovers:
+        path = Path(item.id)
+        if not path.exists():
+            results[key(item)] = "already gone"
+            continue
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            results[key(item)] = f"failed: {exc}"
+        else:
+            results[key(item)] = "removed"
+    return results
+
+
+# --- Docker ------------------------------------------------------------------------------------------------
+
+DOCKER_RUN_LABEL = "bakery.run-id"
+DOCKER_EXPIRES_LABEL = "bakery.expires-at"
+# packer/docker.pkr.hcl names Packer's build container after the run.
+PACKER_BUILDER_PREFIX = "bakery-build-"
+
+
+def _name(container: dict[str, Any]) -> str:
+    return str((container.get("Names") or [container["Id"][:12]])[0]).lstrip("/")
+
+
+class DockerLeftovers:
+    """Containers carrying ``bakery.run-id`` (test instances), and Packer's build containers by name."""
+
+    provider = "docker"
+
+    def __init__(self, engine: Any = None) -> None:
+        if engine is None:
+            from tasks.targets.docker import client
+
+            engine = client()
+        self.engine = engine
+
+    def find(self) -> list[Leftover]:
+        import docker.errors
+
+        try:
+            listed = self.engine.api.containers(all=True, filters={"label": DOCKER_RUN_LABEL})
+            builders = self.engine.api.containers(all=True, filters={"name": PACKER_BUILDER_PREFIX})
+        except docker.errors.DockerException as exc:
+            raise JobFailed(f"docker: listing labelled containers failed: {exc}") from exc
+        found = [self._builder(c) for c in builders if _name(c).startswith(PACKER_BUILDER_PREFIX)]
+        for c in listed:
+            labels = c.get("Labels") or {}
+            purpose = labels.get("bakery.purpose", "test")
+            found.append(
+                Leftover(
+                    provider=self.provider,
+                    kind="container",
+                    id=c["Id"],
+                    name=(c.get("Names") or [c["Id"][:12]])[0].lstrip("/"),
+                    run_id=labels.get(DOCKER_RUN_LABEL, ""),
+                    created=datetime.fromtimestamp(int(c.get("Created", 0)), UTC) if c.get("Created") else None,
+                    expires_at=parse_time(labels.get(DOCKER_EXPIRES_LABEL)),
+                    extra={"state": str(c.get("State", "")), "purpose": purpose},
+                )
+            )
+        return found
+
+    def _builder(self, c: dict[str, Any]) -> Leftover:
+        """Packer's build container, named (not labelled: labels would be committed into the image)."""
+        name = _name(c)
+        return Leftover(
+            provider=self.provider,
+            kind="container",
+            id=c["Id"],
+            name=name,
+            run_id=name.removeprefix(PACKER_BUILDER_PREFIX),
+            created=datetime.fromtimestamp(int(c["Created"]), UTC) if c.get("Created") else None,
+            labelled=False,
+            extra={"state": str(c.get("State", "")), "purpose": "packer-builder"},
+        )
+
+    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
+        return leftovers
+
+    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
+        import docker.errors
+
+        results = {}
+        for item in leftovers:
+            try:
+                self.engine.api.remove_container(item.id, force=True, v=True)
+            except docker.errors.NotFound:
+                results[key(item)] = "already gone"
+            except docker.errors.APIError as exc:
+                results[key(item)] = f"failed: {exc}"
+            else:
+                results[key(item)] = "removed"
+        return results
+
+
+# --- the whole sweep -----------------------------------------------------------------------------------------
+
+
+def key(item: Leftover) -> str:
+    return f"{item.kind} {item.id}"
+
+
+@dataclass
+class SweepPlan:
+    rules: Rules
+    leftovers: list[Leftover]
+
+    @property
+    def doomed(self) -> list[Leftover]:
+        return [i for i in self.leftovers if i.remove]
+
+
+def plan_sweep(sources: Sequence[Source], rules: Rules, key_root: Path | None = None) -> SweepPlan:
+    found: list[Leftover] = []
+    for source in sources:
+        found += source.protect([decide(item, rules) for item in source.find()])
+    found += find_key_dirs(rules, live_runs(found), key_root)
+    return SweepPlan(rules, found)
+
+
+def execute_sweep(plan: SweepPlan, sources: Sequence[Source]) -> dict[str, str]:
+    results: dict[str, str] = {}
+    for source in sources:
+        mine = [i for i in plan.doomed if i.provider == source.provider]
+        if mine:
+            results.update(source.remove(mine))
+    results.update(remove_key_dirs([i for i in plan.doomed if i.provider == "local"]))
+    return results
+
+
+def rows(plan: SweepPlan, results: dict[str, str] | None = None) -> list[dict[str, str]]:
+    table = []
+    for item in plan.leftovers:
+        row = {
+            "provider": item.provider,
+            "kind": item.kind,
+            "id": item.id,
+            "name": item.name,
+            "run_id": item.run_id,
+            "created": _iso(item.created),
+            "expires_at": _iso(item.expires_at),
+            "decision": "remove" if item.remove else "keep",
+            "reason": item.reason,
+        }
+        if results is not None:
+            row["result"] = results.get(key(item), "")
+        table.append(row)
+    return table
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else ""
+
+
+def document(plan: SweepPlan, target: str, results: dict[str, str] | None = None) -> dict[str, Any]:
+    failures = [f"{k}: {v}" for k, v in (results or {}).items() if v.startswith("failed")]
+    removed = sum(v in ("removed", "already gone") for v in (results or {}).values())
+    doomed = len(plan.doomed)
+    if results is None:
+        line = f"sweep {target}: {len(plan.leftovers)} labelled, would remove {doomed}"
+    else:
+        line = f"sweep {target}: {len(plan.leftovers)} labelled, removed {removed}/{doomed}"
+        line += f", {len(failures)} FAILED" if failures else ""
+    return {
+        "target": target,
+        "applied": results is not None,
+        "max_age": str(plan.rules.max_age) if plan.rules.max_age else None,
+        "summary": line,
+        "resources": rows(plan, results),
+        "failures": failures,
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    from tasks.retention import format_table
+
+    columns = ["provider", "kind", "id", "name", "run_id", "expires_at", "decision", "reason"]
+    if doc["applied"]:
+        columns.insert(-1, "result")
+    head = "Sweep" if doc["applied"] else "Sweep plan (dry run; --apply removes)"
+    shown = [{**r, "id": r["id"][:12]} if r["provider"] == "docker" else r for r in doc["resources"]]
+    table = format_table(shown, columns) or "(nothing labelled by bakery)"
+    return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}"
+
+
+def open_sources(target: str) -> list[Source]:
+    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both)."""
+    from tasks.inputs import check_target
+
+    if check_target(target) == "aws":
+        from tasks.aws_images import require_configured
+        from tasks.aws_sweep import AwsLeftovers
+
+        require_configured()
+        return [AwsLeftovers()]
+    return [DockerLeftovers()]

@@ -1,0 +1,111 @@
+"""Docker images for retention: ``<family>:<version>`` tags, stage tags, and the containers that use them.
+
+One record per version tag. The stage is read from the tags on the same image id (``<family>:staging``,
+``<family>:production``, ``<family>:superseded`` as ``tasks/promotion/docker.py`` moves them; ``latest``
+follows production and is protected as well). Only images carrying
+the ``managed-by`` label Packer's ``changes`` put on them (``packer`` or ``bakery``) are ever removed, and
+removal is by tag (``docker rmi <family>:<version>``, never forced): the engine refuses while a container
+uses the image, and an image id with other tags left is only untagged. Layers are the engine's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+
+from tasks.errors import JobFailed
+from tasks.retention import ImageRecord, is_managed
+from tasks.targets.docker import client
+
+MANAGED_LABEL = "managed-by"
+STAGE_TAGS = ("production", "staging", "superseded", "latest")
+
+
+def parse_created(value: str | int | None) -> datetime:
+    """Docker's ``Created``: RFC 3339 UTC with nanoseconds (inspect) or Unix seconds (list)."""
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC)
+    if not value:
+        return datetime.fromtimestamp(0, UTC)
+    head, _, fraction = value.rstrip("Z").partition(".")
+    moment = datetime.fromisoformat(f"{head}.{fraction[:6].ljust(6, '0')}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def records_from_images(images: list[dict[str, Any]], created: dict[str, datetime] | None = None) -> list[ImageRecord]:
+    """``engine.api.images()`` entries → one record per ``repository:version`` tag."""
+    records = []
+    for image in images:
+        tags = [t for t in image.get("RepoTags") or [] if t and t != "<none>:<none>"]
+        by_repo: dict[str, set[str]] = defaultdict(set)
+        for tag in tags:
+            repo, _, name = tag.rpartition(":")
+            if repo:
+                by_repo[repo].add(name)
+        labels = image.get("Labels") or {}
+        for repo, names in by_repo.items():
+            stage = next((s for s in ("production", "staging", "superseded") if s in names), None)
+            pins = ("tagged latest",) if "latest" in names and stage != "production" else ()
+            for version in sorted(names - set(STAGE_TAGS)):
+                records.append(
+                    ImageRecord(
+                        ref=f"{repo}:{version}",
+                        image_id=image["Id"],
+                        name=f"{repo}:{version}",
+                        family=repo,
+                        version=version,
+                        created=(created or {}).get(image["Id"]) or parse_created(image.get("Created")),
+                        stage=stage,
+                        managed=is_managed(labels.get(MANAGED_LABEL)),
+                        pins=pins,
+                    )
+                )
+    return records
+
+
+class DockerImages:
+    """The local engine's tagged images, as an ``ImageStore``."""
+
+    target = "docker"
+
+    def __init__(self, engine: docker.DockerClient | None = None) -> None:
+        self.engine = engine or client()
+
+    def list_images(self) -> list[ImageRecord]:
+        images = self.engine.api.images()
+        # The list gives whole seconds; managed images get their exact creation time, so order is exact.
+        created = {}
+        for image in images:
+            if is_managed((image.get("Labels") or {}).get(MANAGED_LABEL)) and image.get("RepoTags"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    created[image["Id"]] = parse_created(self.engine.api.inspect_image(image["Id"])["Created"])
+        return records_from_images(images, created)
+
+    def usage(self) -> dict[str, list[str]]:
+        """Image id → the containers (running or not) made from it."""
+        used: dict[str, list[str]] = defaultdict(list)
+        for container in self.engine.api.containers(all=True):
+            name = (container.get("Names") or [container["Id"][:12]])[0].lstrip("/")
+            used[container.get("ImageID", "")].append(f"container {name} ({container.get('State', '?')})")
+        return dict(used)
+
+    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        try:
+            return self.list_images(), self.usage()
+        except docker.errors.DockerException as exc:
+            raise JobFailed(f"docker: listing images and containers failed: {exc}") from exc
+
+    def delete_image(self, image: ImageRecord) -> str:
+        try:
+            self.engine.api.remove_image(image.ref)
+        except docker.errors.ImageNotFound:
+            return "already gone"
+        return "deleted"
+
+    def delete_snapshot(self, snapshot_id: str) -> str:
+        raise NotImplementedError("Docker images have no snapshots")

@@ -1,0 +1,81 @@
+"""`bake rebuild` on the Docker target: a real packer build per family, compared with the current production."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from tasks import promotion
+from tasks.promotion.docker import DockerStages, FamilyRecord
+from tests.e2e.conftest import Bake
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def family(engine: docker.DockerClient) -> Iterator[str]:
+    name = f"rebuild-{uuid.uuid4().hex[:6]}"
+    yield name
+    for image in engine.images.list(name=name):
+        for tag in image.tags:
+            if tag.startswith(f"{name}:"):
+                engine.api.remove_image(tag, force=True)
+
+
+def test_rebuild_stages_a_new_image_and_summarises_it_against_production(
+    bake: Bake,
+    engine: docker.DockerClient,
+    base_image: str,
+    family: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_api_url: str,
+) -> None:
+    monkeypatch.setenv("BAKERY_STATE_DIR", str(bake.state_dir))
+    # the current production: the bare base image, committed as <family>:0.1 and promoted
+    container = engine.containers.create(base_image, command=["true"])
+    try:
+        old = container.commit(repository=family, tag="0.1")
+    finally:
+        container.remove(force=True)
+    stages = DockerStages(engine)
+    stages.write_stage(old.id, family, "0.1", "staging", "setup")
+    with FamilyRecord(family).update() as data:
+        data["images"][old.id]["staged_at"] = promotion.iso(datetime.now(UTC) - timedelta(days=2))
+    promotion.promote(stages, to="production", run_id="setup", family=family)
+    families = tmp_path / "families.yaml"
+    families.write_text(f"families:\n  - family: {family}\n    targets: [docker]\n")
+
+    result = bake("--json", "rebuild", "--families", str(families), "--target", "docker", timeout=900)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(result.stdout)["families"][0]
+    assert summary["family"] == family and summary["result"] == "staged"
+    new = engine.images.get(f"{family}:{summary['version']}")
+    assert summary["image"] == new.id
+    assert engine.images.get(f"{family}:staging").id == new.id
+    assert engine.images.get(f"{family}:production").id == old.id  # a rebuild never promotes
+    assert summary["production"] == f"{family}:0.1"
+    assert summary["production_age_days"] < 1 and summary["stale"] is False
+    assert summary["base_changed"] is False  # built from the same local base image
+    assert "nginx" in summary["packages"]["added"]  # the template installs it; the base has none
+    key = f"{family}-docker-rebuild"
+    artifacts = httpx.post(
+        f"{prefect_api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=30
+    ).json()
+    assert artifacts and "Weekly rebuild" in artifacts[0]["data"] and "base image**: unchanged" in artifacts[0]["data"]
+
+
+def test_rebuild_with_a_bad_families_file_exits_2(bake: Bake, tmp_path: Path) -> None:
+    families = tmp_path / "families.yaml"
+    families.write_text("families:\n  - family: Bad Name\n")
+    result = bake("rebuild", "--families", str(families))
+    assert result.returncode == 2
+    assert f"{families}: families[0]: --family 'Bad Name'" in result.stderr
