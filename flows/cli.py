@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tasks.errors import BakeryError
+from tasks.inputs import move_secret_vars_to_env
 
 log = logging.getLogger("bakery")
 
@@ -235,7 +236,7 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
         family=request.family,
         version=request.version,
         template_dir=str(request.template_dir),
-        variables=request.variables,
+        variables=move_secret_vars_to_env(request.variables, os.environ),
         var_files=[str(f) for f in request.var_files],
         only=",".join(request.only),
         build_timeout=args.build_timeout,
@@ -259,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         version=request.version,
         template_dir=str(request.template_dir),
         spec=str(request.spec),
-        variables=request.variables,
+        variables=move_secret_vars_to_env(request.variables, os.environ),
         var_files=[str(f) for f in request.var_files],
         only=",".join(request.only),
         keep_on_failure=request.keep_on_failure,

@@ -122,6 +122,25 @@ variable "docker_base_image" {
   description = "Local base image for the docker source (never pulled)."
 }
 
+# For a registry push (the seed's docker-push post-processor). No registry is reachable in bakery's own
+# CI, so the push is not part of build.pkr.hcl; the password is marked sensitive, and bakery hands any
+# secret-named variable to packer as PKR_VAR_<name> so it never becomes a Prefect parameter.
+variable "registry_server" {
+  type    = string
+  default = ""
+}
+
+variable "registry_username" {
+  type    = string
+  default = ""
+}
+
+variable "registry_password" {
+  type      = string
+  default   = ""
+  sensitive = true
+}
+
 # --- bookkeeping -------------------------------------------------------------------
 
 variable "manifest_path" {

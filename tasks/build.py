@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks import lint, packer
+from tasks import inputs, lint, packer
 from tasks.errors import JobFailed, UsageError
 from tasks.request import PipelineRequest, expires_at
 
@@ -84,13 +84,15 @@ def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequ
         raise UsageError(f"{block.where}: variable {missing[0]!r} is required and not set (use --var {missing[0]}=...)")
 
 
-SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
-
-
 def sensitive_values(templates: lint.TemplateSet, request: PipelineRequest) -> list[str]:
-    """Values to mask in Packer's output: variables marked ``sensitive`` or named like a secret."""
+    """Values to mask in Packer's output: variables marked ``sensitive`` or named like a secret, whether
+    given as variables or as ``PKR_VAR_<name>`` in the environment."""
     marked = {name for name, block in templates.variables.items() if block.attrs.get("sensitive", _NO).text == "true"}
-    return [v for k, v in request.packer_variables.items() if k in marked or SECRET_NAME.search(k)]
+    given = {
+        **{k.removeprefix("PKR_VAR_"): v for k, v in os.environ.items() if k.startswith("PKR_VAR_")},
+        **request.packer_variables,
+    }
+    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)]
 
 
 def build(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast, get_args
 
@@ -59,6 +60,23 @@ def parse_var(text: str) -> tuple[str, str]:
         option = "--version" if name == "image_version" else "the run's work directory"
         raise UsageError(f"--var {name}: set by bakery from {option}, not as a --var")
     return name, value
+
+
+# Variable names that hold secrets: their values go to packer through the environment, never as Prefect
+# flow parameters (which the API stores and the UI shows), and are masked in packer's output.
+SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
+
+
+def move_secret_vars_to_env(variables: dict[str, str], environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Put secret-named variables into ``environ`` as ``PKR_VAR_<name>``; return the others."""
+    for name, value in variables.items():
+        if is_secret_name(name):
+            environ[f"PKR_VAR_{name}"] = value
+    return {name: value for name, value in variables.items() if not is_secret_name(name)}
 
 
 def default_version(now: datetime | None = None) -> str:

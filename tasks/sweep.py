@@ -51,7 +51,7 @@ class Rules:
 
     @property
     def age_limit(self) -> timedelta:
-        return self.max_age or self.default_max_age
+        return self.default_max_age if self.max_age is None else self.max_age
 
 
 class Source(Protocol):
@@ -108,7 +108,7 @@ def decide(item: Leftover, rules: Rules) -> Leftover:
     if item.labelled:
         if item.expires_at and item.expires_at <= now:
             return replace(item, remove=True, reason=f"expired {_age(now - item.expires_at)} ago")
-        if rules.max_age and age is not None and age > rules.max_age:
+        if rules.max_age is not None and age is not None and age > rules.max_age:
             return replace(item, remove=True, reason=f"older than --max-age {_age(rules.max_age)} ({_age(age)})")
         if item.expires_at:
             return replace(item, remove=False, reason=f"expires in {_age(item.expires_at - now)}")

@@ -46,6 +46,19 @@ def item(**kwargs: Any) -> Leftover:
             "3h old, older than 2h",
         ),
         ({"labelled": False}, RULES, False, "creation time unknown"),
+        # --max-age 0s (after a crash, in CI): everything of bakery's goes, whatever its labels say
+        (
+            {"expires_at": NOW + timedelta(hours=1), "created": NOW - timedelta(seconds=30)},
+            Rules(now=NOW, max_age=timedelta(0)),
+            True,
+            "older than --max-age 0s (30s)",
+        ),
+        (
+            {"labelled": False, "created": NOW - timedelta(seconds=30)},
+            Rules(now=NOW, max_age=timedelta(0)),
+            True,
+            "30s old, older than 0s",
+        ),
     ],
 )
 def test_decide(kwargs: dict[str, Any], rules: Rules, remove: bool, reason: str) -> None:
