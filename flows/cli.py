@@ -224,6 +224,20 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     return {"template_dir": str(request.template_dir), "sources": list(request.only), "valid": True}
 
 
+def _selection_params(request: Any) -> dict[str, Any]:
+    """The flow parameters that say which image to build, shared by ``build`` and ``run``."""
+    return {
+        "target": request.target,
+        "family": request.family,
+        "version": request.version,
+        "template_dir": str(request.template_dir),
+        "variables": move_secret_vars_to_env(request.variables, os.environ),
+        "var_files": [str(f) for f in request.var_files],
+        "only": ",".join(request.only),
+        "build_timeout": f"{int(request.build_timeout.total_seconds())}s",
+    }
+
+
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(args)
     _static_checks(request)
@@ -231,16 +245,7 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     _with_prefect()
     from flows.pipeline import image_build
 
-    return image_build(
-        target=request.target,
-        family=request.family,
-        version=request.version,
-        template_dir=str(request.template_dir),
-        variables=move_secret_vars_to_env(request.variables, os.environ),
-        var_files=[str(f) for f in request.var_files],
-        only=",".join(request.only),
-        build_timeout=args.build_timeout,
-    )
+    return image_build(**_selection_params(request))
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,18 +260,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from flows.pipeline import image_pipeline
 
     return image_pipeline(
-        target=request.target,
-        family=request.family,
-        version=request.version,
-        template_dir=str(request.template_dir),
+        **_selection_params(request),
         spec=str(request.spec),
-        variables=move_secret_vars_to_env(request.variables, os.environ),
-        var_files=[str(f) for f in request.var_files],
-        only=",".join(request.only),
         keep_on_failure=request.keep_on_failure,
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
-        build_timeout=args.build_timeout,
         aws=aws,
     )
 
