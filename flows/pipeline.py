@@ -194,12 +194,12 @@ def image_test(
 def image_pipeline(
     target: TargetName = "docker",
     family: str = "app-base",
-    version: str | None = None,
+    version: str = "",
     template_dir: str = "packer",
     spec: str = DEFAULT_SPEC,
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
-    only: str | None = None,
+    only: str = "",
     keep_on_failure: bool = False,
     ttl: str = "2h",
     ssh_timeout: str = "2m",
@@ -252,11 +252,11 @@ def image_pipeline(
 def image_build(
     target: TargetName = "docker",
     family: str = "app-base",
-    version: str | None = None,
+    version: str = "",
     template_dir: str = "packer",
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
-    only: str | None = None,
+    only: str = "",
     build_timeout: str = "1h",
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``."""

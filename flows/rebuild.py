@@ -68,7 +68,7 @@ def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.Family
             spec=spec.spec,
             variables=dict(spec.variables),
             var_files=list(spec.var_files),
-            only=spec.only,
+            only=spec.only or "",
         )
     except Exception as exc:
         summary.message = _first_line(exc)

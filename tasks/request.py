@@ -124,7 +124,7 @@ def prepare(
     """Every check that needs no engine: names, values, durations, files that must exist."""
     checked_target = inputs.check_target(target)
     inputs.check_family(family)
-    version = inputs.check_version(version) if version is not None else inputs.default_version()
+    version = inputs.check_version(version) if version else inputs.default_version()
     directory = Path(template_dir)
     if not directory.is_dir():
         raise UsageError(f"--template-dir {directory}: not a directory")
