@@ -6,10 +6,7 @@ stopped by its PID; scheduled deployments are paused before it starts so only th
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,10 +15,12 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PREFECT, PrefectServer, running_prefect_server, stop_process
+from bench._servers import PrefectServer
 from tests.e2e.conftest import REPO, labelled_containers
+from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
+pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO / "docs" / "ui-pipeline-form.png"
 SCHEDULES = {
@@ -29,54 +28,6 @@ SCHEDULES = {
     "retention": {"cron": "30 3 * * *", "timezone": "UTC"},
     "sweep": {"cron": "0 * * * *", "timezone": "UTC"},
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrefectServer]:
-    with running_prefect_server(ui=True) as running:
-        yield running
-
-
-class RetryingTransport(httpx.HTTPTransport):
-    """The server answers 503 while its SQLite database is busy (a loaded 2-core machine): retry a while."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(20):
-            response = super().handle_request(request)
-            if response.status_code != 503:
-                return response
-            response.close()
-            time.sleep(min(0.25 * 2**attempt, 3))
-        return super().handle_request(request)
-
-
-@pytest.fixture(scope="module")
-def api(server: PrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30, transport=RetryingTransport()) as client:
-        yield client
-
-
-def prefect(server: PrefectServer, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PREFECT, *args],
-        cwd=REPO,
-        env=server.client_env(BAKERY_CHECKOUT=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
-    """`prefect work-pool create` + `prefect --no-prompt deploy --all`, as deployments/README.md says."""
-    pool = prefect(server, "work-pool", "create", "bakery-process", "--type", "process")
-    assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-2000:]
-    deployed = prefect(server, "--no-prompt", "deploy", "--all")
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    found = api.post("/deployments/filter", json={}).json()
-    return {d["name"]: d for d in found}
 
 
 def test_deploy_all_registers_the_deployments_with_their_schedules(deployments: dict[str, dict[str, Any]]) -> None:
@@ -102,30 +53,14 @@ def test_pipeline_run_started_through_the_api_completes_on_a_process_worker(
     engine: docker.DockerClient,
     tmp_path: Path,
 ) -> None:
-    for deployment in deployments.values():
-        if deployment["schedules"]:
-            assert api.patch(f"/deployments/{deployment['id']}", json={"paused": True}).status_code == 204
     pipeline = deployments["image-pipeline"]
     created = api.post(f"/deployments/{pipeline['id']}/create_flow_run", json={"name": f"e2e-{uuid.uuid4().hex[:6]}"})
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
     assert created.json()["parameters"] == {"target": "docker"}
 
-    log = tmp_path / "worker.log"
-    env = server.client_env(BAKERY_CHECKOUT=str(REPO), BAKERY_STATE_DIR=str(tmp_path / "state"))
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with process_worker(server, tmp_path) as log:
         state = wait_for_final_state(api, run_id, timeout=600)
-    finally:
-        stop_process(worker)
     assert state["type"] == "COMPLETED", f"{state}\n{log.read_text()[-4000:]}"
 
     run = api.get(f"/flow_runs/{run_id}").json()
@@ -138,17 +73,6 @@ def test_pipeline_run_started_through_the_api_completes_on_a_process_worker(
     assert "docker.base" in str(manifest["data"])
     assert run["work_pool_name"] == "bakery-process"
     assert labelled_containers(engine, f"bakery.run-id={run_id}") == []  # torn down
-
-
-def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        state: dict[str, Any] = api.get(f"/flow_runs/{run_id}").json()["state"]
-        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return state
-        if time.monotonic() > deadline:
-            return state
-        time.sleep(2)
 
 
 def test_ui_shows_the_pipeline_form_with_the_target_choice(

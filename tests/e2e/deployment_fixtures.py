@@ -1,0 +1,102 @@
+"""A real `prefect server start` with bakery's deployments and a process worker, for the tests that need them.
+
+Use with ``pytest_plugins = ("tests.e2e.deployment_fixtures",)``; the fixtures are module-scoped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench._servers import PREFECT, PrefectServer, running_prefect_server, stop_process
+from tests.e2e.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrefectServer]:
+    with running_prefect_server(ui=True) as running:
+        yield running
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    """The server answers 503 while its SQLite database is busy (a loaded 2-core machine): retry a while."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(20):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(min(0.25 * 2**attempt, 3))
+        return super().handle_request(request)
+
+
+@pytest.fixture(scope="module")
+def api(server: PrefectServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30, transport=RetryingTransport()) as client:
+        yield client
+
+
+def prefect(server: PrefectServer, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PREFECT, *args],
+        cwd=REPO,
+        env=server.client_env(BAKERY_CHECKOUT=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
+    """`prefect work-pool create` + `prefect --no-prompt deploy --all`, as deployments/README.md says."""
+    pool = prefect(server, "work-pool", "create", "bakery-process", "--type", "process")
+    assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-2000:]
+    deployed = prefect(server, "--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    found = api.post("/deployments/filter", json={}).json()
+    return {d["name"]: d for d in found}
+
+
+def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state: dict[str, Any] = api.get(f"/flow_runs/{run_id}").json()["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        if time.monotonic() > deadline:
+            return state
+        time.sleep(2)
+
+
+@contextmanager
+def process_worker(server: PrefectServer, tmp_path: Path, **env: str) -> Iterator[Path]:
+    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file."""
+    for deployment in httpx.post(f"{server.url}/deployments/filter", json={}, timeout=30).json():
+        if deployment["schedules"]:  # only the runs a test makes may execute
+            paused = httpx.patch(f"{server.url}/deployments/{deployment['id']}", json={"paused": True}, timeout=30)
+            assert paused.status_code == 204, paused.text
+    log = tmp_path / "worker.log"
+    worker_env = server.client_env(BAKERY_CHECKOUT=str(REPO), BAKERY_STATE_DIR=str(tmp_path / "state"), **env)
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"],
+            cwd=REPO,
+            env=worker_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield log
+    finally:
+        stop_process(worker)
