@@ -1,5 +1,5 @@
-"""End-to-end tests; the shared known-state host module gets pytest's assertion rewriting."""
+"""End-to-end tests; the shared fixture modules get pytest's assertion rewriting."""
 
 import pytest
 
-pytest.register_assert_rewrite("tests.e2e.verify_host")
+pytest.register_assert_rewrite("tests.e2e.verify_host", "tests.e2e.deployment_fixtures")
