@@ -255,7 +255,7 @@ def build(
     if timed_out.is_set():
         raise JobFailed(f"packer build timed out after {timeout:.0f} s (log: {log_path})")
     if proc.returncode != 0:
-        detail = _first_lines("\n".join(errors)) if errors else f"exit status {proc.returncode}"
+        detail = failure_detail(errors) if errors else f"exit status {proc.returncode}"
         raise JobFailed(f"packer build failed: {detail} (log: {log_path})")
     if not manifest_path.exists():
         raise JobFailed(
@@ -265,6 +265,25 @@ def build(
     manifest = read_manifest(manifest_path)
     run_uuid = manifest[-1].packer_run_uuid if manifest else ""
     return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
+
+
+_BUILD_ERRORED = re.compile(r"^Build '([^']+)' errored(?: after [^:]*)?: (.*)$", re.DOTALL)
+
+
+def failure_detail(errors: Sequence[str]) -> str:
+    """One line for a failed build: Packer's own verdict, with the last output the failing step wrote.
+
+    Packer repeats its verdict in a summary and prints every stderr line of a provisioner as an error;
+    ``Build 'X' errored: ...`` is the verdict, the ``==> X: ...`` lines before it are the step's output.
+    """
+    for index, text in enumerate(errors):
+        match = _BUILD_ERRORED.match(text.strip())
+        if match:
+            source, verdict = match.group(1), " ".join(match.group(2).split())
+            output = [e.split(": ", 1)[-1].strip() for e in errors[:index] if e.startswith("==> ")][-2:]
+            tail = f" (last output: {'; '.join(output)})" if output else ""
+            return f"{source}: {verdict}{tail}"
+    return _first_lines("\n".join(dict.fromkeys(errors)))
 
 
 def redactor(secrets: Sequence[str]) -> Callable[[str], str]:

@@ -376,7 +376,12 @@ def run_instance(
 
 
 def wait_for(ec2: Any, waiter: str, instance_ids: list[str], what: str, timeout: float | None = None) -> None:
-    """EC2's ``waiter`` with bakery's delay and time limit; a timeout is a final (not retried) failure."""
+    """EC2's ``waiter`` with bakery's delay and time limit; a timeout is a final (not retried) failure.
+
+    Each poll is an ordinary client call, so throttling is retried there (botocore's adaptive mode). A
+    waiter that stops on an error response (one that outlived those retries) says so, and is retryable
+    when the error is transient: it is not a time-out.
+    """
     delay, timeout = waiter_delay(), timeout or waiter_timeout()
     try:
         ec2.get_waiter(waiter).wait(
@@ -384,6 +389,13 @@ def wait_for(ec2: Any, waiter: str, instance_ids: list[str], what: str, timeout:
             WaiterConfig={"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / max(delay, 0.01)))},
         )
     except WaiterError as exc:
+        code = error_code(exc)
+        if code:
+            message = ((exc.last_response or {}).get("Error") or {}).get("Message", "")
+            raise AwsFailed(
+                f"aws: waiting for {', '.join(instance_ids)} to become {what}: {code}: {message}",
+                retryable=code in TRANSIENT_CODES,
+            ) from exc
         reason = exc.kwargs.get("reason", "") if hasattr(exc, "kwargs") else ""
         raise AwsFailed(
             f"aws: {', '.join(instance_ids)} did not become {what} within {timeout:.0f} s ({reason or exc})"
@@ -547,18 +559,30 @@ def remove_resources(
     key_pairs: list[dict[str, Any]],
     timeout: float | None = None,
 ) -> list[str]:
-    """Instances first (and wait), then security groups and key pairs; every step runs even if one fails.
+    """Instances first (and wait), then security groups and key pairs; every step runs even if one fails,
+    except that the groups wait for the next attempt when the instances could not be terminated: EC2
+    refuses to delete a group an instance still uses, and retrying that would only burn the time limit.
 
-    Returns what was removed; raises one ``AwsFailed`` naming every step that failed.
+    Returns what was removed; raises one ``AwsFailed`` naming every step that failed or was put off.
     """
     removed: list[str] = []
     failures: list[str] = []
-    steps: list[tuple[str, Callable[[], Any]]] = []
     if instance_ids:
-        steps.append((f"instance {', '.join(instance_ids)}", partial(terminate, ec2, instance_ids, timeout)))
-    steps += [
-        (f"security group {g['GroupId']}", partial(delete_security_group, ec2, g["GroupId"], timeout)) for g in groups
-    ]
+        what = f"instance {', '.join(instance_ids)}"
+        try:
+            with aws_errors(f"removing {what}"):
+                present = terminate(ec2, instance_ids, timeout)
+            if present:
+                removed.append(what)
+        except AwsFailed as exc:
+            failures.append(str(exc))
+    steps: list[tuple[str, Callable[[], Any]]] = []
+    for group in groups:
+        what = f"security group {group['GroupId']}"
+        if failures:
+            failures.append(f"aws: {what}: not removed while its instance is not terminated")
+        else:
+            steps.append((what, partial(delete_security_group, ec2, group["GroupId"], timeout)))
     steps += [(f"key pair {k['KeyName']}", partial(delete_key_pair, ec2, k["KeyName"])) for k in key_pairs]
     for what, step in steps:
         try:

@@ -1,19 +1,19 @@
-"""Promotion, soak and rollback of AMIs against a moto server (a real HTTP EC2/SSM endpoint on 127.0.0.1)."""
+"""Promotion, soak and rollback of AMIs against a moto server (a real HTTP EC2/SSM endpoint on 127.0.0.1).
+
+The server and a fresh state per test are the shared ``moto_url``/``aws_env`` fixtures of ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tasks import promotion
 from tasks.errors import JobFailed
@@ -22,34 +22,6 @@ from tests.e2e.conftest import Bake
 
 pytestmark = pytest.mark.e2e
 REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The standard variables, so `bake` subprocesses reach the same moto server."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return moto_url
 
 
 def ec2_client(url: str) -> Any:

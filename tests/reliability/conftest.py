@@ -1,21 +1,55 @@
-"""Fixtures for the reliability suite: real engine and Prefect server, leaks counted from Docker itself."""
+"""Fixtures for the reliability suite: real engine, Prefect server and moto server; leaks counted from
+Docker and the EC2 API themselves, never from bakery's own bookkeeping.
+
+Every scenario gets two JUnit properties for ``scripts/reliability_report.py``: ``scenario`` (the first
+line of the test's docstring, and the parametrized case's ``description`` or name) and ``target``
+(the module's ``TARGET``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from tasks.request import keys_root
+from tests.conftest import ec2_inventory
 from tests.e2e.conftest import Bake, base_image, engine, prefect_api_url  # noqa: F401  (shared fixtures)
 
 IMAGE_FAMILY = "reliability"
+
+
+def scenario_of(item: pytest.Item) -> str:
+    """One line: the first paragraph of the test's docstring, or what its parametrized case is (the case's
+    ``description``; a plain string case after the docstring's lead-in, ``Bad request: <case>``)."""
+    function = getattr(item, "function", None)
+    doc = (inspect.getdoc(function) or "") if function else ""
+    line = " ".join(doc.split("\n\n")[0].split())
+    if not line:
+        line = getattr(item, "originalname", item.name).removeprefix("test_").replace("_", " ")
+    callspec = getattr(item, "callspec", None)
+    for value in callspec.params.values() if callspec else ():
+        described = getattr(value, "description", None)
+        if isinstance(described, str):
+            return described
+        if isinstance(value, str):
+            return f"{line.split(':')[0].rstrip('.')}: {value}"
+    return line
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.user_properties.append(("scenario", scenario_of(item)))
+    item.user_properties.append(("target", getattr(getattr(item, "module", None), "TARGET", "docker")))
 
 
 @dataclass
@@ -87,3 +121,79 @@ def in_process(prefect_api_url: str, state_dir: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("BAKERY_STATE_DIR", str(state_dir))
     monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
     return lambda *argv: main(list(argv))
+
+
+# --- AWS (moto server) ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AwsLeaks:
+    """What a run could leave in EC2 (live instances, key pairs, non-default security groups), counted from
+    the EC2 API, and the per-run private key directories (in this test's own temporary directory)."""
+
+    url: str
+
+    def resources(self) -> dict[str, list[str]]:
+        found = ec2_inventory(self.url)
+        found.pop("images")
+        return found
+
+    def key_dirs(self) -> list[str]:
+        root = keys_root()
+        return sorted(os.listdir(root)) if root.exists() else []
+
+    def assert_none(self) -> None:
+        assert self.resources() == {"instances": [], "key_pairs": [], "security_groups": []}, "leaked in EC2"
+        assert self.key_dirs() == [], "leaked private key directories"
+
+
+@pytest.fixture
+def aws_leaks(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AwsLeaks:
+    """On a fresh moto; per-run key directories go below this test's own temporary directory, so a run
+    of anyone else on this machine cannot be mistaken for a leak."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    leaks = AwsLeaks(aws_env)
+    leaks.assert_none()
+    return leaks
+
+
+@dataclass
+class Baked:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def last_line(self) -> str:
+        lines = self.err.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def aws_bake(
+    prefect_api_url: str,  # noqa: F811
+    state_dir: Path,
+    aws_leaks: AwsLeaks,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> Callable[..., Baked]:
+    """`bake` in this process (faults go in at seams with monkeypatch), against the session's Prefect server
+    and the fresh moto; EC2 waiters poll every 0.2 s."""
+    from flows.cli import main
+
+    monkeypatch.setenv("BAKERY_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    monkeypatch.setenv("BAKERY_AWS_WAITER_DELAY", "0.2")
+
+    def run(*argv: Any) -> Baked:
+        capfd.readouterr()
+        started = time.monotonic()
+        code = main([str(a) for a in argv])
+        seconds = time.monotonic() - started
+        out, err = capfd.readouterr()
+        return Baked(code, out, err, seconds)
+
+    return run

@@ -20,6 +20,7 @@ from tests.conftest import ec2_inventory
 from tests.e2e.conftest import BAKE, REPO
 
 pytestmark = pytest.mark.e2e
+TARGET = "docker, aws"  # every case checks that neither Docker nor EC2 shows anything new
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def templates(tmp: Path, edit: Callable[[Path], None]) -> str:
+def templates(tmp: Path, edit: Callable[[Path], object]) -> str:
     directory = tmp / "packer"
     shutil.copytree(REPO / "packer", directory)
     edit(directory)
@@ -147,6 +148,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_bad_request_exits_2_and_launches_nothing(
     case_name: str, catalogue: dict[str, Case], engine: docker.DockerClient, aws_env: str
 ) -> None:
+    """Bad request: exit 2 with one line naming the culprit, nothing new in Docker or EC2."""
     case = catalogue[case_name]
     containers_before = run_containers(engine)
     ec2_before = ec2_inventory(aws_env)

@@ -23,6 +23,7 @@ from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
 
 pytestmark = pytest.mark.e2e
+TARGET = "docker"
 
 SPEC = str(REPO / "packer/test/image_spec.yaml")
 
@@ -151,6 +152,7 @@ def test_teardown_fails_once_and_is_retried(
     leaks: Leaks,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Removing the container fails once: the teardown task retries it, the run passes, nothing is left."""
     calls: list[str] = []
     real_teardown = DockerTarget.teardown
 
@@ -172,6 +174,7 @@ def test_sshd_late_by_20s_still_passes(
     leaks: Leaks,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """sshd comes up 20 s after the container: the bounded SSH wait gets in, the run passes."""
     real_launch = DockerTarget.launch
 
     def slow_sshd(self: DockerTarget, image: Any, run: Any) -> Any:

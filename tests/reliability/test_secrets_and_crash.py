@@ -21,6 +21,7 @@ from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
 
 pytestmark = pytest.mark.e2e
+TARGET = "docker"
 
 
 def everything_prefect_recorded() -> str:
@@ -52,6 +53,8 @@ def watch_key_files(root: Path, stop: threading.Event, seen: dict[str, int]) -> 
 def test_secrets_stay_out_of_logs_artifacts_and_reports(
     session_bake: Bake, leaks: Leaks, tmp_path: Path, engine: docker.DockerClient
 ) -> None:
+    """Cloud credentials and a registry password reach no log, artifact, report or flow parameter; the
+    run's private key is 0600 in a 0700 directory, gone afterwards."""
     aws_secret, registry_password = (f"S3cr3t-{secrets.token_hex(12)}" for _ in range(2))
     version = f"0.0.0-sec.{uuid.uuid4().hex[:6]}"
     env = {
@@ -61,7 +64,7 @@ def test_secrets_stay_out_of_logs_artifacts_and_reports(
         "TMPDIR": str(tmp_path),
     }
     keys_root = tmp_path / "bakery-keys"
-    stop, seen = threading.Event(), {}
+    stop, seen = threading.Event(), dict[str, int]()
     watcher = threading.Thread(target=watch_key_files, args=(keys_root, stop, seen), daemon=True)
     watcher.start()
     try:

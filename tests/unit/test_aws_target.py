@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,6 +279,15 @@ def test_a_status_check_that_never_passes_terminates_the_instance(ec2: Any, run:
     assert leftovers(ec2) == NOTHING_LEFT
 
 
+def test_a_waiter_stopped_by_throttling_says_so_and_may_be_retried(ec2: Any, run: Run) -> None:
+    """Throttling that outlived botocore's retries stops the waiter: not a time-out, and worth another launch."""
+    fail_call(ec2, "DescribeInstanceStatus", "RequestLimitExceeded", "Request limit exceeded.")
+    with pytest.raises(AwsFailed, match="to become status ok: RequestLimitExceeded: Request limit exceeded") as failed:
+        AwsTarget(ec2=ec2).launch(image_of(ec2), run)
+    assert failed.value.retryable is True
+    assert leftovers(ec2) == NOTHING_LEFT
+
+
 def test_a_cleanup_failure_never_hides_the_launch_error(ec2: Any, run: Run, caplog: pytest.LogCaptureFixture) -> None:
     image = image_of(ec2)
     fail_call(ec2, "RunInstances", "Unsupported", "original")
@@ -431,6 +441,23 @@ def test_teardown_reports_every_failed_step_but_runs_the_others(ec2: Any, run: R
     with pytest.raises(AwsFailed, match="no terminate for you"):
         target.teardown(instance)
     assert leftovers(ec2)["key_pairs"] == []  # the key pair went even though the instance could not
+
+
+def test_groups_wait_for_the_next_attempt_while_the_instance_lives(ec2: Any, run: Run) -> None:
+    """EC2 refuses to delete a group a live instance uses: no retrying it for a third of the time limit."""
+    target = AwsTarget(ec2=ec2, timeout=900)
+    instance = target.launch(image_of(ec2), run)
+    fail_call(ec2, "TerminateInstances", "InternalError", "try again")
+    deletes: list[int] = []
+    ec2.meta.events.register("before-call.ec2.DeleteSecurityGroup", lambda **kwargs: deletes.append(1))
+    started = time.monotonic()
+    with pytest.raises(AwsFailed, match=r"security group sg-[0-9a-f]+: not removed while its instance") as failed:
+        target.teardown(instance)
+    assert time.monotonic() - started < 5
+    assert failed.value.retryable
+    assert deletes == []
+    assert leftovers(ec2)["key_pairs"] == []
+    assert leftovers(ec2)["groups"] == [f"bakery-{run.run_id}"]
 
 
 # --- options and settings --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import JobFailed
-from tasks.packer import parse_machine_line, read_manifest, redactor
+from tasks.packer import failure_detail, parse_machine_line, read_manifest, redactor
 
 
 def test_ui_line_unescapes_commas_and_newlines() -> None:
@@ -78,3 +78,21 @@ def test_redactor_masks_secrets_also_in_their_escaped_form() -> None:
     mask = redactor(["s3cr3t,pass", "tok3n-value", "abc"])
     line = "1,amazon-ebs.base,ui,say,password=s3cr3t%!(PACKER_COMMA)pass token tok3n-value abc"
     assert mask(line) == "1,amazon-ebs.base,ui,say,password=<sensitive> token <sensitive> abc"
+
+
+def test_failure_detail_is_packers_verdict_with_the_steps_last_output() -> None:
+    errors = [
+        "==> docker.base: debconf: delaying package configuration",
+        "==> docker.base: injected-fault",
+        "Build 'docker.base' errored after 2 seconds 705 milliseconds: Script exited with non-zero exit status: 7.",
+        "==> Some builds didn't complete successfully and had errors:",
+        "Script exited with non-zero exit status: 7.",
+    ]
+    assert failure_detail(errors) == (
+        "docker.base: Script exited with non-zero exit status: 7. "
+        "(last output: debconf: delaying package configuration; injected-fault)"
+    )
+
+
+def test_failure_detail_without_a_verdict_says_each_error_once() -> None:
+    assert failure_detail(["Error: boom", "Error: boom", "other"]) == "Error: boom; other"
