@@ -35,7 +35,10 @@ build {
   provisioner "shell" {
     inline = [
       "sudo install -d -m 0755 /run/sshd",
-      "sudo /usr/sbin/sshd -t -f /tmp/sshd_config",
+      # sshd -t needs a host key; a base image may carry none (they are made per instance), so the
+      # check uses a throwaway one (removed with /tmp by the cleanup step).
+      "ssh-keygen -q -t ed25519 -N '' -f /tmp/sshd-check-key",
+      "sudo /usr/sbin/sshd -t -f /tmp/sshd_config -h /tmp/sshd-check-key",
       "sudo mv /tmp/sshd_config /etc/ssh/sshd_config",
       "sudo chown root:root /etc/ssh/sshd_config",
       "sudo chmod 644 /etc/ssh/sshd_config",
