@@ -8,12 +8,53 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import docker
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REGION = "us-east-1"
+
+
+# Session fixtures are defined once, here: a fixture imported into a second conftest would be a second
+# fixture, and a session would start a second Docker client or Prefect server.
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def base_image(engine: docker.DockerClient) -> str:
+    """The local base image every e2e image builds from (made once with debootstrap when missing)."""
+    from tasks.baseimage import DEFAULT_BASE_IMAGE, ensure_base_image
+
+    ensure_base_image(engine)
+    return DEFAULT_BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url() -> Iterator[str]:
+    """One temporary Prefect server for the whole session (as a team's server would be).
+
+    Exported as PREFECT_API_URL as well as set in the harness's settings context, so that everything in
+    the session (other threads, subprocesses) talks to this one server: a concurrency slot taken on one
+    server and released on another would stay taken.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        url = str(PREFECT_API_URL.value())
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
-"""Real parts for the end-to-end tests: the Docker engine, a Prefect server, the `bake` command."""
+"""The `bake` command as a user runs it, for the end-to-end tests (engine and Prefect fixtures: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,28 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 BAKE = str(Path(sys.executable).parent / "bake")
 
 
-@pytest.fixture(scope="session")
-def engine() -> docker.DockerClient:
-    return docker.from_env()
-
-
 @pytest.fixture(scope="session", autouse=True)
-def base_image(engine: docker.DockerClient) -> str:
-    """The local base image every e2e image builds from (made once with debootstrap when missing)."""
-    from tasks.baseimage import DEFAULT_BASE_IMAGE, ensure_base_image
-
-    ensure_base_image(engine)
-    return DEFAULT_BASE_IMAGE
-
-
-@pytest.fixture(scope="session")
-def prefect_api_url() -> Iterator[str]:
-    """One temporary Prefect server for the whole session (as a team's server would be)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield str(PREFECT_API_URL.value())
+def _base_image(base_image: str) -> str:
+    """Every e2e test may build or run from the local base image: make it once, first."""
+    return base_image
 
 
 @dataclass

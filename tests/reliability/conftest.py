@@ -24,7 +24,7 @@ import pytest
 
 from tasks.request import keys_root
 from tests.conftest import ec2_inventory
-from tests.e2e.conftest import Bake, base_image, engine, prefect_api_url  # noqa: F401  (shared fixtures)
+from tests.e2e.conftest import Bake
 
 IMAGE_FAMILY = "reliability"
 
@@ -81,7 +81,7 @@ class Leaks:
 
 
 @pytest.fixture
-def leaks(engine: docker.DockerClient) -> Leaks:  # noqa: F811
+def leaks(engine: docker.DockerClient) -> Leaks:
     root = keys_root()
     return Leaks(
         engine,
@@ -96,12 +96,12 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def session_bake(prefect_api_url: str, state_dir: Path) -> Bake:  # noqa: F811
+def session_bake(prefect_api_url: str, state_dir: Path) -> Bake:
     return Bake(prefect_api_url, state_dir)
 
 
 @pytest.fixture(scope="session")
-def built_image(session_bake: Bake, engine: docker.DockerClient) -> Iterator[str]:  # noqa: F811
+def built_image(session_bake: Bake, engine: docker.DockerClient) -> Iterator[str]:
     """One image of the reliability family, built once; removed at the end."""
     version = f"0.0.0-rel.{uuid.uuid4().hex[:6]}"
     result = session_bake("build", "--family", IMAGE_FAMILY, "--version", version)
@@ -114,7 +114,7 @@ def built_image(session_bake: Bake, engine: docker.DockerClient) -> Iterator[str
 
 
 @pytest.fixture
-def in_process(prefect_api_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:  # noqa: F811
+def in_process(prefect_api_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
     """`bake` in this process, so a fault can be injected at a seam with monkeypatch."""
     from flows.cli import main
 
@@ -174,7 +174,7 @@ class Baked:
 
 @pytest.fixture
 def aws_bake(
-    prefect_api_url: str,  # noqa: F811
+    prefect_api_url: str,
     state_dir: Path,
     aws_leaks: AwsLeaks,
     monkeypatch: pytest.MonkeyPatch,
@@ -197,3 +197,9 @@ def aws_bake(
         return Baked(code, out, err, seconds)
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _base_image(base_image: str) -> str:
+    """Every scenario may build or run from the local base image: make it once, first."""
+    return base_image
