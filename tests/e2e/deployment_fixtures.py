@@ -17,6 +17,7 @@ import pytest
 
 from bench._servers import PREFECT, PrefectServer, running_prefect_server, stop_process
 from tests.e2e.conftest import REPO
+from tests.prefect_api import prefect_api
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +26,9 @@ def server() -> Iterator[PrefectServer]:
         yield running
 
 
-class RetryingTransport(httpx.HTTPTransport):
-    """The server answers 503 while its SQLite database is busy (a loaded 2-core machine): retry a while."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(20):
-            response = super().handle_request(request)
-            if response.status_code != 503:
-                return response
-            response.close()
-            time.sleep(min(0.25 * 2**attempt, 3))
-        return super().handle_request(request)
-
-
 @pytest.fixture(scope="module")
 def api(server: PrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30, transport=RetryingTransport()) as client:
+    with prefect_api(server.url) as client:
         yield client
 
 
@@ -81,10 +69,11 @@ def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict
 @contextmanager
 def process_worker(server: PrefectServer, tmp_path: Path, **env: str) -> Iterator[Path]:
     """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file."""
-    for deployment in httpx.post(f"{server.url}/deployments/filter", json={}, timeout=30).json():
-        if deployment["schedules"]:  # only the runs a test makes may execute
-            paused = httpx.patch(f"{server.url}/deployments/{deployment['id']}", json={"paused": True}, timeout=30)
-            assert paused.status_code == 204, paused.text
+    with prefect_api(server.url) as api:
+        for deployment in api.post("/deployments/filter", json={}).json():
+            if deployment["schedules"]:  # only the runs a test makes may execute
+                paused = api.patch(f"/deployments/{deployment['id']}", json={"paused": True})
+                assert paused.status_code == 204, paused.text
     log = tmp_path / "worker.log"
     worker_env = server.client_env(BAKERY_CHECKOUT=str(REPO), BAKERY_STATE_DIR=str(tmp_path / "state"), **env)
     with open(log, "wb") as out:

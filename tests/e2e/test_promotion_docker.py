@@ -11,7 +11,6 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import httpx
 import pytest
 
 from tasks import promotion
@@ -19,6 +18,7 @@ from tasks.promotion.docker import DockerStages, FamilyRecord
 from tasks.targets.base import Image
 from tasks.targets.docker import DockerTarget
 from tests.e2e.conftest import Bake
+from tests.prefect_api import prefect_api
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,8 @@ def test_promote_supersedes_and_rollback_restores(
     stages = {i.version: i.stage for i in DockerStages(engine).family_images(family)}
     assert stages == {"1.0": "production", "2.0": "superseded"}
     key = f"{family}-docker-promotion"  # the promotion record a person reads in the UI
-    found = httpx.post(f"{prefect_api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}).json()
+    with prefect_api(prefect_api_url) as api:
+        found = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}).json()
     texts = [a["data"] for a in found]
     assert any("# Rollback" in t and f"{family}:1.0" in t for t in texts), texts
     assert any("# Promotion to production" in t and "| superseded |" in t for t in texts), texts

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
 from tasks import promotion
 from tasks.promotion.docker import DockerStages, FamilyRecord
 from tests.e2e.conftest import Bake
+from tests.prefect_api import prefect_api
 
 pytestmark = pytest.mark.e2e
 
@@ -67,9 +67,8 @@ def test_rebuild_stages_a_new_image_and_summarises_it_against_production(
     assert summary["base_changed"] is False  # built from the same local base image
     assert "nginx" in summary["packages"]["added"]  # the template installs it; the base has none
     key = f"{family}-docker-rebuild"
-    artifacts = httpx.post(
-        f"{prefect_api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=30
-    ).json()
+    with prefect_api(prefect_api_url) as api:
+        artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}).json()
     assert artifacts and "Weekly rebuild" in artifacts[0]["data"] and "base image**: unchanged" in artifacts[0]["data"]
 
 
