@@ -373,7 +373,7 @@ def _check_writable(option: str, path: Any) -> None:
 def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
     """Dry run unless --apply: the plan as a table on stdout (or --json), then deletions when asked."""
     from tasks.inputs import check_family, check_target
-    from tasks.retention import RetentionFailed, check_keep, open_store, render
+    from tasks.retention import check_keep, open_store, render
 
     check_target(args.target)
     if args.family:
@@ -383,22 +383,16 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
     from flows.retention import image_retention
 
     quiet_user_error_tracebacks()
-    try:
-        doc = image_retention(target=args.target, family=args.family, keep=keep, apply=args.apply)
-    except RetentionFailed as exc:
-        if not args.json:
-            print(render(exc.result))
-        raise
-    if args.json:
-        return doc
-    print(render(doc))
-    return {"applied": doc["applied"], "deleted": len(doc["deleted_images"])}
+    doc = _tabled(
+        args, render, lambda: image_retention(target=args.target, family=args.family, keep=keep, apply=args.apply)
+    )
+    return doc if args.json else {"applied": doc["applied"], "deleted": len(doc["deleted_images"])}
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Dry run unless --apply: what is labelled and past its time, as a table on stdout (or --json)."""
     from tasks.inputs import check_target, parse_duration
-    from tasks.sweep import SweepFailed, open_sources, render
+    from tasks.sweep import open_sources, render
 
     check_target(args.target)
     if args.max_age:
@@ -407,24 +401,24 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from flows.sweep import sweep_leftovers
 
     quiet_user_error_tracebacks()
+    doc = _tabled(args, render, lambda: sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply))
+    removed = sum(r.get("result") == "removed" for r in doc["resources"])
+    return doc if args.json else {"applied": doc["applied"], "removed": removed}
+
+
+def _tabled(
+    args: argparse.Namespace, render: Callable[[dict[str, Any]], str], job: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run a plan/report job; without ``--json`` its table goes to stdout, also when part of it failed."""
     try:
-        doc = sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply)
-    except SweepFailed as exc:
-        if not args.json:
+        doc = job()
+    except BakeryError as exc:
+        if not args.json and exc.result is not None:
             print(render(exc.result))
         raise
-    if args.json:
-        return doc
-    print(render(doc))
-    return {"applied": doc["applied"], "removed": sum(r.get("result") == "removed" for r in doc["resources"])}
-
-
-def _promotion_failed(exc: BakeryError) -> BakeryError:
-    """A promotion that changed stages and then failed a check still reports what it did (``--json``)."""
-    record = getattr(exc, "record", None)
-    if record is not None and not hasattr(exc, "result"):
-        exc.result = record.to_dict()  # type: ignore[attr-defined]
-    return exc
+    if not args.json:
+        print(render(doc))
+    return doc
 
 
 def _aws_configured(target: str) -> None:
@@ -447,18 +441,15 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
     from flows.promote import promote
 
     quiet_user_error_tracebacks()
-    try:
-        return promote(
-            target=target,
-            family=family,
-            image=image,
-            to=args.to,
-            min_soak=args.min_soak,
-            force=args.force,
-            publish_ssm=args.publish_ssm,
-        )
-    except BakeryError as exc:
-        raise _promotion_failed(exc) from None
+    return promote(
+        target=target,
+        family=family,
+        image=image,
+        to=args.to,
+        min_soak=args.min_soak,
+        force=args.force,
+        publish_ssm=args.publish_ssm,
+    )
 
 
 def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
@@ -470,10 +461,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from flows.promote import rollback
 
     quiet_user_error_tracebacks()
-    try:
-        return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm)
-    except BakeryError as exc:
-        raise _promotion_failed(exc) from None
+    return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
@@ -510,9 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = handler(args)
     except BakeryError as exc:
-        partial = getattr(exc, "result", None)
-        if args.json and isinstance(partial, dict):
-            print(json.dumps(partial, indent=2, default=str))  # a partial result is still one document
+        if args.json and exc.result is not None:
+            print(json.dumps(exc.result, indent=2, default=str))  # a partial result is still one document
         print(f"bake {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -170,7 +170,5 @@ def rebuild(
     failed = [f"{r['family']} on {r['target']}: {r['message']}" for r in results if r["result"] != "staged"]
     document = {"families": results, "stale": stale}
     if failed:
-        error = JobFailed(f"rebuild: {len(failed)} of {len(results)} failed: " + "; ".join(failed))
-        error.result = document  # type: ignore[attr-defined]  # `bake --json` still prints the summary
-        raise error
+        raise JobFailed(f"rebuild: {len(failed)} of {len(results)} failed: " + "; ".join(failed), document)
     return document

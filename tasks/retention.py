@@ -143,13 +143,6 @@ class ImageStore(Protocol):
 class RetentionFailed(JobFailed):
     """Some deletions failed (exit 1); ``result`` is the full report, printed with ``--json``."""
 
-    def __init__(self, message: str, result: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.result = result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.result))
-
 
 # --- inputs ----------------------------------------------------------------------------------------------
 

@@ -73,13 +73,6 @@ class Source(Protocol):
 class SweepFailed(JobFailed):
     """Some removals failed (exit 1); ``result`` is the full report."""
 
-    def __init__(self, message: str, result: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.result = result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.result))
-
 
 def parse_time(value: str | None) -> datetime | None:
     if not value:

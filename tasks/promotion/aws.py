@@ -51,8 +51,11 @@ class ProblemAfterPromotion(JobFailed):
     """The stages are right, but a check after the change failed (exit 1); ``record`` says what was done."""
 
     def __init__(self, message: str, record: PromotionRecord) -> None:
-        super().__init__(message)
+        super().__init__(message, record.to_dict())
         self.record = record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.record))
 
 
 def _region() -> str | None:
