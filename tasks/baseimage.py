@@ -16,8 +16,9 @@ from tasks.errors import JobFailed
 
 DEFAULT_BASE_IMAGE = "bakery/debian:bookworm"
 SUITE = "bookworm"
-# What a cloud base image (an Ubuntu AMI, say) already has: init, sshd, sudo, and python3 for Ansible.
-INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "ca-certificates")
+# What a cloud base image (an Ubuntu AMI, say) already has: init, sshd, sudo, and python3 with its apt
+# bindings for Ansible (without python3-apt, Ansible's apt module installs it first: ~2 s per build).
+INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "python3-apt", "ca-certificates")
 
 log = logging.getLogger(__name__)
 

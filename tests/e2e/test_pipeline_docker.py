@@ -28,20 +28,27 @@ service:
 """
 
 
-@pytest.fixture
-def version(engine: docker.DockerClient) -> Iterator[str]:
-    """A fresh version; its tag is removed afterwards (the stage tags stay, as a user's would)."""
-    value = f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
-    yield value
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(f"app-base:{value}")
-
-
 def stage_id(engine: docker.DockerClient, tag: str) -> str | None:
     try:
         return str(engine.images.get(tag).id)
     except docker.errors.ImageNotFound:
         return None
+
+
+@pytest.fixture
+def version(engine: docker.DockerClient) -> Iterator[str]:
+    """A fresh version; afterwards its image is removed and ``app-base:staging`` points where it did before
+    (the tests use the README's family, which may be the user's own)."""
+    value = f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
+    before = stage_id(engine, "app-base:staging")
+    yield value
+    with contextlib.suppress(docker.errors.APIError):
+        if before is not None:
+            engine.images.get(before).tag("app-base", "staging")
+        elif stage_id(engine, "app-base:staging") == stage_id(engine, f"app-base:{value}"):
+            engine.images.remove("app-base:staging")
+    with contextlib.suppress(docker.errors.APIError):
+        engine.images.remove(f"app-base:{value}")
 
 
 def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient, version: str) -> None:
