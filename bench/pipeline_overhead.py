@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,9 +18,11 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._images import remove_family_images
 from bench._servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
+FAMILY = "bench-pipeline"  # its own family: the bench never moves a user's app-base tags
 BIN = Path(sys.executable).parent
 # The seed's checks (packer/test/image_spec.yaml) as a plain shell script.
 CHECKS = (
@@ -49,6 +50,7 @@ def bare_pipeline(version: str) -> float:
             "build",
             "-only=docker.base",
             f"-var=image_version={version}",
+            f"-var=image_name={FAMILY}",
             f"-var=manifest_path={tmp}/manifest.json",
             ".",
             cwd=REPO / "packer",
@@ -68,7 +70,7 @@ def bare_pipeline(version: str) -> float:
             "/run",
             "--tmpfs",
             "/run/lock",
-            f"app-base:{version}",
+            f"{FAMILY}:{version}",
         ).strip()
         try:
             pub = key.with_suffix(".pub").read_text().strip()
@@ -118,7 +120,7 @@ def bare_pipeline(version: str) -> float:
                 time.sleep(0.2)
         finally:
             sh("docker", "rm", "-f", cid)
-        sh("docker", "tag", f"app-base:{version}", "app-base:bench-staging")
+        sh("docker", "tag", f"{FAMILY}:{version}", f"{FAMILY}:staging")
     return time.monotonic() - started
 
 
@@ -126,7 +128,12 @@ def bakery_pipeline(version: str, api_url: str, state: Path) -> float:
     env = {**os.environ, "PREFECT_API_URL": api_url, "BAKERY_STATE_DIR": str(state)}
     started = time.monotonic()
     result = subprocess.run(
-        [str(BIN / "bake"), "run", "--version", version], cwd=REPO, env=env, capture_output=True, text=True, check=False
+        [str(BIN / "bake"), "run", "--family", FAMILY, "--version", version],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     elapsed = time.monotonic() - started
     if result.returncode != 0:
@@ -138,21 +145,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bare_times, bakery_times, versions = [], [], []
-    with prefect_server() as api_url, tempfile.TemporaryDirectory() as state:
-        versions.append(warm := f"0.0.0-warm.{uuid.uuid4().hex[:6]}")
-        bakery_pipeline(warm, api_url, Path(state))  # warm caches once
-        for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
-            versions += [v1 := f"0.0.0-bare.{uuid.uuid4().hex[:6]}", v2 := f"0.0.0-bake.{uuid.uuid4().hex[:6]}"]
-            bare_times.append(bare_pipeline(v1))
-            bakery_times.append(bakery_pipeline(v2, api_url, Path(state)))
-    for v in versions:
-        subprocess.run(["docker", "rmi", f"app-base:{v}"], capture_output=True, check=False)
+    bare_times: list[float] = []
+    bakery_times: list[float] = []
+    try:
+        with prefect_server() as api_url, tempfile.TemporaryDirectory() as state:
+            bakery_pipeline(f"0.0.0-warm.{uuid.uuid4().hex[:6]}", api_url, Path(state))  # warm caches once
+            for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
+                bare_times.append(bare_pipeline(f"0.0.0-bare.{uuid.uuid4().hex[:6]}"))
+                bakery_times.append(bakery_pipeline(f"0.0.0-bake.{uuid.uuid4().hex[:6]}", api_url, Path(state)))
+    finally:
+        remove_family_images(FAMILY)
     bare, bakery = statistics.median(bare_times), statistics.median(bakery_times)
     print(f"bare commands : median {bare:.2f} s  {[round(t, 2) for t in bare_times]}")
     print(f"bake run      : median {bakery:.2f} s  {[round(t, 2) for t in bakery_times]}")
     print(f"ratio bake/bare: {bakery / bare:.2f}  (target <= 1.25)   overhead: {bakery - bare:.2f} s")
-    shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._images import remove_family_images
 from bench._servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,13 +54,6 @@ def rebuild(families: Path, api_url: str, state: Path) -> float:
     return elapsed
 
 
-def remove_images(family: str) -> None:
-    listing = ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", family]
-    listed = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
-    if listed:
-        subprocess.run(["docker", "rmi", "-f", *listed], capture_output=True, check=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -81,7 +75,7 @@ def main() -> None:
                     print(f"round {round_ + 1}: {name:>4} {times[name][-1]:6.2f} s", file=sys.stderr)
     finally:
         for family in FAMILIES:
-            remove_images(family)
+            remove_family_images(family)
     a, b, both = (statistics.median(times[k]) for k in ("a", "b", "both"))
     slowest = max(a, b)
     print(f"family A alone : median {a:.2f} s  {[round(t, 2) for t in times['a']]}")
