@@ -1,7 +1,7 @@
 """SSH with a pinned host key, a bounded wait until the host answers, and commands with a hard timeout.
 
-paramiko's ``AutoAddPolicy`` and ``WarningPolicy`` accept any host key; here the only keys a client knows
-are the pinned ones and ``RejectPolicy`` refuses everything else. No system known_hosts, agent or
+The only keys a client knows are the pinned ones, and ``RejectPolicy`` refuses every other key: a host
+whose key is unknown or different is never talked to. No system known_hosts, agent or
 ``~/.ssh`` key is ever consulted.
 """
 
