@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ import docker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._run import timed  # noqa: E402
 from tasks import ssh  # noqa: E402
 from tests.e2e.verify_host import IMAGE, LABELS, SECRET, _context, fifty_checks  # noqa: E402
 
@@ -179,7 +179,8 @@ def test_python(host):
     assert re.search("^Python 3", result.stdout, re.M)
 '''
 
-# testinfra's paramiko backend uses WarningPolicy and never reads UserKnownHostsFile: pin it here.
+# testinfra's paramiko backend does not pin host keys (it ignores UserKnownHostsFile): this conftest loads the
+# known_hosts file and makes every client refuse any other key, so all three ways are pinned alike.
 PIN = """
 import paramiko
 
@@ -223,16 +224,6 @@ def start(engine: docker.DockerClient, public_key: str) -> tuple[docker.models.c
     return container, port, host_key
 
 
-def timed(command: list[str], cwd: Path | None = None) -> float:
-    started = time.monotonic()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        output = done.stdout[-2000:] + done.stderr[-2000:]
-        raise SystemExit(f"{shlex.join(command)[:200]} failed ({done.returncode}):\n{output}")
-    return elapsed
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds after one warm-up (default 5)")
@@ -267,7 +258,7 @@ def main() -> int:
                 return timed(
                     [str(BIN / "bake"), "verify", "--host", "127.0.0.1", "--port", str(port), "--user", "deploy",
                      "--key", str(key), "--known-hosts", str(known_hosts), "--spec", str(spec)],
-                )  # fmt: skip
+                )[0]  # fmt: skip
 
             def testinfra() -> float:
                 hosts = f"--hosts=paramiko://deploy@127.0.0.1:{port}?ssh_identity_file={key}"
@@ -275,7 +266,7 @@ def main() -> int:
                     [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", hosts, f"--ssh-config={ssh_config}",
                      "--sudo", "test_fifty.py"],
                     cwd=tests,
-                )  # fmt: skip
+                )[0]  # fmt: skip
 
             def per_check() -> float:
                 started = time.monotonic()

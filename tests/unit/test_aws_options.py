@@ -42,8 +42,8 @@ def test_defaults() -> None:
 
 
 def test_options_from_a_deployment_form_are_checked() -> None:
-    options = check_aws_options({"subnet": "subnet-0123456789abcdef0", "ssh_cidr": "10.1.0.0/16"})
-    assert (options.subnet, options.ssh_cidr) == ("subnet-0123456789abcdef0", "10.1.0.0/16")
+    options = check_aws_options({"subnet": "subnet-0123456789abcdef0", "ssh_cidr": "198.51.100.0/24"})
+    assert (options.subnet, options.ssh_cidr) == ("subnet-0123456789abcdef0", "198.51.100.0/24")
     with pytest.raises(UsageError, match="unknown option"):
         check_aws_options({"subnetid": "x"})
 
@@ -55,7 +55,7 @@ def test_options_from_a_deployment_form_are_checked() -> None:
         ({"instance_type": "huge"}, "--instance-type 'huge': not an instance type"),
         ({"ssh_user": "root; rm -rf /"}, "--ssh-user 'root; rm -rf /': not a user name"),
         ({"ssh_address": "elastic"}, "--ssh-address 'elastic': expected private or public"),
-        ({"ssh_cidr": "10.0.0.1/8"}, "--ssh-cidr '10.0.0.1/8': not a CIDR block"),
+        ({"ssh_cidr": "198.51.100.7/24"}, "--ssh-cidr '198.51.100.7/24': not a CIDR block"),
         ({"ssh_cidr": "anywhere"}, "--ssh-cidr 'anywhere': not a CIDR block"),
         ({"host_key": "dns"}, "--host-key-source 'dns': expected user-data or console"),
         ({"instance_profile": "no spaces allowed"}, "--instance-profile 'no spaces allowed'"),

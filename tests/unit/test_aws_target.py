@@ -214,8 +214,8 @@ def test_launch_tags_everything_at_creation_and_admits_ssh_from_the_vpc_only(ec2
 
 
 def test_launch_in_a_subnet_uses_its_vpc_and_the_given_cidr(ec2: Any, run: Run) -> None:
-    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+    vpc = ec2.create_vpc(CidrBlock="198.18.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="198.18.1.0/24")["Subnet"]["SubnetId"]
     options = AwsOptions(subnet=subnet, ssh_cidr="192.0.2.7/32", instance_type="t3.small")
     instance = AwsTarget(options, ec2=ec2).launch(image_of(ec2), run)
     described = target_aws.describe_instance(ec2, instance.id)
@@ -307,7 +307,7 @@ def test_preflight_names_a_missing_subnet_before_anything_is_made(ec2: Any) -> N
 
 def test_public_address_without_one_is_a_clear_error() -> None:
     with pytest.raises(JobFailed, match="has no public address"):
-        target_aws.instance_address({"InstanceId": "i-1", "PrivateIpAddress": "10.0.0.1"}, "public")
+        target_aws.instance_address({"InstanceId": "i-1", "PrivateIpAddress": "198.18.0.10"}, "public")
     assert target_aws.instance_address({"InstanceId": "i-1", "PublicIpAddress": "192.0.2.1"}, "public") == (
         "192.0.2.1",
         22,
