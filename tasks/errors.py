@@ -19,8 +19,16 @@ class BakeryError(Exception):
         self.result = result
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Prefect pickles a flow's exception; keep the result through that.
-        return (type(self), (str(self), self.result))
+        # Prefect pickles a flow's exception: rebuild it without calling a subclass's own __init__, and keep
+        # everything it carries (the result, an AWS failure's retryable, a promotion record).
+        return (_rebuilt, (type(self), str(self), self.__dict__))
+
+
+def _rebuilt(cls: type[BakeryError], message: str, state: dict[str, Any]) -> BakeryError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(BakeryError):

@@ -54,9 +54,6 @@ class ProblemAfterPromotion(JobFailed):
         super().__init__(message, record.to_dict())
         self.record = record
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.record))
-
 
 def _region() -> str | None:
     """``AWS_REGION`` as well as ``AWS_DEFAULT_REGION`` (botocore itself reads only the latter)."""

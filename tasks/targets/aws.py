@@ -84,9 +84,6 @@ class AwsFailed(JobFailed):
         super().__init__(message)
         self.retryable = retryable
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.retryable))
-
 
 # ------------------------------------------------------------------------------------------ settings
 
