@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._images import remove_family_images
+from bench._run import remove_family_images, timed
 from bench._servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,19 +126,7 @@ def bare_pipeline(version: str) -> float:
 
 def bakery_pipeline(version: str, api_url: str, state: Path) -> float:
     env = {**os.environ, "PREFECT_API_URL": api_url, "BAKERY_STATE_DIR": str(state)}
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / "bake"), "run", "--family", FAMILY, "--version", version],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"bake run failed:\n{result.stderr[-2000:]}")
-    return elapsed
+    return timed([str(BIN / "bake"), "run", "--family", FAMILY, "--version", version], REPO, env)[0]
 
 
 def main() -> None:

@@ -13,14 +13,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._images import remove_family_images
+from bench._run import remove_family_images, timed
 from bench._servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,20 +35,11 @@ def families_file(directory: Path, name: str, families: tuple[str, ...]) -> Path
 
 def rebuild(families: Path, api_url: str, state: Path) -> float:
     env = {**os.environ, "PREFECT_API_URL": api_url, "BAKERY_STATE_DIR": str(state)}
-    started = time.monotonic()
-    done = subprocess.run(
-        [BAKE, "--json", "rebuild", "--families", str(families), "--max-parallel", "2"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"bake rebuild --families {families.name} failed:\n{done.stderr[-3000:]}")
-    staged = [f["result"] for f in json.loads(done.stdout)["families"]]
-    assert staged and set(staged) == {"staged"}, staged
+    command = [BAKE, "--json", "rebuild", "--families", str(families), "--max-parallel", "2"]
+    elapsed, done = timed(command, REPO, env)
+    results = [f["result"] for f in json.loads(done.stdout)["families"]]
+    if not results or set(results) != {"staged"}:
+        raise SystemExit(f"bake rebuild --families {families.name}: expected every family staged, got {results}")
     return elapsed
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._moto import CountingMotoServer, ec2_backend, moto_server
+from bench._run import timed
 from bench._servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,15 +94,6 @@ def end_state(snapshots: dict[str, str]) -> tuple[list[str], int]:
     return versions, len(left & set(snapshots.values()))
 
 
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.monotonic()
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return elapsed, done
-
-
 def calls_text(calls: dict[str, int]) -> str:
     return ", ".join(f"{action} {n}" for action, n in sorted(calls.items(), key=lambda kv: -kv[1]))
 
@@ -129,13 +120,13 @@ def main() -> None:
         script.write_text(SEED_SCRIPT.replace("KEEP_COUNT=5", f"KEEP_COUNT={opts.keep}"))
 
         snapshots = build_fixture(server, opts.images)
-        seed_time, _ = timed(["bash", str(script)], env)
+        seed_time, _ = timed(["bash", str(script)], REPO, env)
         seed_calls = dict(server.counter.calls)
         seed_state = end_state(snapshots)
 
         snapshots = build_fixture(server, opts.images)
         bake_args = [str(BIN / "bake"), "retention", "--target", "aws", "--family", FAMILY]
-        bake_time, _ = timed([*bake_args, "--keep", str(opts.keep), "--apply"], env)
+        bake_time, _ = timed([*bake_args, "--keep", str(opts.keep), "--apply"], REPO, env)
         bake_calls = dict(server.counter.calls)
         bake_state = end_state(snapshots)
 
