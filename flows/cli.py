@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--families", default="deployments/families.yaml", metavar="FILE", help="families file")
     rebuild.add_argument("--target", help="only this target (default: every target a family lists)")
     rebuild.add_argument("--max-parallel", type=int, default=2, metavar="N", help="builds at once (default: 2)")
+    rebuild.add_argument("--force", action="store_true", help="build every family, changed or not")
+    rebuild.add_argument(
+        "--max-age", default="7d", metavar="D", help="build a family whose current image is older (default: 7d)"
+    )
     rebuild.set_defaults(handler=cmd_rebuild)
     return parser
 
@@ -465,16 +469,23 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.inputs import check_target
+    from tasks.inputs import check_target, parse_duration
     from tasks.rebuild import load_families
 
     if args.target:
         check_target(args.target)
+    parse_duration(args.max_age, "--max-age")
     load_families(args.families)  # a bad families file is exit 2 before Prefect starts
     from flows.rebuild import rebuild
 
     quiet_user_error_tracebacks()
-    return rebuild(families_file=args.families, target=args.target, max_parallel=args.max_parallel)
+    return rebuild(
+        families_file=args.families,
+        target=args.target,
+        max_parallel=args.max_parallel,
+        force=args.force,
+        max_age=args.max_age,
+    )
 
 
 def configure_logging() -> None:

@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
-from tasks import keys
+from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName
 from tasks.locks import family_lock
@@ -291,10 +291,22 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
     if request.target == "docker":
         _ensure_docker_base(target)
     workdir = run_workdir(run_id)
+    built_from, base_note = provenance.build_inputs(request, templates)
+    if base_note:
+        get_run_logger().warning("the base of this build cannot be told (%s): a rebuild will not skip it", base_note)
     manifest = build_image(request, templates, workdir, run_id)
     image = target.image_from_artifact(manifest[-1].artifact_id, request.family, request.version)
     set_stage(target, image, "testing", run_id)
+    _record_inputs(request, image, built_from)
     return image
+
+
+def _record_inputs(request: PipelineRequest, image: Image, built_from: provenance.BuildInputs) -> None:
+    """What the image was built from, for the weekly rebuild; without it a rebuild builds (never skips)."""
+    try:
+        provenance.record(request.target, image.id, built_from)
+    except Exception as exc:
+        get_run_logger().warning("could not record the build inputs of %s: %s", image.name or image.id, exc)
 
 
 def _ensure_docker_base(target: Target) -> None:

@@ -1,6 +1,8 @@
-"""The weekly rebuild: every family in ``deployments/families.yaml`` through the whole pipeline.
+"""The weekly rebuild: every family in ``deployments/families.yaml`` that changed, through the whole pipeline.
 
-Each (family, target) runs ``image_pipeline`` as a subflow, at most ``max_parallel`` at once (the
+Each (family, target) is first checked against its current staging/production image (base, templates
+and variables, spec, pending package updates, age: ``tasks/rebuild.py``) and skipped when nothing
+changed; the rest run ``image_pipeline`` as a subflow, at most ``max_parallel`` at once (the
 pipeline itself holds the family's build slot, so a rebuild never overlaps another build of the same
 family, scheduled or pressed by hand). Each family gets a summary artifact: the result, the new
 version, whether the base image changed, package changes against the current production, and that
@@ -11,6 +13,7 @@ A failed family does not stop the others; the flow fails at the end if any did.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow, task
@@ -23,8 +26,9 @@ from flows.pipeline import image_pipeline
 from tasks import promotion
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
-from tasks.inputs import TargetName, check_target
+from tasks.inputs import TargetName, check_target, parse_duration
 from tasks.promotion import StagedImage, utcnow
+from tasks.request import prepare
 from tasks.steps import artifact_key
 
 MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
@@ -35,16 +39,24 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.FamilySummary:
-    """One family on one target: note the production, run the pipeline, compare, summarise."""
+def rebuild_family(
+    spec: lib.FamilySpec,
+    target: str,
+    run_id: str,
+    force: bool = False,
+    max_age: timedelta = lib.DEFAULT_MAX_AGE,
+) -> lib.FamilySummary:
+    """One family on one target: note the production, decide, run the pipeline, compare, summarise."""
     logger = get_run_logger()
     now = utcnow()
     summary = lib.FamilySummary(family=spec.family, target=target, result="failed", now=now)
     store: Any = None
+    images: list[StagedImage] = []
     before: StagedImage | None = None
     try:
         store = promotion.store_for(target)
-        before = lib.production_of(store.family_images(spec.family))
+        images = store.family_images(spec.family)
+        before = lib.production_of(images)
     except Exception as exc:
         summary.base_note = f"could not read the current production: {_first_line(exc)}"
     if before is not None:
@@ -60,6 +72,13 @@ def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.Family
             summary.production_age_days,
             lib.STALE_AFTER.days,
         )
+    decision = _decide(spec, target, images, run_id, store, force, max_age, now)
+    summary.decision = decision
+    logger.info("%s on %s: %s", spec.family, target, decision.text)
+    if not decision.build:
+        summary.result = "skipped"
+        summary.version = decision.compared_version
+        return summary
     try:
         result = image_pipeline(
             target=check_target(target),
@@ -79,6 +98,35 @@ def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.Family
     summary.image = str(result.get("image_id", ""))
     _compare(summary, store, before, result, run_id)
     return summary
+
+
+def _decide(
+    spec: lib.FamilySpec,
+    target: str,
+    images: list[StagedImage],
+    run_id: str,
+    store: Any,
+    force: bool,
+    max_age: timedelta,
+    now: datetime,
+) -> lib.Decision:
+    """Gather what changed since the family's current image (the checks are plain code in tasks/)."""
+    if force:
+        return lib.decide(lib.Observation(lib.current_image(images), None, "", ""), force=True, now=now)
+    try:
+        request = prepare(
+            target=target,
+            family=spec.family,
+            template_dir=spec.template_dir,
+            spec=spec.spec,
+            variables=dict(spec.variables),
+            var_files=list(spec.var_files),
+            only=spec.only or "",
+        )
+    except UsageError as exc:  # the pipeline reports it properly
+        return lib.Decision(True, (f"the request cannot be checked ({_first_line(exc)})",))
+    observed = lib.observe(request, images, run_id, engine=getattr(store, "engine", None))
+    return lib.decide(observed, max_age=max_age, now=now)
 
 
 def _compare(
@@ -121,9 +169,16 @@ def _ami_tag(store: Any, image_id: str, key: str) -> str | None:
 
 
 @task(name="rebuild-family", cache_policy=NO_CACHE, task_run_name="rebuild-{spec.family}-{target}")
-def rebuild_one(spec: lib.FamilySpec, target: str, slots: threading.BoundedSemaphore, run_id: str) -> dict[str, Any]:
+def rebuild_one(
+    spec: lib.FamilySpec,
+    target: str,
+    slots: threading.BoundedSemaphore,
+    run_id: str,
+    force: bool = False,
+    max_age: timedelta = lib.DEFAULT_MAX_AGE,
+) -> dict[str, Any]:
     with slots:
-        summary = rebuild_family(spec, target, run_id)
+        summary = rebuild_family(spec, target, run_id, force, max_age)
     create_markdown_artifact(
         summary.to_markdown(),
         key=artifact_key(spec.family, target, "rebuild"),
@@ -137,13 +192,21 @@ def rebuild(
     families_file: str = lib.DEFAULT_FAMILIES,
     target: TargetName | None = None,
     max_parallel: int = 2,
+    force: bool = False,
+    max_age: str = "7d",
 ) -> dict[str, Any]:
-    """Rebuild every family (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
+    """Rebuild every family that changed (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
+
+    A family is built when its base image, templates, variables, spec or packages changed since its
+    current staging/production image, when that image is older than max_age, or when forced; else it is
+    skipped, and the summary says why either way.
 
     Args:
         families_file: the families file (family, template dir, var files, targets).
         target: rebuild only this target's images (empty: every target a family lists).
         max_parallel: how many family builds run at once.
+        force: build every family, changed or not.
+        max_age: build a family whose current image is older than this (90s, 15m, 2h, 7d), changed or not.
     """
     from prefect.runtime import flow_run
 
@@ -152,22 +215,23 @@ def rebuild(
         check_target(target)
     if not 1 <= max_parallel <= MAX_WORKERS:
         raise UsageError(f"max_parallel {max_parallel}: expected 1 to {MAX_WORKERS}")
+    oldest = parse_duration(max_age, "--max-age")
     jobs = [(f, t) for f in families for t in f.targets if target in (None, t)]
     if not jobs:
         raise UsageError(f"{families_file}: no family lists target {target!r}")
     run_id = str(flow_run.id or "local")
     slots = threading.BoundedSemaphore(max_parallel)
-    futures = [rebuild_one.submit(spec, t, slots, run_id) for spec, t in jobs]
+    futures = [rebuild_one.submit(spec, t, slots, run_id, force, oldest) for spec, t in jobs]
     results = [future.result() for future in futures]
     rows = [r.pop("row") for r in results]
     create_table_artifact(rows, key="rebuild-summary", description=f"weekly rebuild of {len(rows)} image(s)")
     logger = get_run_logger()
     for r in results:
-        logger.info("%s on %s: %s %s", r["family"], r["target"], r["result"], r["version"] or r["message"])
+        logger.info("%s on %s: %s", r["family"], r["target"], r["decision"]["text"] if r["decision"] else r["result"])
     stale = [f"{r['family']} ({r['target']})" for r in results if r["stale"]]
     if stale:
         logger.error("STALE PRODUCTION (over %d days): %s", lib.STALE_AFTER.days, ", ".join(stale))
-    failed = [f"{r['family']} on {r['target']}: {r['message']}" for r in results if r["result"] != "staged"]
+    failed = [f"{r['family']} on {r['target']}: {r['message']}" for r in results if r["result"] == "failed"]
     document = {"families": results, "stale": stale}
     if failed:
         raise JobFailed(f"rebuild: {len(failed)} of {len(results)} failed: " + "; ".join(failed), document)

@@ -9,13 +9,21 @@
         variables: {instance_type: t3.small}            # default: none
         spec: packer/test/image_spec.yaml                # default: the shipped spec
         targets: [docker, aws]           # default: [docker]
+
+Before building a family the rebuild asks whether anything changed since its current ``staging`` or
+``production`` image (``observe`` gathers, ``decide`` rules): the base the template would use now, the
+inputs hash and the spec hash against those recorded at build time (``tasks/provenance.py``), pending
+package updates in the image (Docker: an ``apt-get`` simulation in a throwaway container of it), and its
+age against ``max_age``. Anything that differs, cannot be checked or is unknown means a build, with the
+reason; a skip says what was checked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +33,15 @@ import yaml
 from tasks import inputs
 from tasks.errors import UsageError
 from tasks.promotion import StagedImage, human, iso
-from tasks.request import DEFAULT_SPEC, state_dir
+from tasks.provenance import BuildInputs
+from tasks.request import DEFAULT_SPEC, PipelineRequest, state_dir
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
 DEFAULT_FAMILIES = "deployments/families.yaml"
 _KEYS = {"family", "template_dir", "var_files", "variables", "spec", "targets", "only"}
+DEFAULT_MAX_AGE = timedelta(days=7)
+PENDING_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -198,7 +209,7 @@ class FamilySummary:
 
     family: str
     target: str
-    result: str  # staged | failed
+    result: str  # staged | skipped | failed
     version: str = ""
     image: str = ""
     message: str = ""
@@ -209,6 +220,7 @@ class FamilySummary:
     production: str = ""
     production_built: datetime | None = None
     production_age_days: float | None = None
+    decision: Decision | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -222,6 +234,7 @@ class FamilySummary:
             if self.packages
             else None
         )
+        data["decision"] = self.decision.to_dict() if self.decision else None
         data["production_built"] = iso(self.production_built) if self.production_built else None
         data["now"] = iso(self.now)
         data["stale"] = self.stale
@@ -231,6 +244,8 @@ class FamilySummary:
         what = f"{self.family} on {self.target}: {self.result}"
         if self.result == "staged":
             what += f", version {self.version}"
+        if self.decision is not None:
+            what += f" ({self.decision.text})"
         return what
 
     def to_markdown(self) -> str:
@@ -242,6 +257,10 @@ class FamilySummary:
                 "",
             ]
         lines.append(f"- **result**: {self.result}" + (f" — {self.message}" if self.message else ""))
+        if self.decision is not None:
+            lines.append(f"- **decision**: {self.decision.text}")
+        if self.result == "skipped":
+            return "\n".join(lines) + "\n"
         if self.version:
             lines.append(f"- **new version**: `{self.version}` (`{self.image[:19]}`), now at staging")
         if self.production:
@@ -263,7 +282,8 @@ class FamilySummary:
             "family": self.family,
             "target": self.target,
             "result": self.result,
-            "new version": self.version or "-",
+            "why": self.decision.text if self.decision else "-",
+            "new version": self.version if self.result == "staged" else "-",
             "base changed": {True: "yes", False: "no", None: "?"}[self.base_changed],
             "package changes": str(self.packages.count) if self.packages else "?",
             "production": self.production or "-",
@@ -286,3 +306,203 @@ def age_days(image: StagedImage, now: datetime) -> float | None:
 
 def run_dir(run_id: str) -> Path:
     return state_dir() / "runs" / run_id
+
+
+# ------------------------------------------------------------------------ build only what changed
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the rebuild found for one family on one target, before deciding.
+
+    ``base``/``pending`` are ``None`` when that check could not be made; ``*_note`` says why.
+    """
+
+    current: StagedImage | None
+    recorded: BuildInputs | None
+    inputs: str
+    spec: str
+    base: str | None = None
+    base_note: str = ""
+    pending: tuple[str, ...] | None = None
+    pending_note: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Build or skip, and why: ``reasons`` for a build, ``checked`` for what a skip rests on."""
+
+    build: bool
+    reasons: tuple[str, ...] = ()
+    checked: tuple[str, ...] = ()
+    compared_with: str = ""
+    compared_version: str = ""
+
+    @property
+    def text(self) -> str:
+        if self.build:
+            return "built because " + "; ".join(self.reasons)
+        return f"skipped: unchanged since version {self.compared_version} (checked " + ", ".join(self.checked) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "build": self.build,
+            "reasons": list(self.reasons),
+            "checked": list(self.checked),
+            "compared_with": self.compared_with,
+            "compared_version": self.compared_version,
+            "text": self.text,
+        }
+
+
+def short(value: str) -> str:
+    """``sha256:abcd…`` ids cut to 19 characters; AMI ids whole."""
+    return value[:19] if value.startswith("sha256:") else value
+
+
+def current_image(images: list[StagedImage]) -> StagedImage | None:
+    """The family's newest image at ``staging`` or ``production``: what a rebuild would replace."""
+    candidates = [i for i in images if i.stage in ("staging", "production")]
+    if not candidates:
+        return None
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return max(candidates, key=lambda i: (i.created or oldest, i.stage == "staging"))
+
+
+def decide(
+    observed: Observation, *, force: bool = False, max_age: timedelta = DEFAULT_MAX_AGE, now: datetime
+) -> Decision:
+    """Build when anything differs, cannot be checked, or the image is too old; skip otherwise."""
+    current = observed.current
+    if force:
+        return Decision(True, ("forced",), compared_with=current.label if current else "")
+    if current is None:
+        return Decision(True, ("no staging or production image to compare with",))
+    where = {"compared_with": current.label, "compared_version": current.version}
+    recorded = observed.recorded
+    if recorded is None:
+        return Decision(True, (f"{current.label} has no recorded build inputs (built by an older bakery)",), **where)
+    reasons: list[str] = []
+    checked: list[str] = []
+    if observed.base is None:
+        reasons.append(f"the base check failed ({observed.base_note or 'unknown base'})")
+    elif not recorded.base:
+        reasons.append("the base it was built from was not recorded")
+    elif observed.base != recorded.base:
+        reasons.append(f"base changed from {short(recorded.base)} to {short(observed.base)}")
+    else:
+        checked.append(f"base {short(observed.base)}")
+    if observed.inputs != recorded.inputs:
+        reasons.append("templates, var files or variables changed")
+    else:
+        checked.append("templates and variables")
+    if observed.spec != recorded.spec:
+        reasons.append("the verification spec changed")
+    else:
+        checked.append("spec")
+    if observed.pending is None:
+        if observed.pending_note.startswith("not checked"):
+            checked.append(f"pending updates {observed.pending_note}")
+        else:
+            reasons.append(f"the pending-updates check failed ({observed.pending_note or 'no result'})")
+    elif observed.pending:
+        listed = ", ".join(observed.pending[:PENDING_SHOWN])
+        more = f" and {len(observed.pending) - PENDING_SHOWN} more" if len(observed.pending) > PENDING_SHOWN else ""
+        reasons.append(f"{len(observed.pending)} pending updates: {listed}{more}")
+    else:
+        checked.append("0 pending updates")
+    if current.created is None:
+        reasons.append(f"the age of {current.label} is unknown")
+    elif now - current.created > max_age:
+        reasons.append(f"older than {human(max_age)} (built {human(now - current.created)} ago)")
+    else:
+        checked.append(f"age {human(now - current.created)} (max {human(max_age)})")
+    return Decision(bool(reasons), tuple(reasons), tuple(checked), **where)
+
+
+APT_CHECK = (
+    "if ! command -v apt-get >/dev/null 2>&1; then echo no-apt; exit 0; fi; "
+    "apt-get update -q -o Acquire::Languages=none >/tmp/bakery-apt-update.log 2>&1 "
+    "|| { echo update-failed; tail -n 3 /tmp/bakery-apt-update.log; exit 0; }; "
+    "echo apt; apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>&1"
+)
+
+
+def apt_cache_dir(family: str) -> Path:
+    """Package lists kept between checks (per family: apt locks its lists while updating), so a check
+    only fetches what changed on the mirror. A cache: deleting it costs one full download."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "bakery" / "apt-lists" / family
+
+
+def docker_pending_updates(engine: Any, image_id: str, run_id: str, family: str) -> tuple[str, ...]:
+    """Updates ``apt-get`` would install in ``image_id`` now, from a throwaway container of it.
+
+    The container talks only to the package mirrors the image's own sources name (as the build did), is
+    labelled like every run resource (a sweep finds a leftover) and is removed.
+
+    Raises:
+        RuntimeError: the image has no apt, the mirror cannot be reached, or the container fails.
+    """
+    from tasks.request import expires_at
+    from tasks.targets.docker import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
+    from tasks.verify.resources.pending_updates import apt_pending
+
+    cache = apt_cache_dir(family)
+    (cache / "partial").mkdir(parents=True, exist_ok=True)
+    output = engine.containers.run(
+        image_id,
+        entrypoint=["sh", "-c"],
+        command=[APT_CHECK],
+        remove=True,
+        volumes={str(cache): {"bind": "/var/lib/apt/lists", "mode": "rw"}},
+        labels={
+            LABEL_RUN_ID: run_id,
+            LABEL_EXPIRES_AT: iso(expires_at(timedelta(minutes=10))),
+            LABEL_FAMILY: family,
+        },
+    ).decode(errors="replace")
+    first, _, rest = output.partition("\n")
+    if first.strip() == "no-apt":
+        raise RuntimeError("the image has no apt-get")
+    if first.strip() != "apt":
+        raise RuntimeError("apt-get update failed: " + " ".join(rest.split())[:200])
+    return tuple(str(p) for p in apt_pending(rest))
+
+
+def observe(request: PipelineRequest, images: list[StagedImage], run_id: str, engine: Any = None) -> Observation:
+    """Everything ``decide`` compares, for one family on one target; a check that fails is noted, not raised.
+
+    The pending-updates check (a container start and an ``apt-get update``) runs only when nothing cheaper
+    already calls for a build.
+    """
+    from tasks import provenance
+
+    current = current_image(images)
+    if current is None:
+        return Observation(None, None, "", "")
+    recorded = provenance.recorded(request.target, current.id)
+    now_inputs = provenance.request_inputs(request)
+    base: str | None = None
+    base_note = ""
+    try:
+        base = provenance.current_base(request.target, request.template_dir, request.only[0], request.packer_variables)
+    except provenance.BaseLookupError as exc:
+        base_note = str(exc)
+    cheap = Observation(
+        current,
+        recorded,
+        now_inputs.inputs,
+        now_inputs.spec,
+        base,
+        base_note,
+        pending_note="not checked (a build is due)",
+    )
+    if recorded is None or decide(cheap, max_age=timedelta.max, now=datetime.now(UTC)).build:
+        return cheap
+    if request.target != "docker" or engine is None:
+        return replace(cheap, pending_note="not checked (an AMI is not started for it; the base check covers it)")
+    try:
+        pending = docker_pending_updates(engine, current.id, run_id, request.family)
+    except Exception as exc:
+        return replace(cheap, pending_note=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return replace(cheap, pending=pending, pending_note="")
