@@ -35,7 +35,8 @@ def families_file(directory: Path, name: str, families: tuple[str, ...]) -> Path
 
 def rebuild(families: Path, api_url: str, state: Path) -> float:
     env = {**os.environ, "PREFECT_API_URL": api_url, "BAKERY_STATE_DIR": str(state)}
-    command = [BAKE, "--json", "rebuild", "--families", str(families), "--max-parallel", "2"]
+    # --force: every round builds (a rebuild skips a family whose inputs did not change)
+    command = [BAKE, "--json", "rebuild", "--families", str(families), "--max-parallel", "2", "--force"]
     elapsed, done = timed(command, REPO, env)
     results = [f["result"] for f in json.loads(done.stdout)["families"]]
     if not results or set(results) != {"staged"}:

@@ -378,10 +378,10 @@ def decide(
         return Decision(True, ("forced",), compared_with=current.label if current else "")
     if current is None:
         return Decision(True, ("no staging or production image to compare with",))
-    where = {"compared_with": current.label, "compared_version": current.version}
     recorded = observed.recorded
     if recorded is None:
-        return Decision(True, (f"{current.label} has no recorded build inputs (built by an older bakery)",), **where)
+        reason = f"{current.label} has no recorded build inputs (built by an older bakery)"
+        return Decision(True, (reason,), compared_with=current.label, compared_version=current.version)
     reasons: list[str] = []
     checked: list[str] = []
     if observed.base is None:
@@ -417,7 +417,7 @@ def decide(
         reasons.append(f"older than {human(max_age)} (built {human(now - current.created)} ago)")
     else:
         checked.append(f"age {human(now - current.created)} (max {human(max_age)})")
-    return Decision(bool(reasons), tuple(reasons), tuple(checked), **where)
+    return Decision(bool(reasons), tuple(reasons), tuple(checked), current.label, current.version)
 
 
 APT_CHECK = (

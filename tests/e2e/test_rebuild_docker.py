@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from tasks import promotion
 from tasks.promotion.docker import DockerStages, FamilyRecord
-from tests.e2e.conftest import Bake
+from tests.e2e.conftest import REPO, Bake
 from tests.prefect_api import prefect_api
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +60,7 @@ def test_rebuild_stages_a_new_image_and_summarises_it_against_production(
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout)["families"][0]
     assert summary["family"] == family and summary["result"] == "staged"
+    assert "has no recorded build inputs (built by an older bakery)" in summary["decision"]["text"]
     new = engine.images.get(f"{family}:{summary['version']}")
     assert summary["image"] == new.id
     assert engine.images.get(f"{family}:staging").id == new.id
@@ -70,6 +73,39 @@ def test_rebuild_stages_a_new_image_and_summarises_it_against_production(
     with prefect_api(prefect_api_url) as api:
         artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}).json()
     assert artifacts and "Weekly rebuild" in artifacts[0]["data"] and "base image**: unchanged" in artifacts[0]["data"]
+
+
+def test_rebuild_skips_an_unchanged_family_and_builds_one_whose_template_changed(
+    bake: Bake, engine: docker.DockerClient, family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BAKERY_STATE_DIR", str(bake.state_dir))
+    templates = tmp_path / "packer"
+    shutil.copytree(REPO / "packer", templates, ignore=shutil.ignore_patterns("packer_cache", "*manifest.json"))
+    families = tmp_path / "families.yaml"
+    families.write_text(f"families:\n  - family: {family}\n    template_dir: {templates}\n")
+
+    def rebuild() -> dict[str, Any]:
+        result = bake("--json", "rebuild", "--families", str(families), "--target", "docker", timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return dict(json.loads(result.stdout)["families"][0])
+
+    first = rebuild()
+    assert first["result"] == "staged"
+    assert first["decision"]["reasons"] == ["no staging or production image to compare with"]
+    staged = engine.images.get(f"{family}:staging").id
+
+    second = rebuild()
+    assert second["result"] == "skipped", second["decision"]
+    assert second["decision"]["text"].startswith(f"skipped: unchanged since version {first['version']} (checked base")
+    assert "0 pending updates" in second["decision"]["checked"]  # an apt-get simulation in the image, just now
+    assert engine.images.get(f"{family}:staging").id == staged
+
+    build = templates / "build.pkr.hcl"
+    build.write_text(build.read_text() + "\n# touched\n")
+    third = rebuild()
+    assert third["result"] == "staged"
+    assert third["decision"]["reasons"] == ["templates, var files or variables changed"]
+    assert engine.images.get(f"{family}:staging").id != staged
 
 
 def test_rebuild_with_a_bad_families_file_exits_2(bake: Bake, tmp_path: Path) -> None:
