@@ -84,8 +84,9 @@ class DockerTarget:
 
         An image's labels cannot be changed, so when any is missing or different the image is committed
         anew from a container created from it (never started; named after the run so a sweep finds it if
-        this is interrupted) with ``LABEL`` changes: same layers, one empty layer more. Packer's image is
-        then removed when nothing else names or uses it.
+        this is interrupted) with ``LABEL`` changes: same layers, one empty layer more. Packer's image
+        stays as its untagged parent (the engine refuses to remove a parent) and goes with it: removing
+        ``<family>:<version>`` (retention) prunes untagged parents.
         """
         try:
             built = self.engine.images.get(artifact_id)
@@ -107,18 +108,7 @@ class DockerTarget:
         finally:
             with contextlib.suppress(docker.errors.NotFound):
                 self.engine.api.remove_container(container["Id"], force=True, v=True)
-        self._remove_if_unused(built.id)
         return self._image(self.engine.images.get(committed["Id"]), family, version)
-
-    def _remove_if_unused(self, image_id: str) -> None:
-        """Packer's own image, once relabelled: removed unless a tag or a container still refers to it."""
-        found = self.engine.api.inspect_image(image_id)
-        if [t for t in found.get("RepoTags") or [] if t != "<none>:<none>"]:
-            return
-        if self.engine.api.containers(all=True, filters={"ancestor": image_id}):
-            return
-        with contextlib.suppress(docker.errors.APIError):
-            self.engine.api.remove_image(image_id)
 
     def image(self, reference: str) -> Image:
         """An image by id or ``family:version``."""
