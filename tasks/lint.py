@@ -416,16 +416,25 @@ def _version_findings(templates: TemplateSet, build: Block, source: Block, name:
             and "image_version" in pp.attrs.get("tags", pp.attrs.get("tag", Attr(0, "", (), ()))).text
             for pp in _post_processors(build)
         )
-        if not tagged:
+        changes = source.attrs.get("changes")
+        labelled = changes is not None and any(
+            c.startswith("LABEL") and "version=" in c.lower() for c in (_text_of(s) for s in changes.strings)
+        )
+        if not (tagged or labelled):
             return [
                 Finding(
                     source.file,
                     source.line,
                     "version-tag",
-                    f"{name}: image without a version tag (add a docker-tag post-processor tagged var.image_version)",
+                    f"{name}: the template neither tags the image with var.image_version (docker-tag) nor labels "
+                    'it with a version (changes = ["LABEL version=..."]); bakery tags and labels it after the build',
                 )
             ]
     return []
+
+
+def _text_of(value: str) -> str:
+    return value.replace('\\"', '"').strip()
 
 
 def _post_processors(build: Block) -> list[Block]:

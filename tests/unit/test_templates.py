@@ -298,3 +298,32 @@ def test_bake_validate_passes_a_plain_template_and_json_lists_the_findings(
     assert rules["cleanup-last"]["severity"] == "warning"
     assert rules["version-tag"]["waived"] == "--lint-ignore"
     assert "warning: docker.example: the last provisioner must clean up" in caplog.text
+
+
+def test_a_version_label_in_changes_counts_as_the_docker_version_tag(tmp_path: Path) -> None:
+    labelled = PLAIN.replace("commit = true", 'commit = true\n  changes = ["LABEL version=\\"${var.v}\\""]')
+    assert "LABEL" in labelled
+    rules = [f.rule for f in lint.lint(lint.load_template_set(template_dir(tmp_path, labelled)))]
+    assert rules == ["cleanup-last"]
+
+
+# --- the tags bakery writes after a build --------------------------------------------------------
+
+
+def test_build_tags_keep_the_templates_build_time_and_manager() -> None:
+    from tasks.targets.aws import build_tags
+
+    image = {
+        "CreationDate": "2026-12-01T10:00:00.000Z",
+        "Tags": [{"Key": "ManagedBy", "Value": "Packer"}, {"Key": "BuildTime", "Value": "1796120000"}],
+    }
+    assert build_tags(image, "web", "1.2.0") == {
+        "Name": "web-1.2.0",
+        "Version": "1.2.0",
+        "BuildTime": "1796120000",
+        "ManagedBy": "Packer",
+    }
+    # A template without tags, or whose ManagedBy names another tool: bakery's own values.
+    other = {"CreationDate": "2026-12-01T10:00:00.000Z", "Tags": [{"Key": "ManagedBy", "Value": "terraform"}]}
+    assert build_tags(other, "web", "1.2.0")["ManagedBy"] == "bakery"
+    assert build_tags(other, "web", "1.2.0")["BuildTime"] == "2026-12-01T10:00:00.000Z"
