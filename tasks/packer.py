@@ -180,13 +180,19 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
 
 
 def init(template_dir: Path) -> None:
-    """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in."""
+    """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in.
+
+    Also in ``plugins/`` when it holds templates: a set that must load on 1.6 as well keeps its
+    ``required_plugins`` there (as bakery's own ``packer/`` does), since 1.6 rejects the block.
+    """
     packer = find_packer()
     if packer_version(packer) < (1, 7, 0):
         return
-    result = _run([packer, "init", "."], template_dir, timeout=600)
-    if result.returncode != 0:
-        raise JobFailed(f"packer init {template_dir}: {_first_lines(result.stderr or result.stdout)}")
+    plugins = template_dir / "plugins"
+    for directory in (template_dir, *([plugins] if any(plugins.glob("*.pkr.hcl")) else [])):
+        result = _run([packer, "init", "."], directory, timeout=600)
+        if result.returncode != 0:
+            raise JobFailed(f"packer init {directory}: {_first_lines(result.stderr or result.stdout)}")
 
 
 def validate(
