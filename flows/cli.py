@@ -29,6 +29,19 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--var-file", action="append", default=[], metavar="F", help="a Packer variable file")
     parser.add_argument("--only", metavar="SOURCE", help="template source(s) to build, e.g. docker.base")
     parser.add_argument("--build-timeout", default="1h", metavar="D", help="packer build time limit (default: 1h)")
+    parser.add_argument(
+        "--version-var",
+        metavar="NAME",
+        help="template variable that gets --version (default: image_version, when the templates declare it)",
+    )
+    parser.add_argument(
+        "--lint-ignore",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="waive a lint warning for this run (repeatable), e.g. encrypt-boot",
+    )
+    parser.add_argument("--strict", action="store_true", help="lint warnings are errors")
 
 
 def _testing(parser: argparse.ArgumentParser) -> None:
@@ -203,15 +216,19 @@ def _request(args: argparse.Namespace, **extra: Any) -> Any:
         var_files=args.var_file,
         only=args.only,
         build_timeout=args.build_timeout,
+        version_var=args.version_var,
+        lint_ignore=args.lint_ignore,
+        strict=args.strict,
         **extra,
     )
 
 
-def _static_checks(request: Any) -> None:
-    """Template syntax and lint, spec syntax: fast, and before any engine or Prefect starts."""
+def _static_checks(request: Any) -> Any:
+    """Template syntax and lint, spec syntax: fast, and before any engine or Prefect starts. Returns the
+    request with its sources chosen, so the flow builds what was checked."""
     from tasks.build import static_checks
 
-    static_checks(request)
+    return static_checks(request).request
 
 
 def _load_spec(path: Any) -> None:
@@ -221,11 +238,16 @@ def _load_spec(path: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    """Every finding goes to the log (stderr); ``--json`` prints them all, waived ones marked."""
     from tasks.build import validate
 
-    request = _request(args)
-    validate(request)
-    return {"template_dir": str(request.template_dir), "sources": list(request.only), "valid": True}
+    checked = validate(_request(args))
+    for finding in checked.findings:
+        log.log(logging.INFO if finding.waived else logging.WARNING, "%s", finding)
+    report = checked.report()
+    if args.json:
+        return report
+    return {k: v for k, v in report.items() if k != "findings"}
 
 
 def _selection_params(request: Any) -> dict[str, Any]:
@@ -239,12 +261,14 @@ def _selection_params(request: Any) -> dict[str, Any]:
         "var_files": [str(f) for f in request.var_files],
         "only": ",".join(request.only),
         "build_timeout": f"{int(request.build_timeout.total_seconds())}s",
+        "version_var": request.version_var or "",
+        "lint_ignore": list(request.lint_ignore),
+        "strict": request.strict,
     }
 
 
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
-    request = _request(args)
-    _static_checks(request)
+    request = _static_checks(_request(args))
     _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_build
@@ -257,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(
         args, spec=args.spec, ttl=args.ttl, ssh_timeout=args.ssh_timeout, keep_on_failure=args.keep_on_failure, aws=aws
     )
-    _static_checks(request)
+    request = _static_checks(request)
     _load_spec(request.spec)
     _check_aws_configured(request.target)
     _with_prefect()

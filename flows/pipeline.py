@@ -22,6 +22,7 @@ from tasks.inputs import TargetName
 from tasks.locks import family_lock
 from tasks.request import DEFAULT_SPEC, AwsOptions, PipelineRequest, expires_at, prepare, run_workdir
 from tasks.steps import (
+    adopt_image,
     build_image,
     instance_endpoint,
     launch_instance,
@@ -205,6 +206,9 @@ def image_pipeline(
     ssh_timeout: str = "2m",
     build_timeout: str = "1h",
     aws: AwsOptions | None = None,
+    version_var: str = "",
+    lint_ignore: list[str] | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -216,13 +220,17 @@ def image_pipeline(
         spec: the goss-format verification spec the test instance must pass.
         variables: extra Packer variables (NAME: value).
         var_files: Packer variable files, relative to the checkout.
-        only: the template source(s) to build; empty for the target's default (docker.base, amazon-ebs.base).
+        only: the template source(s) to build; empty for the one source of the target's builder type
+            (docker.* for docker, amazon-ebs.* for aws).
         keep_on_failure: leave a failed test instance for debugging (a sweep removes it after ttl).
         ttl: when a kept or leaked test instance expires (90s, 15m, 2h, 7d).
         ssh_timeout: how long to wait for the test instance's SSH.
         build_timeout: the packer build time limit.
         aws: how an AWS test instance is launched and reached (subnet, instance type, SSH user, address
             and CIDR, instance profile, host key source); ignored by other targets.
+        version_var: the template variable that gets the version; empty for image_version when declared.
+        lint_ignore: lint rules (warnings) to waive for this run, e.g. encrypt-boot.
+        strict: treat lint warnings as errors.
     """
     request = prepare(
         target=target,
@@ -238,6 +246,9 @@ def image_pipeline(
         ssh_timeout=ssh_timeout,
         build_timeout=build_timeout,
         aws=aws,
+        version_var=version_var or None,
+        lint_ignore=lint_ignore,
+        strict=strict,
     )
     run_id = _run_id()
     chosen = get_target(request.target, request.aws)
@@ -258,6 +269,9 @@ def image_build(
     var_files: list[str] | None = None,
     only: str = "",
     build_timeout: str = "1h",
+    version_var: str = "",
+    lint_ignore: list[str] | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``."""
     request = prepare(
@@ -269,6 +283,9 @@ def image_build(
         var_files=var_files,
         only=only,
         build_timeout=build_timeout,
+        version_var=version_var or None,
+        lint_ignore=lint_ignore,
+        strict=strict,
     )
     run_id = _run_id()
     with family_lock(request.family):
@@ -287,15 +304,15 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
     get_run_logger().info(
         "run %s: %s %s:%s from %s", run_id, request.target, request.family, request.version, request.template_dir
     )
-    templates = validate_templates(request)
+    checked = validate_templates(request)
     if request.target == "docker":
         _ensure_docker_base(target)
     workdir = run_workdir(run_id)
-    built_from, base_note = provenance.build_inputs(request, templates)
+    built_from, base_note = provenance.build_inputs(checked.request, checked.templates)
     if base_note:
         get_run_logger().warning("the base of this build cannot be told (%s): a rebuild will not skip it", base_note)
-    manifest = build_image(request, templates, workdir, run_id)
-    image = target.image_from_artifact(manifest[-1].artifact_id, request.family, request.version)
+    manifest = build_image(checked.request, checked.templates, workdir, run_id)
+    image = adopt_image(target, manifest[-1].artifact_id, checked.request, run_id)
     set_stage(target, image, "testing", run_id)
     _record_inputs(request, image, built_from)
     return image

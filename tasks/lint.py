@@ -2,13 +2,20 @@
 
 The templates are parsed with python-hcl2's lark grammar (which keeps line numbers) into a small
 ``Block`` model; each rule is a plain function over the builds and sources of the set.
+
+Every finding has a severity (``RULES``): an *error* is something that cannot work (Packer would fail
+on it), a *warning* one of the seed's gotchas, which a template may have reasons to differ on. A warning
+is waived by ``# bakery:ignore <rule>`` on its line or the line above, or per run (``--lint-ignore``);
+a waived finding is still reported, marked as waived. ``--strict`` makes every unwaived warning an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import hcl2
 from lark import Token, Tree
@@ -40,6 +47,19 @@ GENERALIZE_MARKERS = ("waagent -force -deprovision", "sysprep")
 # Provisioners that run on the machine running Packer, so also with communicator = "none".
 LOCAL_PROVISIONERS = (("shell-local",), ("breakpoint",))
 
+Severity = Literal["error", "warning"]
+# Every rule, its severity and what it checks. Errors are what cannot work; warnings the seed's gotchas.
+RULES: dict[str, tuple[Severity, str]] = {
+    "unknown-source": ("error", "a build lists a source that no source block defines"),
+    "no-communicator": ("error", 'a provisioner that needs the machine on a source with communicator = "none"'),
+    "cloud-init-wait": ("warning", "the first provisioner of a cloud source waits for cloud-init"),
+    "cleanup-last": ("warning", "the last provisioner cleans up (package caches, /tmp, shell history)"),
+    "encrypt-boot": ("warning", "an AMI is built with encrypt_boot = true"),
+    "version-tag": ("warning", "the image carries its version in a tag or label"),
+    "fmt": ("warning", "the files are in packer fmt's canonical format"),
+}
+_WAIVER = re.compile(r"(?:#|//)\s*bakery:ignore\s+([A-Za-z0-9_,\s-]+)")
+
 
 @dataclass(frozen=True)
 class Attr:
@@ -68,13 +88,35 @@ class Block:
 
 @dataclass(frozen=True)
 class Finding:
+    """One rule broken at ``file:line`` (line 0: the file or directory as a whole).
+
+    ``waived`` says how a warning was waived (``# bakery:ignore`` or ``--lint-ignore``), empty when not.
+    """
+
     file: Path
     line: int
     rule: str
     message: str
+    waived: str = ""
+
+    @property
+    def severity(self) -> Severity:
+        return RULES[self.rule][0]
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message} [{self.rule}]"
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        waived = f" (waived by {self.waived})" if self.waived else ""
+        return f"{where}: {self.severity}: {self.message} [{self.rule}]{waived}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "line": self.line,
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+            "waived": self.waived or None,
+        }
 
 
 @dataclass
@@ -192,9 +234,56 @@ def applies_to(block: Block, source: str) -> bool:
     return not (excluded is not None and source in excluded.strings)
 
 
-def build_sources(build: Block) -> list[str]:
-    attr = build.attrs.get("sources")
-    return [s.removeprefix("source.") for s in attr.strings] if attr else []
+@dataclass(frozen=True)
+class BuildSource:
+    """One source a build runs: listed in ``sources = [...]`` or as a ``source "source.T.L" {}`` block.
+
+    ``name`` is how provisioners' ``only``/``except`` name it (``type.name``; a build-level ``name``
+    renames it), ``ref`` the source block it uses (``type.label``), ``build_name`` the build's own name.
+    """
+
+    name: str
+    ref: str
+    build_name: str
+    line: int
+
+    @property
+    def type(self) -> str:
+        return self.name.partition(".")[0]
+
+    @property
+    def qualified(self) -> str:
+        """What ``packer build -only`` matches: ``<build name>.<type>.<name>`` when the build is named."""
+        return f"{self.build_name}.{self.name}" if self.build_name else self.name
+
+
+def build_sources(build: Block) -> list[BuildSource]:
+    name_attr = build.attrs.get("name")
+    build_name = name_attr.strings[0] if name_attr and name_attr.strings else ""
+    listed = build.attrs.get("sources")
+    found = (
+        [
+            BuildSource(s.removeprefix("source."), s.removeprefix("source."), build_name, listed.line)
+            for s in listed.strings
+        ]
+        if listed
+        else []
+    )
+    for block in build.children("source"):
+        ref = block.labels[0].removeprefix("source.") if block.labels else ""
+        renamed = block.attrs.get("name")
+        name = f"{ref.partition('.')[0]}.{renamed.strings[0]}" if renamed and renamed.strings else ref
+        found.append(BuildSource(name, ref, build_name, block.line))
+    return found
+
+
+def all_build_sources(templates: TemplateSet) -> list[BuildSource]:
+    return [s for build in templates.of_type("build") for s in build_sources(build)]
+
+
+def matches(source: BuildSource, only: Sequence[str]) -> bool:
+    """Whether ``--only`` selects ``source``: by its ``-only`` name or its plain ``type.name``."""
+    return not only or source.qualified in only or source.name in only
 
 
 def provisioners_for(build: Block, source: str) -> list[Block]:
@@ -219,47 +308,25 @@ def _is_generalize(block: Block) -> bool:
     )
 
 
-def _selected(build: Block, only: Sequence[str]) -> Iterator[str]:
-    for source in build_sources(build):
-        if not only or source in only:
-            yield source
-
-
 def lint(templates: TemplateSet, only: Sequence[str] = ()) -> list[Finding]:
     """The seed's gotchas for the selected sources (all when ``only`` is empty)."""
     findings: list[Finding] = []
-    if "image_version" not in templates.variables:
-        findings.append(
-            Finding(
-                templates.directory,
-                0,
-                "version-variable",
-                'no variable "image_version" declared',
-            )
-        )
-    if "manifest_path" not in templates.variables:
-        findings.append(
-            Finding(
-                templates.directory,
-                0,
-                "manifest-variable",
-                'no variable "manifest_path" declared (bakery passes each run\'s manifest path)',
-            )
-        )
     for build in templates.of_type("build"):
-        for source_name in _selected(build, only):
-            source = templates.source(source_name)
+        for selected in build_sources(build):
+            if not matches(selected, only):
+                continue
+            source = templates.source(selected.ref)
             if source is None:
                 findings.append(
                     Finding(
                         build.file,
-                        build.attrs["sources"].line,
+                        selected.line,
                         "unknown-source",
-                        f"build lists source.{source_name}, which no source block defines",
+                        f"build lists source.{selected.ref}, which no source block defines",
                     )
                 )
                 continue
-            findings += _source_findings(templates, build, source, source_name)
+            findings += _source_findings(templates, build, source, selected.name)
     return findings
 
 
@@ -349,16 +416,25 @@ def _version_findings(templates: TemplateSet, build: Block, source: Block, name:
             and "image_version" in pp.attrs.get("tags", pp.attrs.get("tag", Attr(0, "", (), ()))).text
             for pp in _post_processors(build)
         )
-        if not tagged:
+        changes = source.attrs.get("changes")
+        labelled = changes is not None and any(
+            c.startswith("LABEL") and "version=" in c.lower() for c in (_text_of(s) for s in changes.strings)
+        )
+        if not (tagged or labelled):
             return [
                 Finding(
                     source.file,
                     source.line,
                     "version-tag",
-                    f"{name}: image without a version tag (add a docker-tag post-processor tagged var.image_version)",
+                    f"{name}: the template neither tags the image with var.image_version (docker-tag) nor labels "
+                    'it with a version (changes = ["LABEL version=..."]); bakery tags and labels it after the build',
                 )
             ]
     return []
+
+
+def _text_of(value: str) -> str:
+    return value.replace('\\"', '"').strip()
 
 
 def _post_processors(build: Block) -> list[Block]:
@@ -368,5 +444,56 @@ def _post_processors(build: Block) -> list[Block]:
 
 
 def provisioner_count(templates: TemplateSet, source: str) -> int:
-    """How many provisioners run for ``source``: the denominator of build progress."""
-    return sum(len(provisioners_for(b, source)) for b in templates.of_type("build") if source in build_sources(b))
+    """How many provisioners run for ``source`` (a ``-only`` name): the denominator of build progress."""
+    return sum(
+        len(provisioners_for(build, s.name))
+        for build in templates.of_type("build")
+        for s in build_sources(build)
+        if matches(s, (source,))
+    )
+
+
+def check_rule_names(names: Sequence[str], option: str = "--lint-ignore") -> tuple[str, ...]:
+    """Rule names to waive per run: each must be a warning rule (an error cannot work, so it cannot be
+    waived); several may be given comma-separated."""
+    rules = tuple(n.strip() for name in names for n in name.split(",") if n.strip())
+    for rule in rules:
+        if rule not in RULES:
+            known = ", ".join(r for r, (severity, _) in RULES.items() if severity == "warning")
+            raise UsageError(f"{option} {rule}: no such lint rule (rules that can be waived: {known})")
+        if RULES[rule][0] == "error":
+            raise UsageError(f"{option} {rule}: an error (it cannot work), not a warning, so it cannot be waived")
+    return rules
+
+
+def waivers_in(path: Path, line: int) -> set[str]:
+    """Rules waived by a ``# bakery:ignore <rule>[, <rule>]`` comment on ``line`` or the line above."""
+    if line <= 0:
+        return set()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return set()
+    waived: set[str] = set()
+    for text in lines[max(line - 2, 0) : line]:
+        match = _WAIVER.search(text)
+        if match:
+            waived.update(r for r in re.split(r"[\s,]+", match.group(1)) if r)
+    return waived
+
+
+def waive(findings: Sequence[Finding], ignore: Collection[str] = ()) -> list[Finding]:
+    """Mark each warning waived by a comment at its line or by ``ignore`` (``--lint-ignore``)."""
+    marked = []
+    for finding in findings:
+        if finding.severity == "warning" and finding.rule in waivers_in(finding.file, finding.line):
+            finding = replace(finding, waived="# bakery:ignore")
+        elif finding.severity == "warning" and finding.rule in ignore:
+            finding = replace(finding, waived="--lint-ignore")
+        marked.append(finding)
+    return marked
+
+
+def blocking(findings: Sequence[Finding], strict: bool = False) -> list[Finding]:
+    """The findings that stop a run: errors, and with ``strict`` every warning not waived."""
+    return [f for f in findings if not f.waived and (f.severity == "error" or strict)]

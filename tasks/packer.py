@@ -53,8 +53,11 @@ class ManifestBuild:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """``manifest``: this run's records, from the manifest file when the template writes one to the path
+    bakery gave, else from the ``artifact`` lines of the machine-readable output."""
+
     manifest: list[ManifestBuild]
-    artifacts: dict[str, dict[str, str]]
+    artifacts: dict[str, dict[str, dict[str, str]]]
     seconds: float
 
 
@@ -111,6 +114,41 @@ def packer_version(packer: str | None = None) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
+_CONSTRAINT = re.compile(r"^\s*(>=|<=|!=|~>|>|<|=)?\s*v?(\d+(?:\.\d+){0,2})\s*$")
+
+
+def _version(text: str) -> tuple[int, int, int]:
+    major, minor, patch = [*(int(p) for p in text.split(".")), 0, 0, 0][:3]
+    return major, minor, patch
+
+
+def satisfies(version: tuple[int, int, int], constraint: str) -> bool:
+    """Whether ``version`` meets a Packer/Terraform version constraint such as ``>= 1.7.0, < 2`` or
+    ``~> 1.9`` (``~>`` lets only the last given part grow). An unreadable constraint raises ValueError."""
+    for part in constraint.split(","):
+        match = _CONSTRAINT.match(part)
+        if not match:
+            raise ValueError(f"not a version constraint: {part.strip()!r}")
+        op, wanted_text = match.group(1) or "=", match.group(2)
+        wanted = _version(wanted_text)
+        if op == "~>":
+            given = wanted_text.count(".") + 1
+            upper = list(wanted[: max(given - 1, 1)])
+            upper[-1] += 1
+            if not (version >= wanted and version < _version(".".join(map(str, upper)))):
+                return False
+        elif not {
+            ">=": version >= wanted,
+            "<=": version <= wanted,
+            ">": version > wanted,
+            "<": version < wanted,
+            "=": version == wanted,
+            "!=": version != wanted,
+        }[op]:
+            return False
+    return True
+
+
 def packer_env() -> dict[str, str]:
     """Packer's environment: no phoning home, and this interpreter's scripts (ansible-playbook) on PATH."""
     env = dict(os.environ)
@@ -142,13 +180,19 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
 
 
 def init(template_dir: Path) -> None:
-    """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in."""
+    """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in.
+
+    Also in ``plugins/`` when it holds templates: a set that must load on 1.6 as well keeps its
+    ``required_plugins`` there (as bakery's own ``packer/`` does), since 1.6 rejects the block.
+    """
     packer = find_packer()
     if packer_version(packer) < (1, 7, 0):
         return
-    result = _run([packer, "init", "."], template_dir, timeout=600)
-    if result.returncode != 0:
-        raise JobFailed(f"packer init {template_dir}: {_first_lines(result.stderr or result.stdout)}")
+    plugins = template_dir / "plugins"
+    for directory in (template_dir, *([plugins] if any(plugins.glob("*.pkr.hcl")) else [])):
+        result = _run([packer, "init", "."], directory, timeout=600)
+        if result.returncode != 0:
+            raise JobFailed(f"packer init {directory}: {_first_lines(result.stderr or result.stdout)}")
 
 
 def validate(
@@ -166,15 +210,15 @@ def validate(
         raise UsageError(f"packer validate {template_dir}: {_first_lines(result.stderr + result.stdout)}")
 
 
-def fmt_check(template_dir: Path) -> None:
-    """``packer fmt -check``: names each file that is not in canonical format."""
+def fmt_check(template_dir: Path) -> list[Path]:
+    """``packer fmt -check``: the files that are not in canonical format."""
     result = _run([find_packer(), "fmt", "-check", "."], template_dir)
     if result.returncode != 0:
-        files = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        files = [template_dir / line.strip() for line in result.stdout.splitlines() if line.strip()]
         if files:
-            names = ", ".join(str(template_dir / f) for f in files)
-            raise UsageError(f"{names}: not in canonical format (run: packer fmt {template_dir})")
+            return files
         raise UsageError(f"packer fmt -check {template_dir}: {_first_lines(result.stderr)}")
+    return []
 
 
 def build(
@@ -183,13 +227,17 @@ def build(
     only: Sequence[str],
     variables: dict[str, str],
     var_files: Sequence[Path],
-    manifest_path: Path,
+    manifest_path: Path | None,
     log_path: Path,
     timeout: float,
     on_line: Callable[[MachineLine], None] = lambda line: None,
     secrets: Sequence[str] = (),
 ) -> BuildResult:
     """``packer build -machine-readable``, streamed to ``on_line`` and to ``log_path``.
+
+    ``manifest_path`` is where the template's manifest post-processor writes (bakery passes it as the
+    ``manifest_path`` variable when the template declares one); without a manifest there, the records
+    come from the ``artifact`` lines of the output.
 
     Packer cleans up its temporary builder on error (``-on-error=cleanup``); on timeout the whole
     process group gets SIGTERM (Packer then cleans up), and SIGKILL 60 s later. ``-machine-readable``
@@ -207,10 +255,10 @@ def build(
     ]
     if only:
         args.append(f"-only={','.join(only)}")
-    args += [*var_args({**variables, "manifest_path": str(manifest_path)}, var_files), "."]
+    args += [*var_args(variables, var_files), "."]
     started = time.monotonic()
     errors: list[str] = []
-    artifacts: dict[str, dict[str, str]] = {}
+    artifacts: dict[str, dict[str, dict[str, str]]] = {}
     with (
         log_path.open("w") as log,
         subprocess.Popen(
@@ -244,7 +292,8 @@ def build(
                 elif line.type == "error" and line.data:
                     errors.append(line.data[0])
                 elif line.type == "artifact" and len(line.data) >= 3:
-                    artifacts.setdefault(line.target, {})[line.data[1]] = ",".join(line.data[2:])
+                    fields = artifacts.setdefault(line.target, {}).setdefault(line.data[0], {})
+                    fields[line.data[1]] = ",".join(line.data[2:])
                 on_line(line)
             proc.wait()
         finally:
@@ -257,14 +306,25 @@ def build(
     if proc.returncode != 0:
         detail = failure_detail(errors) if errors else f"exit status {proc.returncode}"
         raise JobFailed(f"packer build failed: {detail} (log: {log_path})")
-    if not manifest_path.exists():
-        raise JobFailed(
-            f"packer build wrote no manifest at {manifest_path}: "
-            "the build needs a manifest post-processor writing var.manifest_path"
-        )
-    manifest = read_manifest(manifest_path)
-    run_uuid = manifest[-1].packer_run_uuid if manifest else ""
-    return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
+    if manifest_path is not None and manifest_path.exists():
+        manifest = read_manifest(manifest_path)
+        run_uuid = manifest[-1].packer_run_uuid if manifest else ""
+        return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
+    return BuildResult(records_from_artifacts(artifacts, int(time.time())), artifacts, seconds)
+
+
+def records_from_artifacts(artifacts: dict[str, dict[str, dict[str, str]]], build_time: int = 0) -> list[ManifestBuild]:
+    """One record per build from its ``artifact`` lines: the builder's own artifact (the first one with
+    an id; a post-processor's artifacts come after it, e.g. docker-tag's ``repository:tag``)."""
+    records = []
+    for target, by_index in artifacts.items():
+        builder_type, _, name = target.rpartition(".")
+        builder_type = builder_type.rpartition(".")[2]  # a named build: <build>.<type>.<name>
+        for _, fields in sorted(by_index.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
+            if fields.get("id"):
+                records.append(ManifestBuild(name, builder_type, fields["id"], build_time, "", {}))
+                break
+    return records
 
 
 _BUILD_ERRORED = re.compile(r"^Build '([^']+)' errored(?: after [^:]*)?: (.*)$", re.DOTALL)

@@ -320,6 +320,19 @@ def secret_variable_names(templates: TemplateSet) -> set[str]:
     }
 
 
+def template_values(request: PipelineRequest) -> dict[str, str]:
+    """The variable values that shape a build: the user's, and the family as ``image_name`` (the version
+    and the run's own values are left out: they change every build)."""
+    return {**request.variables, "image_name": request.family}
+
+
+def build_source(request: PipelineRequest, templates: TemplateSet) -> str:
+    """The source the request builds: its first ``--only``, else the one the target would pick."""
+    from tasks.build import select_sources
+
+    return request.only[0] if request.only else select_sources(templates, request)[0]
+
+
 def request_inputs(request: PipelineRequest, templates: TemplateSet | None = None) -> BuildInputs:
     """The inputs and spec hashes of a request: what a build records and what a rebuild compares."""
     from tasks import lint
@@ -327,7 +340,7 @@ def request_inputs(request: PipelineRequest, templates: TemplateSet | None = Non
     parsed = templates or lint.load_template_set(request.template_dir)
     return BuildInputs(
         inputs=inputs_hash(
-            request.template_dir, request.var_files, request.packer_variables, secret_variable_names(parsed)
+            request.template_dir, request.var_files, template_values(request), secret_variable_names(parsed)
         ),
         spec=spec_hash(request.spec),
     )
@@ -335,9 +348,14 @@ def request_inputs(request: PipelineRequest, templates: TemplateSet | None = Non
 
 def build_inputs(request: PipelineRequest, templates: TemplateSet | None = None) -> tuple[BuildInputs, str]:
     """What a build is about to use, with a note when its base cannot be told (recorded empty then)."""
-    hashes = request_inputs(request, templates)
+    from tasks import lint
+
+    parsed = templates or lint.load_template_set(request.template_dir)
+    hashes = request_inputs(request, parsed)
     try:
-        base = current_base(request.target, request.template_dir, request.only[0], request.packer_variables)
+        base = current_base(
+            request.target, request.template_dir, build_source(request, parsed), template_values(request)
+        )
     except BaseLookupError as exc:
         return hashes, str(exc)
     return BuildInputs(base=base, inputs=hashes.inputs, spec=hashes.spec), ""

@@ -475,17 +475,20 @@ def observe(request: PipelineRequest, images: list[StagedImage], run_id: str, en
     The pending-updates check (a container start and an ``apt-get update``) runs only when nothing cheaper
     already calls for a build.
     """
-    from tasks import provenance
+    from tasks import lint, provenance
 
     current = current_image(images)
     if current is None:
         return Observation(None, None, "", "")
     recorded = provenance.recorded(request.target, current.id)
-    now_inputs = provenance.request_inputs(request)
+    templates = lint.load_template_set(request.template_dir)
+    now_inputs = provenance.request_inputs(request, templates)
     base: str | None = None
     base_note = ""
     try:
-        base = provenance.current_base(request.target, request.template_dir, request.only[0], request.packer_variables)
+        source = provenance.build_source(request, templates)
+        values = provenance.template_values(request)
+        base = provenance.current_base(request.target, request.template_dir, source, values)
     except provenance.BaseLookupError as exc:
         base_note = str(exc)
     cheap = Observation(

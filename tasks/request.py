@@ -14,8 +14,6 @@ from typing import Any, Literal
 from tasks import inputs
 from tasks.errors import UsageError
 
-# The template source each target builds unless --only says otherwise.
-DEFAULT_SOURCES: dict[str, str] = {"docker": "docker.base", "aws": "amazon-ebs.base"}
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
 
 
@@ -48,6 +46,7 @@ class AwsOptions:
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _PROFILE_RE = re.compile(r"^([\w+=,.@-]{1,128}|arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128})$")
 
 
@@ -90,7 +89,7 @@ class PipelineRequest:
     version: str
     template_dir: Path
     spec: Path
-    only: tuple[str, ...]
+    only: tuple[str, ...]  # empty: the one source of the target's builder type (tasks/build.py)
     variables: dict[str, str] = field(default_factory=dict)
     var_files: tuple[Path, ...] = ()
     ttl: timedelta = timedelta(hours=2)
@@ -98,11 +97,9 @@ class PipelineRequest:
     build_timeout: timedelta = timedelta(hours=1)
     keep_on_failure: bool = False
     aws: AwsOptions = field(default_factory=AwsOptions)
-
-    @property
-    def packer_variables(self) -> dict[str, str]:
-        """What packer gets as ``-var``: the user's, plus the family and version bakery owns."""
-        return {**self.variables, "image_name": self.family, "image_version": self.version}
+    version_var: str | None = None  # None: image_version, when the templates declare it
+    lint_ignore: tuple[str, ...] = ()
+    strict: bool = False
 
 
 def prepare(
@@ -120,8 +117,13 @@ def prepare(
     build_timeout: str = "1h",
     keep_on_failure: bool = False,
     aws: AwsOptions | dict[str, Any] | None = None,
+    version_var: str | None = None,
+    lint_ignore: list[str] | tuple[str, ...] | None = None,
+    strict: bool = False,
 ) -> PipelineRequest:
     """Every check that needs no engine: names, values, durations, files that must exist."""
+    from tasks import lint  # the HCL parser: only for requests that build
+
     checked_target = inputs.check_target(target)
     inputs.check_family(family)
     version = inputs.check_version(version) if version else inputs.default_version()
@@ -138,7 +140,13 @@ def prepare(
     for var_file in files:
         if not var_file.is_file() or not os.access(var_file, os.R_OK):
             raise UsageError(f"--var-file {var_file}: no such readable file")
-    sources = tuple(s.strip() for s in only.split(",")) if only else (DEFAULT_SOURCES[target],)
+    sources = tuple(s.strip() for s in only.split(",") if s.strip()) if only else ()
+    if version_var and version_var in pairs:
+        raise UsageError(f"--var {version_var}: set by bakery from --version (--version-var {version_var})")
+    if version_var is not None and not _VARIABLE_RE.match(version_var):
+        raise UsageError(
+            f"--version-var {version_var!r}: not a Packer variable name (expected ^[A-Za-z_][A-Za-z0-9_-]*$)"
+        )
     return PipelineRequest(
         target=checked_target,
         family=family,
@@ -153,6 +161,9 @@ def prepare(
         build_timeout=inputs.parse_duration(build_timeout, "--build-timeout"),
         keep_on_failure=keep_on_failure,
         aws=check_aws_options(aws),
+        version_var=version_var or None,
+        lint_ignore=lint.check_rule_names(list(lint_ignore or [])),
+        strict=strict,
     )
 
 

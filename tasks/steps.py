@@ -34,10 +34,30 @@ def artifact_key(*parts: str) -> str:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_templates(request: PipelineRequest) -> lint.TemplateSet:
-    templates = build_lib.validate(request)
-    get_run_logger().info("templates in %s are valid for %s", request.template_dir, ", ".join(request.only))
-    return templates
+def validate_templates(request: PipelineRequest) -> build_lib.Checked:
+    """The template checks; every lint finding (warnings, waived ones marked) is logged and kept in a
+    table artifact beside the run."""
+    checked = build_lib.validate(request)
+    logger = get_run_logger()
+    for finding in checked.findings:
+        if finding.waived:
+            logger.info("%s", finding)
+        else:
+            logger.warning("%s", finding)
+    logger.info(
+        "templates in %s are valid for %s (%d warning(s), %d waived)",
+        checked.request.template_dir,
+        ", ".join(checked.request.only),
+        len(checked.warnings),
+        len(checked.findings) - len(checked.warnings),
+    )
+    create_table_artifact(
+        [{k: ("" if v is None else v) for k, v in f.as_dict().items()} for f in checked.findings]
+        or [{"rule": "", "severity": "", "message": "no findings"}],
+        key=artifact_key(request.family, "validate"),
+        description=f"lint of {checked.request.template_dir} for {', '.join(checked.request.only)}",
+    )
+    return checked
 
 
 @task(name="build", cache_policy=NO_CACHE)
@@ -160,6 +180,13 @@ def _package_inventory(result: VerifyResult, image: Image, workdir: Path) -> Non
 def teardown_instance(target: Target, instance: Instance) -> None:
     target.teardown(instance)
     get_run_logger().info("removed test instance %s", instance.label)
+
+
+@task(name="adopt-image", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def adopt_image(target: Target, artifact_id: str, request: PipelineRequest, run_id: str) -> Image:
+    image = target.adopt_build(artifact_id, request.family, request.version, run_id)
+    get_run_logger().info("built %s (%s)", image.name or image.id, image.id)
+    return image
 
 
 @task(name="set-stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

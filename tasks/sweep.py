@@ -163,7 +163,8 @@ def remove_key_dirs(leftovers: Sequence[Leftover]) -> dict[str, str]:
 
 DOCKER_RUN_LABEL = "bakery.run-id"
 DOCKER_EXPIRES_LABEL = "bakery.expires-at"
-# packer/docker.pkr.hcl names Packer's build container after the run.
+# packer/docker.pkr.hcl names Packer's build container after the run, and DockerTarget.adopt_build the
+# container it commits an image's labels from.
 PACKER_BUILDER_PREFIX = "bakery-build-"
 
 

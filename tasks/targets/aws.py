@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tasks import aws
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions
+from tasks.retention import is_managed
 from tasks.targets.base import Image, Instance, Run, SshEndpoint
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,24 @@ def image_record(image: dict[str, Any], family: str = "", version: str = "") -> 
         stage=tags.get(TAG_STATUS),
         tags=tags,
     )
+
+
+def build_tags(image: dict[str, Any], family: str, version: str, now: datetime | None = None) -> dict[str, str]:
+    """The tags bakery relies on, written on a fresh AMI and its snapshots whatever the template set:
+    ``Name = <family>-<version>`` and ``Version`` (the family rule and the seed's Terraform lookup),
+    ``BuildTime`` (the template's, else the AMI's creation time) and ``ManagedBy`` (the template's when
+    it names Packer or bakery, else ``bakery``: bakery built it, so retention may act on it)."""
+    tags = tags_of(image)
+    built = tags.get("BuildTime") or str(image.get("CreationDate") or "")
+    if not built:
+        built = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    managed = tags.get(aws.TAG_MANAGED_BY, "")
+    return {
+        "Name": f"{family}-{version}",
+        "Version": version,
+        "BuildTime": built,
+        aws.TAG_MANAGED_BY: managed if is_managed(managed) else aws.MANAGED_BY_BAKERY,
+    }
 
 
 def require_managed(image: dict[str, Any]) -> None:
@@ -635,6 +654,16 @@ class AwsTarget:
         with aws_errors(f"reading {ami}"):
             found = describe_image(self.ec2, ami)
         return image_record(found, family, version)
+
+    def adopt_build(self, artifact_id: str, family: str, version: str, run_id: str) -> Image:
+        """The AMI Packer built, with the tags bakery relies on (``build_tags``) on it and its snapshots,
+        so a template that sets none still yields an image retention, promotion and Terraform find."""
+        image = self.image_from_artifact(artifact_id, family, version)
+        with aws_errors(f"tagging {image.id}"):
+            found = describe_image(self.ec2, image.id)
+            tags = build_tags(found, family, version)
+            self.ec2.create_tags(Resources=[image.id, *snapshot_ids(found)], Tags=tag_list(tags))
+        return image_record({**found, "Tags": tag_list({**tags_of(found), **tags})}, family, version)
 
     def image(self, reference: str) -> Image:
         """An AMI by id (``ami-…`` or ``region:ami-…``), by ``Name`` tag, or as ``family:version``."""

@@ -7,6 +7,7 @@ through ``docker exec`` (a channel we already trust) and pinned for the SSH sess
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +17,16 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
+from tasks.retention import is_managed
+from tasks.sweep import PACKER_BUILDER_PREFIX
 from tasks.targets.base import Image, Instance, Run, SshEndpoint
 
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_EXPIRES_AT = "bakery.expires-at"
 LABEL_FAMILY = "bakery.family"
 LABEL_IMAGE = "bakery.image"
+# Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
+MANAGED_LABEL = "managed-by"
 TEST_USER = "bakery"
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -72,6 +77,38 @@ class DockerTarget:
         except docker.errors.ImageNotFound as exc:
             raise JobFailed(f"docker: image {artifact_id} from the manifest is not in the engine") from exc
         return self._image(found, family, version)
+
+    def adopt_build(self, artifact_id: str, family: str, version: str, run_id: str) -> Image:
+        """Packer's image as bakery names it: tagged ``<family>:<version>`` and labelled ``managed-by``,
+        ``name`` and ``version``, whatever the template set.
+
+        An image's labels cannot be changed, so when any is missing or different the image is committed
+        anew from a container created from it (never started; named after the run so a sweep finds it if
+        this is interrupted) with ``LABEL`` changes: same layers, one empty layer more. Packer's image
+        stays as its untagged parent (the engine refuses to remove a parent) and goes with it: removing
+        ``<family>:<version>`` (retention) prunes untagged parents.
+        """
+        try:
+            built = self.engine.images.get(artifact_id)
+        except docker.errors.ImageNotFound as exc:
+            raise JobFailed(f"docker: image {artifact_id} from the packer build is not in the engine") from exc
+        labels = built.labels or {}
+        wanted = {
+            MANAGED_LABEL: labels.get(MANAGED_LABEL) if is_managed(labels.get(MANAGED_LABEL)) else "bakery",
+            "name": family,
+            "version": version,
+        }
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            built.tag(family, version)
+            return self._image(self.engine.images.get(built.id), family, version)
+        changes = [f"LABEL {k}={json.dumps(v)}" for k, v in wanted.items()]
+        container = self.engine.api.create_container(built.id, name=f"{PACKER_BUILDER_PREFIX}{run_id}")
+        try:
+            committed = self.engine.api.commit(container["Id"], repository=family, tag=version, changes=changes)
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.engine.api.remove_container(container["Id"], force=True, v=True)
+        return self._image(self.engine.images.get(committed["Id"]), family, version)
 
     def image(self, reference: str) -> Image:
         """An image by id or ``family:version``."""

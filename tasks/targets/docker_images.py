@@ -20,9 +20,8 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.retention import ImageRecord, is_managed
-from tasks.targets.docker import client
+from tasks.targets.docker import MANAGED_LABEL, client
 
-MANAGED_LABEL = "managed-by"
 STAGE_TAGS = ("production", "staging", "superseded", "latest")
 
 

@@ -20,6 +20,7 @@ from tests.conftest import ec2_inventory
 from tests.e2e.conftest import BAKE, REPO
 
 pytestmark = pytest.mark.e2e
+SETS = REPO / "tests" / "fixtures" / "templates"  # public template sets (licences in their README)
 TARGET = "docker, aws"  # every case checks that neither Docker nor EC2 shows anything new
 
 
@@ -104,9 +105,21 @@ def cases(tmp: Path) -> list[Case]:
         Case("rollback of a bad family name", ("rollback", "--family", "Not A Family"), "--family 'Not A Family'"),
         Case("AWS option on the docker target", ("run", "--subnet", "subnet-1"), "--subnet"),
         Case(
-            "AMI without encrypt_boot",
+            "template set needing a newer Packer",
+            ("validate", "--target", "aws", "--template-dir", str(SETS / "plugin-amazon-example")),
+            "the templates need Packer >= 1.7.0",
+        ),
+        Case(
+            "several sources of the target's type",
+            ("build", "--template-dir", str(SETS / "learn-more-complex")),
+            "choose one with --only",
+        ),
+        Case("waiving an error", ("run", "--lint-ignore", "unknown-source"), "cannot be waived"),
+        Case(
+            "AMI without encrypt_boot under --strict",
             (
                 "validate",
+                "--strict",
                 "--target",
                 "aws",
                 "--template-dir",

@@ -45,6 +45,11 @@ def run_bake(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["run", "--var", "image_version=2"], "--var image_version: set by bakery from --version"),
         (["run", "--var-file", "/nonexistent.pkrvars.hcl"], "--var-file /nonexistent.pkrvars.hcl: no such"),
         (["build", "--only", "docker.nosuch"], "--only docker.nosuch: no such source"),
+        (["build", "--lint-ignore", "nosuch"], "--lint-ignore nosuch: no such lint rule"),
+        (["build", "--lint-ignore", "unknown-source"], "--lint-ignore unknown-source: an error (it cannot work)"),
+        (["build", "--version-var", "no such"], "--version-var 'no such': not a Packer variable name"),
+        (["build", "--version-var", "release"], "packer declares no such variable (variables: ami_users"),
+        (["build", "--version-var", "v", "--var", "v=1"], "--var v: set by bakery from --version"),
     ],
 )
 def test_bad_request_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
@@ -72,12 +77,17 @@ def test_missing_required_variable_is_named(capsys: pytest.CaptureFixture[str], 
     assert code == 0, err
 
 
-def test_lint_findings_fail_validation(capsys: pytest.CaptureFixture[str], templates: Path) -> None:
+def test_a_lint_warning_is_reported_and_strict_makes_it_fail(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, templates: Path
+) -> None:
     aws = templates / "aws.pkr.hcl"
     aws.write_text(aws.read_text().replace("encrypt_boot = true", "encrypt_boot = false"))
     code, err = run_bake(capsys, "validate", "--template-dir", str(templates), "--target", "aws")
+    assert code == 0, err
+    assert "aws.pkr.hcl:25: warning: amazon-ebs.base: AMI without encrypt_boot = true [encrypt-boot]" in caplog.text
+    code, err = run_bake(capsys, "validate", "--template-dir", str(templates), "--target", "aws", "--strict")
     assert code == 2
-    assert "aws.pkr.hcl" in err
+    assert "template checks failed (--strict: warnings are errors)" in err
     assert "AMI without encrypt_boot = true [encrypt-boot]" in err
 
 
