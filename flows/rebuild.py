@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.blocks import block_credentials, check_secret_vars
 from flows.pipeline import image_pipeline
 from tasks import promotion
 from tasks import rebuild as lib
@@ -35,8 +36,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.FamilySummary:
-    """One family on one target: note the production, run the pipeline, compare, summarise."""
+def rebuild_family(
+    spec: lib.FamilySpec, target: str, run_id: str, blocks: dict[str, Any] | None = None
+) -> lib.FamilySummary:
+    """One family on one target: note the production, run the pipeline, compare, summarise.
+
+    Args:
+        spec: the family's entry of the families file.
+        target: the target to rebuild on.
+        run_id: the rebuild's flow run id.
+        blocks: ``aws_credentials`` and ``secret_vars`` for the pipeline (Prefect block names).
+    """
     logger = get_run_logger()
     now = utcnow()
     summary = lib.FamilySummary(family=spec.family, target=target, result="failed", now=now)
@@ -60,6 +70,7 @@ def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.Family
             summary.production_age_days,
             lib.STALE_AFTER.days,
         )
+        emit_stale_production(summary)
     try:
         result = image_pipeline(
             target=check_target(target),
@@ -69,6 +80,7 @@ def rebuild_family(spec: lib.FamilySpec, target: str, run_id: str) -> lib.Family
             variables=dict(spec.variables),
             var_files=list(spec.var_files),
             only=spec.only or "",
+            **(blocks or {}),
         )
     except Exception as exc:
         summary.message = _first_line(exc)
@@ -120,10 +132,42 @@ def _ami_tag(store: Any, image_id: str, key: str) -> str | None:
     return next((t["Value"] for t in image.get("Tags") or [] if t["Key"] == key), None)
 
 
+def emit_stale_production(summary: lib.FamilySummary) -> None:
+    """The Prefect event ``bakery.production.stale`` for a production over the age limit, which the
+    automations in ``deployments/automations.yaml`` turn into a notification. Never fails the rebuild."""
+    from prefect.events import emit_event
+
+    try:
+        emit_event(
+            event=lib.STALE_EVENT,
+            resource={
+                "prefect.resource.id": f"bakery.family.{summary.family}.{summary.target}",
+                "prefect.resource.name": summary.family,
+                "bakery.family": summary.family,
+                "bakery.target": summary.target,
+            },
+            payload={
+                "family": summary.family,
+                "target": summary.target,
+                "production": summary.production,
+                "age_days": round(summary.production_age_days or 0.0, 1),
+                "max_age_days": lib.STALE_AFTER.days,
+            },
+        )
+    except Exception as exc:  # the ERROR log line and the artifact still say it
+        get_run_logger().warning("could not emit %s for %s: %s", lib.STALE_EVENT, summary.family, exc)
+
+
 @task(name="rebuild-family", cache_policy=NO_CACHE, task_run_name="rebuild-{spec.family}-{target}")
-def rebuild_one(spec: lib.FamilySpec, target: str, slots: threading.BoundedSemaphore, run_id: str) -> dict[str, Any]:
+def rebuild_one(
+    spec: lib.FamilySpec,
+    target: str,
+    slots: threading.BoundedSemaphore,
+    run_id: str,
+    blocks: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     with slots:
-        summary = rebuild_family(spec, target, run_id)
+        summary = rebuild_family(spec, target, run_id, blocks)
     create_markdown_artifact(
         summary.to_markdown(),
         key=artifact_key(spec.family, target, "rebuild"),
@@ -137,6 +181,8 @@ def rebuild(
     families_file: str = lib.DEFAULT_FAMILIES,
     target: TargetName | None = None,
     max_parallel: int = 2,
+    aws_credentials: str | None = None,
+    secret_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Rebuild every family (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
 
@@ -144,6 +190,8 @@ def rebuild(
         families_file: the families file (family, template dir, var files, targets).
         target: rebuild only this target's images (empty: every target a family lists).
         max_parallel: how many family builds run at once.
+        aws_credentials: a Prefect AwsCredentials block for the AWS builds (empty: the standard chain).
+        secret_vars: Packer variables from Prefect Secret blocks ({variable: block name}) for every build.
     """
     from prefect.runtime import flow_run
 
@@ -157,8 +205,11 @@ def rebuild(
         raise UsageError(f"{families_file}: no family lists target {target!r}")
     run_id = str(flow_run.id or "local")
     slots = threading.BoundedSemaphore(max_parallel)
-    futures = [rebuild_one.submit(spec, t, slots, run_id) for spec, t in jobs]
-    results = [future.result() for future in futures]
+    blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
+    uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
+    with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
+        futures = [rebuild_one.submit(spec, t, slots, run_id, blocks) for spec, t in jobs]
+        results = [future.result() for future in futures]
     rows = [r.pop("row") for r in results]
     create_table_artifact(rows, key="rebuild-summary", description=f"weekly rebuild of {len(rows)} image(s)")
     logger = get_run_logger()

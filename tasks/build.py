@@ -49,6 +49,7 @@ def static_checks(request: PipelineRequest) -> lint.TemplateSet:
 def validate(request: PipelineRequest) -> lint.TemplateSet:
     """``bake validate``: static checks, then ``packer init`` (>=1.7), ``validate`` and ``fmt -check``."""
     templates = static_checks(request)
+    _check_block_variables(templates, request)
     _check_required_variables(templates, request)
     packer.init(request.template_dir)
     variables = {**environment_variables(templates, request), **request.packer_variables}
@@ -69,6 +70,15 @@ def environment_variables(templates: lint.TemplateSet, request: PipelineRequest)
     return {name: value for name, value in found.items() if value and name in templates.variables}
 
 
+def _check_block_variables(templates: lint.TemplateSet, request: PipelineRequest) -> None:
+    """A secret variable from a Prefect block that the templates do not declare: packer would ignore it."""
+    for key in packer.subprocess_variables():
+        name = key.removeprefix("PKR_VAR_")
+        if key.startswith("PKR_VAR_") and name not in templates.variables:
+            where = request.template_dir
+            raise UsageError(f"--secret-var {name}: the templates in {where} declare no variable {name!r}")
+
+
 def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest) -> None:
     """A variable with no default that nobody sets: name it before packer says something vaguer."""
     given = set(request.packer_variables) | {"manifest_path"}
@@ -77,7 +87,7 @@ def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequ
     missing = [
         name
         for name, block in templates.variables.items()
-        if "default" not in block.attrs and name not in given and f"PKR_VAR_{name}" not in os.environ
+        if "default" not in block.attrs and name not in given and f"PKR_VAR_{name}" not in packer.packer_env()
     ]
     if missing:
         block = templates.variables[missing[0]]
@@ -92,7 +102,8 @@ def sensitive_values(templates: lint.TemplateSet, request: PipelineRequest) -> l
         **{k.removeprefix("PKR_VAR_"): v for k, v in os.environ.items() if k.startswith("PKR_VAR_")},
         **request.packer_variables,
     }
-    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)]
+    from_blocks = list(packer.subprocess_variables().values())  # block secrets and credentials: always masked
+    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)] + from_blocks
 
 
 def build(
