@@ -229,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--max-parallel", type=int, default=2, metavar="N", help="builds at once (default: 2)")
     _blocks(rebuild, secrets=True)
     rebuild.set_defaults(handler=cmd_rebuild)
+
+    alerts = sub.add_parser("alerts", help="bakery's Prefect automations (failed runs, stale productions)")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    alerts_apply = alerts_sub.add_parser("apply", help="create or replace the automations on the Prefect server")
+    alerts_apply.add_argument("--file", default="deployments/automations.yaml", help="the automations file")
+    alerts_apply.add_argument(
+        "--notify-block",
+        metavar="NAME",
+        help="the notification block every alert goes through (default: the file's, bakery-alerts); "
+        "with BAKERY_ALERT_WEBHOOK_URL set, a Custom Webhook block of that name is created for it",
+    )
+    alerts_apply.set_defaults(handler=cmd_alerts_apply)
     return parser
 
 
@@ -543,6 +555,17 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         max_parallel=args.max_parallel,
         **_block_params(args, secrets=True),
     )
+
+
+def cmd_alerts_apply(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.alerts import apply, load_automations
+    from flows.blocks import check_block_name
+
+    if args.notify_block:
+        check_block_name(args.notify_block, "--notify-block")
+    load_automations(args.file, args.notify_block)  # a bad file is exit 2 before Prefect starts
+    quiet_user_error_tracebacks()
+    return apply(args.file, args.notify_block)
 
 
 def configure_logging() -> None:

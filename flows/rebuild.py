@@ -10,6 +10,7 @@ A failed family does not stop the others; the flow fails at the end if any did.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -155,7 +156,7 @@ def emit_stale_production(summary: lib.FamilySummary) -> None:
             },
         )
     except Exception as exc:  # the ERROR log line and the artifact still say it
-        get_run_logger().warning("could not emit %s for %s: %s", lib.STALE_EVENT, summary.family, exc)
+        logging.getLogger(__name__).warning("could not emit %s for %s: %s", lib.STALE_EVENT, summary.family, exc)
 
 
 @task(name="rebuild-family", cache_policy=NO_CACHE, task_run_name="rebuild-{spec.family}-{target}")
