@@ -7,6 +7,7 @@ Prefect is imported only by the subcommands that run a flow, to keep ``bake veri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -99,6 +100,49 @@ def _aws_options(args: argparse.Namespace) -> Any:
     return check_aws_options(given)
 
 
+def _blocks(parser: argparse.ArgumentParser, secrets: bool = False) -> None:
+    """``--aws-credentials-block`` (and ``--secret-var`` for commands that run packer): Prefect block names."""
+    parser.add_argument(
+        "--aws-credentials-block",
+        metavar="NAME",
+        help="AWS target: credentials from this Prefect AwsCredentials block (default: the standard chain)",
+    )
+    if secrets:
+        parser.add_argument(
+            "--secret-var",
+            action="append",
+            default=[],
+            metavar="NAME=BLOCK",
+            help="Packer variable NAME from the Prefect Secret block BLOCK (to packer by its environment, masked)",
+        )
+
+
+def _using_blocks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """Load the blocks named (a wrong name is exit 2 before anything starts) and use them for the command's
+    own AWS calls too; the flows get the names (``_block_params``) and load them where they run."""
+    from tasks.errors import UsageError
+
+    name = getattr(args, "aws_credentials_block", None)
+    secret_vars = getattr(args, "secret_var", None) or []
+    if not name and not secret_vars:
+        return contextlib.nullcontext()
+    target = getattr(args, "target", None)
+    if name and target not in ("aws", None):
+        raise UsageError("--aws-credentials-block: only with --target aws")
+    from flows.blocks import block_credentials, parse_secret_vars
+
+    args.secret_vars = parse_secret_vars(secret_vars)
+    return block_credentials(target or "aws", name, args.secret_vars)
+
+
+def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, Any]:
+    """The block names as flow parameters (never their values)."""
+    params: dict[str, Any] = {"aws_credentials": getattr(args, "aws_credentials_block", None)}
+    if secrets:
+        params["secret_vars"] = getattr(args, "secret_vars", None) or None
+    return params
+
+
 def _check_aws_configured(target: str) -> None:
     from tasks import aws
     from tasks.errors import UsageError
@@ -116,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(run)
     _testing(run)
     _aws(run)
+    _blocks(run, secrets=True)
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="init (>=1.7), validate, fmt -check and lint the templates")
@@ -124,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="validate and build; the image is left at testing")
     _selection(build)
+    _blocks(build, secrets=True)
     build.set_defaults(handler=cmd_build)
 
     test = sub.add_parser("test", help="launch, verify and tear down a test instance of an image")
@@ -131,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--image", required=True, help="image id or family:version")
     _testing(test)
     _aws(test)
+    _blocks(test)
     test.set_defaults(handler=cmd_test)
 
     verify = sub.add_parser("verify", help="check an existing host against a spec over SSH; launches nothing")
@@ -154,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--keep", default="5", metavar="N", help="newest images to keep per family (default: 5)")
     keep.add_argument("--apply", action="store_true", help="delete what the plan says (default: dry run)")
     keep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    _blocks(keep)
     keep.set_defaults(handler=cmd_retention)
 
     sweep = sub.add_parser("sweep", help="remove what crashed runs left behind (past expires-at)")
@@ -166,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    _blocks(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = sub.add_parser("promote", help="testing → staging, or staging → production after the soak")
@@ -177,12 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--min-soak", default="24h", metavar="D", help="time at staging first (default: 24h)")
     promote.add_argument("--force", action="store_true", help="promote before the soak is over (recorded)")
     promote.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
+    _blocks(promote)
     promote.set_defaults(handler=cmd_promote)
 
     back = sub.add_parser("rollback", help="the previous production image becomes production again")
     back.add_argument("--target", default="docker", help="docker or aws (default: docker)")
     back.add_argument("--family", required=True, help="image family")
     back.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
+    _blocks(back)
     back.set_defaults(handler=cmd_rollback)
 
     rebuild = sub.add_parser("rebuild", help="the weekly rebuild of every family, run now")
@@ -193,7 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--max-age", default="7d", metavar="D", help="build a family whose current image is older (default: 7d)"
     )
+    _blocks(rebuild, secrets=True)
     rebuild.set_defaults(handler=cmd_rebuild)
+
+    alerts = sub.add_parser("alerts", help="bakery's Prefect automations (failed runs, stale productions)")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    alerts_apply = alerts_sub.add_parser("apply", help="create or replace the automations on the Prefect server")
+    alerts_apply.add_argument("--file", default="deployments/automations.yaml", help="the automations file")
+    alerts_apply.add_argument(
+        "--notify-block",
+        metavar="NAME",
+        help="the notification block every alert goes through (default: the file's, bakery-alerts); "
+        "with BAKERY_ALERT_WEBHOOK_URL set, a Custom Webhook block of that name is created for it",
+    )
+    alerts_apply.set_defaults(handler=cmd_alerts_apply)
     return parser
 
 
@@ -273,7 +337,7 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     _with_prefect()
     from flows.pipeline import image_build
 
-    return image_build(**_selection_params(request))
+    return image_build(**_selection_params(request), **_block_params(args, secrets=True))
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,6 +358,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
         aws=aws,
+        **_block_params(args, secrets=True),
     )
 
 
@@ -321,6 +386,7 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         ttl=args.ttl,
         keep_on_failure=args.keep_on_failure,
         aws=request.aws if request.target == "aws" else None,
+        **_block_params(args),
     )
 
 
@@ -412,7 +478,11 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
 
     quiet_user_error_tracebacks()
     doc = _tabled(
-        args, render, lambda: image_retention(target=args.target, family=args.family, keep=keep, apply=args.apply)
+        args,
+        render,
+        lambda: image_retention(
+            target=args.target, family=args.family, keep=keep, apply=args.apply, **_block_params(args)
+        ),
     )
     return doc if args.json else {"applied": doc["applied"], "deleted": len(doc["deleted_images"])}
 
@@ -429,7 +499,11 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from flows.sweep import sweep_leftovers
 
     quiet_user_error_tracebacks()
-    doc = _tabled(args, render, lambda: sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply))
+    doc = _tabled(
+        args,
+        render,
+        lambda: sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply, **_block_params(args)),
+    )
     removed = sum(r.get("result") == "removed" for r in doc["resources"])
     return doc if args.json else {"applied": doc["applied"], "removed": removed}
 
@@ -477,6 +551,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         min_soak=args.min_soak,
         force=args.force,
         publish_ssm=args.publish_ssm,
+        **_block_params(args),
     )
 
 
@@ -489,7 +564,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from flows.promote import rollback
 
     quiet_user_error_tracebacks()
-    return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm)
+    return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm, **_block_params(args))
 
 
 def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
@@ -509,7 +584,19 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         max_parallel=args.max_parallel,
         force=args.force,
         max_age=args.max_age,
+        **_block_params(args, secrets=True),
     )
+
+
+def cmd_alerts_apply(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.alerts import apply, load_automations
+    from flows.blocks import check_block_name
+
+    if args.notify_block:
+        check_block_name(args.notify_block, "--notify-block")
+    load_automations(args.file, args.notify_block)  # a bad file is exit 2 before Prefect starts
+    quiet_user_error_tracebacks()
+    return apply(args.file, args.notify_block)
 
 
 def configure_logging() -> None:
@@ -531,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
     try:
-        result = handler(args)
+        with _using_blocks(args):
+            result = handler(args)
     except BakeryError as exc:
         if args.json and exc.result is not None:
             print(json.dumps(exc.result, indent=2, default=str))  # a partial result is still one document

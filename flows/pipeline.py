@@ -7,6 +7,7 @@ and ``bake sweep`` covers a SIGKILL, after which no hook runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from uuid import uuid4
@@ -16,6 +17,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.blocks import aws_session, block_credentials
 from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName
@@ -46,8 +48,9 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
     """Crash/cancellation hook: remove every instance and key the run created."""
     run_id = str(flow_run.id)
     try:
-        if (flow_run.parameters or {}).get("target") == "aws":
-            _remove_aws_run_resources(run_id)
+        parameters = flow_run.parameters or {}
+        if parameters.get("target") == "aws":
+            _remove_aws_run_resources(run_id, parameters.get("aws_credentials"))
             return
         from tasks.targets.docker import DockerTarget
 
@@ -58,7 +61,7 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
         keys.remove_run_keys(run_id)
 
 
-def _remove_aws_run_resources(run_id: str, timeout: float = 120) -> None:
+def _remove_aws_run_resources(run_id: str, block_name: str | None = None, timeout: float = 120) -> None:
     """Instances (Packer's builder included), security groups and key pairs tagged with the run id.
 
     Only when AWS is configured here (a region is set); short client timeouts and a bounded wait, and a
@@ -66,13 +69,16 @@ def _remove_aws_run_resources(run_id: str, timeout: float = 120) -> None:
     """
     from tasks import aws
 
-    if not aws.region():
-        log.warning("run %s: AWS is not configured here (no region); bake sweep --target aws cleans up", run_id)
-        return
     try:
         from tasks.targets.aws import AwsTarget, ec2_client
 
-        removed = AwsTarget(ec2=ec2_client(quick=True), timeout=timeout).teardown_run(run_id)
+        with contextlib.ExitStack() as stack:
+            if block_name:
+                stack.enter_context(aws.using_session(aws_session(block_name)))
+            if not aws.region():
+                log.warning("run %s: AWS is not configured here (no region); bake sweep --target aws cleans up", run_id)
+                return
+            removed = AwsTarget(ec2=ec2_client(quick=True), timeout=timeout).teardown_run(run_id)
     except Exception as exc:
         log.error("could not remove the AWS resources of run %s (%s); bake sweep --target aws will", run_id, exc)
         return
@@ -177,18 +183,21 @@ def image_test(
     ttl: str = "2h",
     keep_on_failure: bool = False,
     aws: AwsOptions | None = None,
+    aws_credentials: str | None = None,
 ) -> dict[str, Any]:
     """Test an existing image: launch a test instance, verify it over SSH, tear it down.
 
     ``aws``: how an AWS test instance is launched and reached (subnet, instance type, SSH user, address
-    and CIDR, instance profile, host key source); ignored by other targets.
+    and CIDR, instance profile, host key source); ignored by other targets. ``aws_credentials``: the name
+    of a Prefect AwsCredentials block (empty: the standard credential chain).
     """
     request = prepare(
         target=target, spec=spec, ssh_timeout=ssh_timeout, ttl=ttl, keep_on_failure=keep_on_failure, aws=aws
     )
-    chosen = get_target(target, request.aws)
-    found = chosen.image(image)  # type: ignore[attr-defined]
-    return test_stage(chosen, found, request, _run_id())
+    with block_credentials(request.target, aws_credentials):
+        chosen = get_target(target, request.aws)
+        found = chosen.image(image)  # type: ignore[attr-defined]
+        return test_stage(chosen, found, request, _run_id())
 
 
 @flow(name="image-pipeline", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
@@ -209,6 +218,8 @@ def image_pipeline(
     version_var: str = "",
     lint_ignore: list[str] | None = None,
     strict: bool = False,
+    aws_credentials: str | None = None,
+    secret_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -231,6 +242,10 @@ def image_pipeline(
         version_var: the template variable that gets the version; empty for image_version when declared.
         lint_ignore: lint rules (warnings) to waive for this run, e.g. encrypt-boot.
         strict: treat lint warnings as errors.
+        aws_credentials: the name of a Prefect AwsCredentials block for the AWS target (empty: the
+            standard credential chain of the worker).
+        secret_vars: Packer variables read from Prefect Secret blocks ({variable: block name}); they reach
+            packer through its environment only, masked in its output.
     """
     request = prepare(
         target=target,
@@ -251,11 +266,12 @@ def image_pipeline(
         strict=strict,
     )
     run_id = _run_id()
-    chosen = get_target(request.target, request.aws)
-    _preflight(chosen)  # a bad --subnet is exit 2 before anything is built
-    with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
-        image = build_stage(chosen, request, run_id)
-        tested = test_stage(chosen, image, request, run_id)
+    with block_credentials(request.target, aws_credentials, secret_vars):
+        chosen = get_target(request.target, request.aws)
+        _preflight(chosen)  # a bad --subnet is exit 2 before anything is built
+        with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
+            image = build_stage(chosen, request, run_id)
+            tested = test_stage(chosen, image, request, run_id)
     return {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
 
 
@@ -272,8 +288,14 @@ def image_build(
     version_var: str = "",
     lint_ignore: list[str] | None = None,
     strict: bool = False,
+    aws_credentials: str | None = None,
+    secret_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Validate the templates and build the image; it is left at ``testing``."""
+    """Validate the templates and build the image; it is left at ``testing``.
+
+    ``aws_credentials`` names a Prefect AwsCredentials block, ``secret_vars`` Packer variables read from
+    Prefect Secret blocks ({variable: block name}), as for ``image_pipeline``.
+    """
     request = prepare(
         target=target,
         family=family,
@@ -288,7 +310,7 @@ def image_build(
         strict=strict,
     )
     run_id = _run_id()
-    with family_lock(request.family):
+    with block_credentials(request.target, aws_credentials, secret_vars), family_lock(request.family):
         image = build_stage(get_target(request.target), request, run_id)
     return {
         "version": request.version,

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.blocks import block_credentials
 from tasks import inputs, promotion
 from tasks.errors import UsageError
 from tasks.inputs import TargetName
@@ -120,6 +121,7 @@ def promote(
     min_soak: str = "24h",
     force: bool = False,
     publish_ssm: bool = False,
+    aws_credentials: str | None = None,
 ) -> dict[str, Any]:
     """Promote an image: testing → staging, or staging → production after the soak.
 
@@ -131,22 +133,31 @@ def promote(
         min_soak: how long an image must have been staging before production (90s, 15m, 2h, 7d).
         force: promote to production before the soak is over (recorded on the image and in the record).
         publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
+        aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
     """
     if image:
         family = None
     checked, family, image = check_promote_request(target, family, image, to, min_soak)
-    return promote_image(checked, family, image, to, min_soak, force, publish_ssm, _run_id())
+    with block_credentials(checked, aws_credentials):
+        return promote_image(checked, family, image, to, min_soak, force, publish_ssm, _run_id())
 
 
 @flow(name="rollback")
-def rollback(target: TargetName = "docker", family: str = "app-base", publish_ssm: bool = False) -> dict[str, Any]:
+def rollback(
+    target: TargetName = "docker",
+    family: str = "app-base",
+    publish_ssm: bool = False,
+    aws_credentials: str | None = None,
+) -> dict[str, Any]:
     """Make the most recently superseded image production again; the current one becomes superseded.
 
     Args:
         target: where the family's images live.
         family: the image family to roll back.
         publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
+        aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
     """
     checked = inputs.check_target(target)
     inputs.check_family(family)
-    return rollback_family(checked, family, publish_ssm, _run_id())
+    with block_credentials(checked, aws_credentials):
+        return rollback_family(checked, family, publish_ssm, _run_id())

@@ -12,6 +12,7 @@ A failed family does not stop the others; the flow fails at the end if any did.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.blocks import block_credentials, check_secret_vars
 from flows.pipeline import image_pipeline
 from tasks import promotion
 from tasks import rebuild as lib
@@ -45,8 +47,18 @@ def rebuild_family(
     run_id: str,
     force: bool = False,
     max_age: timedelta = lib.DEFAULT_MAX_AGE,
+    blocks: dict[str, Any] | None = None,
 ) -> lib.FamilySummary:
-    """One family on one target: note the production, decide, run the pipeline, compare, summarise."""
+    """One family on one target: note the production, decide, run the pipeline, compare, summarise.
+
+    Args:
+        spec: the family's entry of the families file.
+        target: the target to rebuild on.
+        run_id: the rebuild's flow run id.
+        force: build even when nothing changed.
+        max_age: build when the current image is older than this.
+        blocks: ``aws_credentials`` and ``secret_vars`` for the pipeline (Prefect block names).
+    """
     logger = get_run_logger()
     now = utcnow()
     summary = lib.FamilySummary(family=spec.family, target=target, result="failed", now=now)
@@ -72,6 +84,7 @@ def rebuild_family(
             summary.production_age_days,
             lib.STALE_AFTER.days,
         )
+        emit_stale_production(summary)
     decision = _decide(spec, target, images, run_id, store, force, max_age, now)
     summary.decision = decision
     logger.info("%s on %s: %s", spec.family, target, decision.text)
@@ -88,6 +101,7 @@ def rebuild_family(
             variables=dict(spec.variables),
             var_files=list(spec.var_files),
             only=spec.only or "",
+            **(blocks or {}),
         )
     except Exception as exc:
         summary.message = _first_line(exc)
@@ -168,6 +182,32 @@ def _ami_tag(store: Any, image_id: str, key: str) -> str | None:
     return next((t["Value"] for t in image.get("Tags") or [] if t["Key"] == key), None)
 
 
+def emit_stale_production(summary: lib.FamilySummary) -> None:
+    """The Prefect event ``bakery.production.stale`` for a production over the age limit, which the
+    automations in ``deployments/automations.yaml`` turn into a notification. Never fails the rebuild."""
+    from prefect.events import emit_event
+
+    try:
+        emit_event(
+            event=lib.STALE_EVENT,
+            resource={
+                "prefect.resource.id": f"bakery.family.{summary.family}.{summary.target}",
+                "prefect.resource.name": summary.family,
+                "bakery.family": summary.family,
+                "bakery.target": summary.target,
+            },
+            payload={
+                "family": summary.family,
+                "target": summary.target,
+                "production": summary.production,
+                "age_days": round(summary.production_age_days or 0.0, 1),
+                "max_age_days": lib.STALE_AFTER.days,
+            },
+        )
+    except Exception as exc:  # the ERROR log line and the artifact still say it
+        logging.getLogger(__name__).warning("could not emit %s for %s: %s", lib.STALE_EVENT, summary.family, exc)
+
+
 @task(name="rebuild-family", cache_policy=NO_CACHE, task_run_name="rebuild-{spec.family}-{target}")
 def rebuild_one(
     spec: lib.FamilySpec,
@@ -176,9 +216,10 @@ def rebuild_one(
     run_id: str,
     force: bool = False,
     max_age: timedelta = lib.DEFAULT_MAX_AGE,
+    blocks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     with slots:
-        summary = rebuild_family(spec, target, run_id, force, max_age)
+        summary = rebuild_family(spec, target, run_id, force, max_age, blocks)
     create_markdown_artifact(
         summary.to_markdown(),
         key=artifact_key(spec.family, target, "rebuild"),
@@ -194,6 +235,8 @@ def rebuild(
     max_parallel: int = 2,
     force: bool = False,
     max_age: str = "7d",
+    aws_credentials: str | None = None,
+    secret_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Rebuild every family that changed (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
 
@@ -207,6 +250,8 @@ def rebuild(
         max_parallel: how many family builds run at once.
         force: build every family, changed or not.
         max_age: build a family whose current image is older than this (90s, 15m, 2h, 7d), changed or not.
+        aws_credentials: a Prefect AwsCredentials block for the AWS builds (empty: the standard chain).
+        secret_vars: Packer variables from Prefect Secret blocks ({variable: block name}) for every build.
     """
     from prefect.runtime import flow_run
 
@@ -221,8 +266,11 @@ def rebuild(
         raise UsageError(f"{families_file}: no family lists target {target!r}")
     run_id = str(flow_run.id or "local")
     slots = threading.BoundedSemaphore(max_parallel)
-    futures = [rebuild_one.submit(spec, t, slots, run_id, force, oldest) for spec, t in jobs]
-    results = [future.result() for future in futures]
+    blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
+    uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
+    with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
+        futures = [rebuild_one.submit(spec, t, slots, run_id, force, oldest, blocks) for spec, t in jobs]
+        results = [future.result() for future in futures]
     rows = [r.pop("row") for r in results]
     create_table_artifact(rows, key="rebuild-summary", description=f"weekly rebuild of {len(rows)} image(s)")
     logger = get_run_logger()

@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.blocks import block_credentials
 from tasks import retention
 from tasks.housekeeping import apply_retention, report_retention, take_inventory
 from tasks.inputs import TargetName, check_family, check_target
@@ -21,18 +22,23 @@ def image_retention(
     family: str | None = None,
     keep: int = retention.DEFAULT_KEEP,
     apply: bool = False,
+    aws_credentials: str | None = None,
 ) -> dict[str, Any]:
-    """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given."""
+    """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given.
+
+    ``aws_credentials``: AWS only, a Prefect AwsCredentials block name (empty: the standard chain).
+    """
     check_target(target)
     if family:
         check_family(family)
     keep = retention.check_keep(keep)
-    store = retention.open_store(target)
-    images, usage = take_inventory(store)
-    plan = retention.plan_retention(images, usage, keep=keep, families=[family] if family else None, target=target)
-    if not apply:
-        return report_retention(plan, None, False, family)
-    outcome = apply_retention(store, plan)
+    with block_credentials(target, aws_credentials):
+        store = retention.open_store(target)
+        images, usage = take_inventory(store)
+        plan = retention.plan_retention(images, usage, keep=keep, families=[family] if family else None, target=target)
+        if not apply:
+            return report_retention(plan, None, False, family)
+        outcome = apply_retention(store, plan)
     doc = report_retention(plan, outcome, True, family)
     if outcome.failures:
         raise retention.RetentionFailed(

@@ -11,21 +11,28 @@ from typing import Any
 
 from prefect import flow
 
+from flows.blocks import block_credentials
 from tasks import sweep
 from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
 
 
 @flow(name="sweep")
-def sweep_leftovers(target: TargetName = "docker", max_age: str | None = None, apply: bool = False) -> dict[str, Any]:
-    """Find bakery-labelled leftovers past their time (and Packer's own, by age); remove them with ``apply``."""
+def sweep_leftovers(
+    target: TargetName = "docker", max_age: str | None = None, apply: bool = False, aws_credentials: str | None = None
+) -> dict[str, Any]:
+    """Find bakery-labelled leftovers past their time (and Packer's own, by age); remove them with ``apply``.
+
+    ``aws_credentials``: AWS only, a Prefect AwsCredentials block name (empty: the standard chain).
+    """
     check_target(target)
     rules = sweep.Rules(now=datetime.now(UTC), max_age=parse_duration(max_age, "--max-age") if max_age else None)
-    sources = sweep.open_sources(target)
-    plan = find_leftovers(sources, rules)
-    if not apply:
-        return report_sweep(plan, target, None)
-    results = remove_leftovers(plan, sources)
+    with block_credentials(target, aws_credentials):
+        sources = sweep.open_sources(target)
+        plan = find_leftovers(sources, rules)
+        if not apply:
+            return report_sweep(plan, target, None)
+        results = remove_leftovers(plan, sources)
     doc = report_sweep(plan, target, results)
     if doc["failures"]:
         raise sweep.SweepFailed(f"{len(doc['failures'])} removals failed: {'; '.join(doc['failures'][:3])}", doc)

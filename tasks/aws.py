@@ -1,11 +1,15 @@
 """boto3 clients as bakery uses them: region and endpoint from the standard AWS variables
 (``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_EC2``), credentials from the
-standard chain, and botocore's adaptive retry mode so throttling is retried with client-side rate limiting.
+standard chain or from the session a Prefect ``AwsCredentials`` block gave (``using_session``), and
+botocore's adaptive retry mode so throttling is retried with client-side rate limiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import boto3
@@ -23,17 +27,76 @@ def retry_config(max_attempts: int | None = None) -> Config:
     return Config(retries={"mode": "adaptive", "max_attempts": attempts})
 
 
-def client(service: str, region: str | None = None, session: boto3.Session | None = None) -> Any:
-    """A client for ``service``; boto3 itself reads the endpoint variables."""
-    return (session or boto3.Session()).client(service, region_name=region, config=retry_config())
+# The session of a Prefect AwsCredentials block for the flow (or command) running in this context; a
+# context variable, not process state, so two flows in one process never see each other's credentials.
+_SESSION: ContextVar[boto3.Session | None] = ContextVar("bakery_aws_session", default=None)
+
+
+@contextlib.contextmanager
+def using_session(chosen: boto3.Session) -> Iterator[None]:
+    """Every client made in this context (and in threads started with a copy of it) uses ``chosen``.
+
+    Args:
+        chosen: the session to use, e.g. ``AwsCredentials.get_boto3_session()`` of a block.
+    """
+    token = _SESSION.set(chosen)
+    try:
+        yield
+    finally:
+        _SESSION.reset(token)
+
+
+def session() -> boto3.Session:
+    """The block's session when one is in use here, else a new one over the standard chain."""
+    return _SESSION.get() or boto3.Session()
+
+
+def client(service: str, region: str | None = None, session: boto3.Session | None = None, config: Any = None) -> Any:
+    """A client for ``service``; boto3 itself reads the endpoint variables.
+
+    Args:
+        service: the AWS service (ec2, ssm, autoscaling).
+        region: the region; None for the session's.
+        session: the session; None for ``session()``.
+        config: botocore config merged over the adaptive retry config.
+    """
+    merged = retry_config().merge(config) if config is not None else retry_config()
+    chosen = session or _SESSION.get() or boto3.Session()
+    return chosen.client(service, region_name=region, config=merged)
 
 
 def region() -> str | None:
-    """The region from ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the profile's; None when nothing says.
+    """The region from ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the block's or the profile's; None when
+    nothing says.
 
     Read without any network call (no instance metadata lookup).
     """
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.Session().region_name
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session().region_name
+
+
+def has_credentials(where: str | None = None) -> bool:
+    """Whether the session in use here finds credentials (the block's, or the standard chain's)."""
+    chosen = _SESSION.get() or boto3.Session(region_name=where)
+    return chosen.get_credentials() is not None
+
+
+def credentials_environment() -> dict[str, str]:
+    """The block's credentials as the standard variables, for a subprocess that reads only those (Packer);
+    empty when no block is in use (the subprocess then finds the standard chain itself).
+
+    Resolved now (an assumed role's temporary keys included), to be put in that subprocess's own
+    environment only: never on a command line, never in this process's ``os.environ``. The region reaches
+    templates as the ``aws_region`` variable (``tasks.build.environment_variables``).
+    """
+    chosen = _SESSION.get()
+    found = chosen.get_credentials() if chosen is not None else None
+    if chosen is None or found is None:
+        return {}
+    frozen = found.get_frozen_credentials()
+    env = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        env["AWS_SESSION_TOKEN"] = frozen.token
+    return env
 
 
 def endpoint_url(service: str = "ec2") -> str | None:

@@ -38,12 +38,10 @@ def region() -> str | None:
 
 def not_configured() -> str | None:
     """Why AWS is not usable here (no region, no credentials), or None when it is."""
-    import boto3
-
     where = region()
     if not where:
         return "AWS is not configured: no region (set AWS_REGION or AWS_DEFAULT_REGION)"
-    if boto3.Session(region_name=where).get_credentials() is None:
+    if not aws.has_credentials(where):
         return "AWS is not configured: no credentials (environment, shared files or instance role)"
     return None
 

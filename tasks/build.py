@@ -180,6 +180,7 @@ def validate(request: PipelineRequest) -> Checked:
     check_packer_version(templates)
     variables = template_variables(templates, request)
     _check_required_variables(templates, request, variables)
+    _check_block_variables(templates, request)
     packer.init(request.template_dir)
     packer.validate(request.template_dir, request.only, variables, request.var_files)
     unformatted = [
@@ -221,6 +222,15 @@ def environment_variables(templates: lint.TemplateSet, request: PipelineRequest)
     return {name: value for name, value in found.items() if value and name in templates.variables}
 
 
+def _check_block_variables(templates: lint.TemplateSet, request: PipelineRequest) -> None:
+    """A secret variable from a Prefect block that the templates do not declare: packer would ignore it."""
+    for key in packer.subprocess_variables():
+        name = key.removeprefix("PKR_VAR_")
+        if key.startswith("PKR_VAR_") and name not in templates.variables:
+            where = request.template_dir
+            raise UsageError(f"--secret-var {name}: the templates in {where} declare no variable {name!r}")
+
+
 def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest, given: dict[str, str]) -> None:
     """A variable with no default that nobody sets: name it before packer says something vaguer."""
     if request.var_files:
@@ -232,7 +242,7 @@ def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequ
         if "default" not in block.attrs
         and name not in given
         and name not in run_owned
-        and f"PKR_VAR_{name}" not in os.environ
+        and f"PKR_VAR_{name}" not in packer.packer_env()
     ]
     if missing:
         block = templates.variables[missing[0]]
@@ -247,7 +257,8 @@ def sensitive_values(templates: lint.TemplateSet, request: PipelineRequest) -> l
         **{k.removeprefix("PKR_VAR_"): v for k, v in os.environ.items() if k.startswith("PKR_VAR_")},
         **request.variables,
     }
-    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)]
+    from_blocks = list(packer.subprocess_variables().values())  # block secrets and credentials: always masked
+    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)] + from_blocks
 
 
 def build(

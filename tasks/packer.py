@@ -6,6 +6,7 @@ long build runs; the manifest the build writes is parsed into ``ManifestBuild`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from tasks.errors import JobFailed, UsageError
 
@@ -149,9 +152,36 @@ def satisfies(version: tuple[int, int, int], constraint: str) -> bool:
     return True
 
 
+# Variables only packer's own process gets: credentials and secrets from Prefect blocks. Kept out of
+# os.environ (other flows in this process, and every other subprocess, would see them) and off the command
+# line (ps shows it); a context variable, so concurrent flows in one process keep theirs apart.
+_SUBPROCESS_ENV: ContextVar[Mapping[str, str]] = ContextVar("bakery_packer_env", default=MappingProxyType({}))
+
+
+@contextlib.contextmanager
+def subprocess_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Packer runs in this context get ``values`` in their environment (and nothing else does).
+
+    Args:
+        values: variables such as ``AWS_SECRET_ACCESS_KEY`` or ``PKR_VAR_<name>``; all are masked in
+            packer's output as secrets.
+    """
+    token = _SUBPROCESS_ENV.set({**_SUBPROCESS_ENV.get(), **values})
+    try:
+        yield
+    finally:
+        _SUBPROCESS_ENV.reset(token)
+
+
+def subprocess_variables() -> Mapping[str, str]:
+    """What ``subprocess_environment`` added here (to mask, and to know which ``PKR_VAR_`` are set)."""
+    return _SUBPROCESS_ENV.get()
+
+
 def packer_env() -> dict[str, str]:
-    """Packer's environment: no phoning home, and this interpreter's scripts (ansible-playbook) on PATH."""
-    env = dict(os.environ)
+    """Packer's environment: no phoning home, this interpreter's scripts (ansible-playbook) on PATH, and
+    what ``subprocess_environment`` added."""
+    env = {**os.environ, **_SUBPROCESS_ENV.get()}
     env["CHECKPOINT_DISABLE"] = "1"
     env["PACKER_NO_COLOR"] = "1"
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

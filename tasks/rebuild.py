@@ -38,6 +38,8 @@ from tasks.request import DEFAULT_SPEC, PipelineRequest, state_dir
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
+# The Prefect event a rebuild emits for a production older than STALE_AFTER (deployments/automations.yaml).
+STALE_EVENT = "bakery.production.stale"
 DEFAULT_FAMILIES = "deployments/families.yaml"
 _KEYS = {"family", "template_dir", "var_files", "variables", "spec", "targets", "only"}
 DEFAULT_MAX_AGE = timedelta(days=7)

@@ -111,10 +111,8 @@ def ec2_client(region: str | None = None, *, quick: bool = False) -> Any:
         raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
     if not quick:
         return aws.client("ec2", region=where)
-    import boto3
-
-    config = aws.retry_config(3).merge(Config(connect_timeout=5, read_timeout=20))
-    return boto3.Session().client("ec2", region_name=where, config=config)
+    config = Config(retries={"mode": "adaptive", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
+    return aws.client("ec2", region=where, config=config)
 
 
 # -------------------------------------------------------------------------------------------- errors
