@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,14 +63,38 @@ def evaluate(resource: Resource, found: dict[str, Any], duration: float = 0.0) -
             message = "" if ok else matcher.explain(value)
         shown = (_found_text(value) if shown is None else shown) + (f" ({note})" if note else "")
         results.append(
-            CheckResult(resource.type, resource.id, attribute, matcher.describe(), shown, ok, False, message, duration)
+            CheckResult(
+                resource.type,
+                resource.id,
+                attribute,
+                matcher.describe(),
+                shown,
+                ok,
+                False,
+                message,
+                duration,
+                resource.title,
+                resource.meta,
+            )
         )
     return results
 
 
 def _skipped(resource: Resource) -> list[CheckResult]:
     return [
-        CheckResult(resource.type, resource.id, a, m.describe(), "", False, True, "skip: true")
+        CheckResult(
+            resource.type,
+            resource.id,
+            a,
+            m.describe(),
+            "",
+            False,
+            True,
+            "skip: true",
+            0.0,
+            resource.title,
+            resource.meta,
+        )
         for a, m in resource.checks.items()
     ]
 
@@ -90,9 +115,15 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
 
     def run_command(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
         index, resource = item
-        begun = time.monotonic()
-        found = command.run(client, resource, default_timeout=command_timeout, sudo=elevate)
-        return index, evaluate(resource, found, time.monotonic() - begun)
+        attempts, delay = command.attempts_of(resource)
+        for attempt in range(1, attempts + 1):
+            begun = time.monotonic()
+            found = command.run(client, resource, default_timeout=command_timeout, sudo=elevate)
+            checked = evaluate(resource, found, time.monotonic() - begun)
+            if all(c.ok for c in checked) or attempt == attempts:
+                return index, checked
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     # The fact script and the commands share the connection, each on its own channel, all at once.
     with ThreadPoolExecutor(max_workers=min(MAX_CHANNELS, 1 + len(commands))) as pool:
@@ -147,9 +178,11 @@ def verify_endpoint(
     command_timeout: float = 30.0,
     sudo: bool = True,
     known_keys: list[paramiko.PKey] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> VerifyResult:
-    """Validate the spec (a bad one fails here, before connecting), connect once, verify, close."""
-    spec = load_spec(spec_path)
+    """Validate the spec (a bad one fails here, before connecting), connect once, verify, close.
+    ``variables`` are the ``.Vars`` of a templated spec."""
+    spec = load_spec(spec_path, variables)
     client = ssh.connect(endpoint, timeout=ssh_timeout, known_keys=known_keys)
     try:
         return verify(client, spec, sudo=sudo, command_timeout=command_timeout)

@@ -14,6 +14,8 @@ from tasks.verify.model import Resource
 Item = tuple[int, Resource]  # a resource and its position in the spec (section keys use the position)
 Gather = Callable[[Script, list[Item]], None]
 Observe = Callable[[Resource, int, Facts], dict[str, Any]]
+# Checks across attributes once each is valid: (path, message) for every problem.
+Validate = Callable[[dict[str, Any], dict[str, Any], str], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ResourceType:
     aliases: dict[str, str] = field(default_factory=dict)  # old goss names, e.g. contains → contents
     gather: Gather | None = None
     observe: Observe | None = None
+    validate: Validate | None = None
 
     def check_target(self, target: str) -> str:
         """An error message when ``target`` is not a plausible name for this type, else ``""``."""
