@@ -416,7 +416,7 @@ def _version_key(version: Version) -> tuple[Any, ...]:
 
 
 Condition = tuple[str, Version]
-_CONDITION = re.compile(r"(>=|<=|!=|==|=|>|<)?\s*(\S+)")
+_CONDITION = re.compile(r"(>=|<=|!=|==|=|>|<)?\s*([^\s<>=!]\S*)")
 
 
 def parse_constraint(text: str) -> tuple[tuple[Condition, ...], ...]:

@@ -37,7 +37,13 @@ _POSIX = {
 
 
 def translate(pattern: str) -> str:
-    """RE2 syntax that Python's ``re`` reads differently, rewritten for ``re``."""
+    """RE2 syntax that Python's ``re`` reads differently, rewritten for ``re``; what RE2 refuses (look-around,
+    back-references, possessive or atomic groups) is refused here too."""
+    unquoted = re.sub(r"\\Q.*?(?:\\E|$)", "", pattern, flags=re.S)
+    if re.search(r"\(\?(=|!|<=|<!|>)", unquoted):
+        raise re.error("look-around and atomic groups are not Go RE2 syntax")
+    if re.search(r"(?<!\\)(?:\\\\)*\\[1-9]", unquoted):
+        raise re.error("back-references are not Go RE2 syntax")
     pattern = re.sub(r"\\Q(.*?)(?:\\E|$)", lambda m: re.escape(m.group(1)), pattern, flags=re.S)
     pattern = re.sub(r"\[:(\^?)([a-z]+):\]", lambda m: _posix(m.group(1), m.group(2)), pattern)
     pattern = pattern.replace("\\z", "\\Z")
