@@ -1,8 +1,9 @@
 """Run a validated spec over one SSH connection.
 
-All facts but ``command`` checks come from ONE remote shell script (run as root through ``sudo -n``
-when the login user is not root and sudo allows it), so a spec of any size costs one round trip;
-``command`` checks run beside it, concurrently, each on its own channel with its own timeout.
+All facts but the channel checks come from ONE remote shell script (run as root through ``sudo -n``
+when the login user is not root and sudo allows it), so a spec of any size costs one round trip.
+Channel checks (``command``, ``http``, ``addr``, ``dns`` with ``server``) run beside it on the same
+connection, concurrently, each on its own channel with its own timeout; ``matching`` needs no host.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def build_script(spec: Spec) -> Script:
     script = Script()
     inventory.gather(script)
     for name, kind in TYPES.items():
-        items = [(i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip]
+        items = [
+            (i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip and not kind.on_channel(r)
+        ]
         if items and kind.gather:
             kind.gather(script, items)
     return script
@@ -111,14 +114,19 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     peer = transport.getpeername() if transport else ("", "")
     elevate: ssh.Sudo = "if-available" if sudo else False
     script = build_script(spec)
-    commands = [(i, r) for i, r in enumerate(spec.resources) if r.type == "command" and not r.skip]
+    commands = [(i, r) for i, r in enumerate(spec.resources) if TYPES[r.type].on_channel(r) and not r.skip]
 
     def run_command(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
         index, resource = item
+        run = TYPES[resource.type].run
+        assert run is not None
         attempts, delay = command.attempts_of(resource)
         for attempt in range(1, attempts + 1):
             begun = time.monotonic()
-            found = command.run(client, resource, default_timeout=command_timeout, sudo=elevate)
+            try:
+                found = run(client, resource, default_timeout=command_timeout, sudo=elevate)
+            except Exception as exc:  # a broken channel fails this check, not the whole run
+                found = dict.fromkeys(resource.checks, Unavailable(f"{type(exc).__name__}: {exc}"))
             checked = evaluate(resource, found, time.monotonic() - begun)
             if all(c.ok for c in checked) or attempt == attempts:
                 return index, checked
@@ -148,17 +156,18 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     if sudo and not as_root and not failure:
         notes.append(f"checks ran as {login} (uid {facts.uid}): sudo -n is not available, root-only facts may fail")
 
-    gathered_checks = sum(len(r.checks) for r in spec.resources if r.type != "command" and not r.skip)
+    gathered_checks = sum(len(r.checks) for r in spec.resources if not TYPES[r.type].on_channel(r) and not r.skip)
     per_check = gathered.duration / max(gathered_checks, 1)
     for index, resource in enumerate(spec.resources):
+        kind = TYPES[resource.type]
         if resource.skip:
             results[index] = _skipped(resource)
-        elif resource.type == "command":
+        elif kind.on_channel(resource):
             continue
-        elif failure:
+        elif failure and kind.gather is not None:
             results[index] = evaluate(resource, dict.fromkeys(resource.checks, Unavailable(failure)))
         else:
-            observe = TYPES[resource.type].observe
+            observe = kind.observe
             assert observe is not None
             results[index] = evaluate(resource, observe(resource, index, facts), per_check)
 

@@ -553,7 +553,7 @@ def _resource(kind: ResourceType, entry: _Entry, path: str, problems: list[Probl
     if message:
         problem(path, message)
     if kind.validate and len(problems) == before:
-        for where, message in kind.validate(checks, options, path):
+        for where, message in kind.validate(target, options, path):
             problem(where, message)
     if len(problems) != before:
         return None

@@ -22,7 +22,7 @@ def test_spec_check_lists_every_problem_of_every_file(tmp_path: Path, capsys: py
         f'{bad}:4: file./x.mode: expected a quoted octal string like "0644", got the number 644 '
         "(YAML reads an unquoted 0644 as the number 420: quote the mode)",
         f"{bad}:5: bogus: unknown resource type (expected one of package, service, port, file, command, user, "
-        "group, process, kernel-param, pending-updates, gossfile)",
+        "group, process, kernel-param, mount, interface, http, addr, dns, matching, pending-updates, gossfile)",
     ]
     assert err[-1] == "bake spec: 3 problem(s) in 2 spec(s)"
     assert main(["spec", "check", str(good), "--var", "pkg=nginx"]) == 0

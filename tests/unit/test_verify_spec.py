@@ -74,9 +74,8 @@ def test_unknown_attribute_names_file_path_and_choices() -> None:
 
 def test_unknown_and_unsupported_resource_types() -> None:
     assert error("pakage:\n  nginx: {installed: true}\n").startswith(f"{SPEC}: pakage: unknown resource type")
-    for kind in ("http", "addr", "mount", "interface", "dns"):
-        message = error(f"{kind}:\n  x: {{}}\n")
-        assert message.startswith(f"{SPEC}: {kind}: unsupported resource type"), message
+    for kind in ("http", "addr", "mount", "interface", "dns", "matching"):  # goss's, all supported now
+        assert "unknown resource type" not in error(f"{kind}:\n  x: {{}}\n")
 
 
 @pytest.mark.parametrize(
@@ -321,3 +320,44 @@ def test_an_include_loop_is_a_problem(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("gossfile:\n  a.yaml: {}\n")
     with pytest.raises(UsageError, match="an include loop"):
         load_spec(tmp_path / "a.yaml")
+
+
+def test_the_goss_resource_types_a_host_can_be_asked_about() -> None:
+    spec = parse_spec(
+        textwrap.dedent(
+            """
+            mount:
+              /: {exists: true, opts: [rw], filesystem: overlay, usage: {lt: 95}}
+            interface:
+              lo: {exists: true, addrs: [127.0.0.1/8], mtu: 65536}
+            http:
+              http://127.0.0.1:8080/health:
+                status: 200
+                body: [ok]
+                headers: ["Content-Type: text/plain"]
+                timeout: 0
+                no-follow-redirects: true
+                allow-insecure: true
+                request-headers: ["X-Probe: 1"]
+                method: POST
+                request-body: '{"a": 1}'
+            addr:
+              tcp://127.0.0.1:22: {reachable: true, timeout: 500}
+            dns:
+              localhost: {resolvable: true, addrs: {contain-element: 127.0.0.1}}
+              A:example.org: {resolvable: true, server: 127.0.0.1:53}
+            matching:
+              counts:
+                content: {instances: 14}
+                matches: {have-key-with-value: {instances: {gt: 0}}}
+            """
+        ),
+        SPEC,
+    )
+    assert [r.type for r in spec.resources] == ["mount", "interface", "http", "addr", "dns", "dns", "matching"]
+    http = spec.resources[2]
+    assert http.options["request-headers"] == ["X-Probe: 1"] and http.options["no-follow-redirects"] is True
+    assert "needs server" in error("dns:\n  MX:example.org: {resolvable: true}\n")
+    assert "unsupported attribute" in error("http:\n  https://x/: {status: 200, proxy: 'http://p:3128'}\n")
+    assert "bad http name" in error("http:\n  ftp://x/: {status: 200}\n")
+    assert "bad addr name" in error("addr:\n  example.org:22: {reachable: true}\n")

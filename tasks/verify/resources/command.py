@@ -51,4 +51,5 @@ TYPE = ResourceType(
     target_option="exec",
     target_pattern=r"(?s).*\S.*",
     target_hint="a shell command",
+    run=run,
 )
