@@ -564,6 +564,8 @@ def advanced(value: dict[Any, Any], path: str) -> Matcher:
     if key == "not":
         return Not(generic(arg, where))
     if key in ("and", "or"):
+        if isinstance(arg, dict):  # {and: {gt: 50, lt: 100}}: one matcher per key, as goss files write it
+            arg = [{k: v} for k, v in arg.items()]
         parts = tuple(generic(v, f"{where}[{i}]") for i, v in enumerate(_list_arg(arg, path, key)))
         return AllOf(parts) if key == "and" else AnyOf(parts)
     if key in _STRING_TESTS or key == "match-regexp":

@@ -535,9 +535,9 @@ def _resource(kind: ResourceType, entry: _Entry, path: str, problems: list[Probl
                 title = "" if value is None else str(value)
             elif attribute == "meta":
                 meta = _plain(value)
-            elif attribute in kind.options:
-                if value is None:
-                    continue
+            elif attribute in kind.options or (attribute in kind.unsupported and value in ("", None, [], False)):
+                if value is None or value == "" or attribute in kind.unsupported:
+                    continue  # goss: an empty value is an unset one
                 options[attribute] = _option(kind, attribute, value, where)
             elif attribute in kind.unsupported:
                 raise SpecError(where, f"unsupported attribute ({kind.unsupported[attribute]})")

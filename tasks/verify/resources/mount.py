@@ -75,7 +75,7 @@ TYPE = ResourceType(
         "filesystem": "str",
         "usage": "int",
     },
-    options={"mountpoint": "str"},
+    options={"mountpoint": "str", "timeout": "ms"},  # timeout: accepted; /proc and statfs do not block
     target_option="mountpoint",
     target_pattern=r"/.*",
     target_hint="an absolute path",
