@@ -488,7 +488,7 @@ def compile_regex(source: str, path: str) -> Any:
     try:
         return regex_engine.compile(source)
     except regex_engine.error as exc:
-        raise SpecError(path, f"bad regex /{source}/ (Go RE2 syntax): {exc}") from None
+        raise SpecError(path, f"bad regex /{source}/ (Go RE2 syntax): {regex_engine.reason(exc)}") from None
 
 
 def _slashed(value: str) -> bool:

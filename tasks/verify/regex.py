@@ -68,3 +68,9 @@ def compile(pattern: str) -> Any:
 
 def engine() -> str:
     return "re2" if _re2 is not None else "re (RE2 syntax translated)"
+
+
+def reason(exc: BaseException) -> str:
+    """An error's message as text (RE2's binding gives bytes)."""
+    message = exc.args[0] if exc.args else exc
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)

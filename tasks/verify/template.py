@@ -656,7 +656,9 @@ class _Renderer:
             except (ValueError, KeyError, IndexError, ZeroDivisionError) as exc:
                 raise TemplateError(f"template: {name}: {exc}", line) from None
             except regex_engine.error as exc:
-                raise TemplateError(f"template: {name}: bad regular expression: {exc}", line) from None
+                raise TemplateError(
+                    f"template: {name}: bad regular expression: {regex_engine.reason(exc)}", line
+                ) from None
         if len(command) > 1 or piped is not _NOTHING:
             raise TemplateError(f"template: can't give arguments to a non-function {_describe(head)}", line)
         return self.operand(head, dot, scope, line)
