@@ -336,7 +336,10 @@ def main() -> int:
                     times[name].append(way())
                 print(
                     f"round {round_number + 1}: "
-                    + ", ".join(f"{name.split(' (')[0]} {times[name][-1]:.2f} s" for name, _ in ways),
+                    + ", ".join(
+                        f"{name if name.startswith('bake') else name.split(' (')[0]} {times[name][-1]:.2f} s"
+                        for name, _ in ways
+                    ),
                     file=sys.stderr,
                 )
         finally:
