@@ -42,3 +42,25 @@ def test_spec_render_prints_the_one_document(tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().out == (
         "process:\n  sshd:\n    running: true\nuser:\n  alice:\n    exists: true\n  bob:\n    exists: true\n"
     )
+
+
+def test_the_pipeline_request_takes_a_spec_directory_and_its_variables(tmp_path: Path) -> None:
+    from tasks.errors import UsageError
+    from tasks.request import prepare
+
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "goss.yaml").write_text("gossfile:\n  parts/*.yaml: {}\n")
+    (spec_dir / "parts").mkdir()
+    (spec_dir / "parts" / "web.yaml").write_text("package:\n  {{ .Vars.web.pkg }}: {installed: true}\n")
+    vars_file = tmp_path / "vars.yaml"
+    vars_file.write_text("web: {pkg: apache2}\n")
+    request = prepare(spec=spec_dir, spec_vars_file=vars_file, spec_vars=["web.pkg=nginx"], template_dir=tmp_path)
+    assert request.spec_variables() == {"web": {"pkg": "nginx"}}  # --spec-var over the file's
+    from tasks.verify import load_spec
+
+    assert [r.id for r in load_spec(request.spec, request.spec_variables()).resources] == ["nginx"]
+    with pytest.raises(UsageError, match=r"--vars .*: no such readable file"):
+        prepare(spec=spec_dir, spec_vars_file=tmp_path / "nope.yaml", template_dir=tmp_path)
+    with pytest.raises(UsageError, match="--spec-var 'oops': expected NAME=VALUE"):
+        prepare(spec=spec_dir, spec_vars=["oops"], template_dir=tmp_path)
