@@ -133,9 +133,30 @@ def inputs_hash(
     return _digest(chunks())
 
 
-def spec_hash(spec: Path) -> str:
-    """The SHA-256 of a verification spec: the file, or every file of a spec directory."""
-    return _digest(tree_chunks(spec))
+def spec_hash(spec: Path, vars_file: Path | None = None, spec_vars: Mapping[str, str] | None = None) -> str:
+    """The SHA-256 of a verification spec: the file, or every file of a spec directory, and what else decides
+    what it checks: files it includes from elsewhere (``gossfile:``), its ``--vars`` file and ``--spec-var``s.
+    A spec with none of these hashes as it always did (only its own files)."""
+    from tasks.verify.spec import included_sources
+
+    def chunks() -> Iterable[bytes]:
+        yield from tree_chunks(spec)
+        variables = {}
+        if vars_file is not None or spec_vars:
+            from tasks.verify.spec import spec_variables
+
+            variables = spec_variables(vars_file, [f"{k}={v}" for k, v in sorted((spec_vars or {}).items())])
+        for source in included_sources(spec, variables):
+            yield b"include"
+            yield str(source).encode()
+            yield source.read_bytes()
+        if vars_file is not None:
+            yield b"vars-file"
+            yield Path(vars_file).read_bytes()
+        for name, value in sorted((spec_vars or {}).items()):
+            yield f"spec-var {name}={value}".encode()
+
+    return _digest(chunks())
 
 
 # ------------------------------------------------------------------------------- the template's base
@@ -342,7 +363,7 @@ def request_inputs(request: PipelineRequest, templates: TemplateSet | None = Non
         inputs=inputs_hash(
             request.template_dir, request.var_files, template_values(request), secret_variable_names(parsed)
         ),
-        spec=spec_hash(request.spec),
+        spec=spec_hash(request.spec, request.spec_vars_file, request.spec_vars),
     )
 
 

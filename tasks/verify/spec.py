@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -429,6 +430,23 @@ def _collect(path: str | os.PathLike[str], variables: Mapping[str, Any] | None) 
     document = _Document(source)
     _document(text, source, variables or {}, document)
     return document
+
+
+def included_sources(path: str | os.PathLike[str], variables: Mapping[str, Any] | None = None) -> list[Path]:
+    """The files a spec includes from outside itself (outside its directory, for a spec directory), as far as
+    they can be found; a spec with problems still names what it could read."""
+    root = Path(os.fspath(path)).resolve()
+    try:
+        document = _collect(root, variables)
+    except UsageError:
+        return []
+    found: list[Path] = []
+    for source in document.sources:
+        resolved = Path(source).resolve()
+        inside = resolved == root or (root.is_dir() and root in resolved.parents)
+        if not inside and resolved not in found and resolved.is_file():
+            found.append(resolved)
+    return found
 
 
 def render_spec(path: str | os.PathLike[str], variables: Mapping[str, Any] | None = None) -> str:

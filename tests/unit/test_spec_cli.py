@@ -64,3 +64,27 @@ def test_the_pipeline_request_takes_a_spec_directory_and_its_variables(tmp_path:
         prepare(spec=spec_dir, spec_vars_file=tmp_path / "nope.yaml", template_dir=tmp_path)
     with pytest.raises(UsageError, match="--spec-var 'oops': expected NAME=VALUE"):
         prepare(spec=spec_dir, spec_vars=["oops"], template_dir=tmp_path)
+
+
+def test_the_spec_hash_covers_includes_from_elsewhere_and_the_variables(tmp_path: Path) -> None:
+    from tasks import provenance
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("process:\n  sshd: {running: true}\n")
+    assert provenance.spec_hash(plain) == provenance._digest(provenance.tree_chunks(plain))  # as it always was
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "base.yaml").write_text("service:\n  ssh: {running: true}\n")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    main_spec = specs / "goss.yaml"
+    main_spec.write_text("gossfile:\n  ../shared/*.yaml: {}\npackage:\n  {{ .Vars.pkg }}: {installed: true}\n")
+    vars_file = tmp_path / "vars.yaml"
+    vars_file.write_text("pkg: nginx\n")
+    before = provenance.spec_hash(main_spec, vars_file)
+    (shared / "base.yaml").write_text("service:\n  ssh: {running: false}\n")
+    after_include = provenance.spec_hash(main_spec, vars_file)
+    vars_file.write_text("pkg: apache2\n")
+    after_vars = provenance.spec_hash(main_spec, vars_file)
+    with_var = provenance.spec_hash(main_spec, vars_file, {"pkg": "curl"})
+    assert len({before, after_include, after_vars, with_var}) == 4
