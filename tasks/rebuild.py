@@ -7,7 +7,9 @@
         template_dir: packer             # default: packer
         var_files: [deployments/app-base.pkrvars.hcl]   # default: none
         variables: {instance_type: t3.small}            # default: none
-        spec: packer/test/image_spec.yaml                # default: the shipped spec
+        spec: packer/test/image_spec.yaml                # default: the shipped spec (a file or directory)
+        spec_vars_file: deployments/app-base.vars.yaml   # default: none; the spec's .Vars (goss --vars)
+        spec_vars: {web.port: "8080"}                    # default: none; over the file's
         targets: [docker, aws]           # default: [docker]
 
 Before building a family the rebuild asks whether anything changed since its current ``staging`` or
@@ -41,7 +43,7 @@ STALE_AFTER = timedelta(days=90)
 # The Prefect event a rebuild emits for a production older than STALE_AFTER (deployments/automations.yaml).
 STALE_EVENT = "bakery.production.stale"
 DEFAULT_FAMILIES = "deployments/families.yaml"
-_KEYS = {"family", "template_dir", "var_files", "variables", "spec", "targets", "only"}
+_KEYS = {"family", "template_dir", "var_files", "variables", "spec", "spec_vars_file", "spec_vars", "targets", "only"}
 DEFAULT_MAX_AGE = timedelta(days=7)
 PENDING_SHOWN = 10
 
@@ -55,6 +57,8 @@ class FamilySpec:
     spec: str = DEFAULT_SPEC
     targets: tuple[inputs.TargetName, ...] = ("docker",)
     only: str | None = None
+    spec_vars_file: str = ""
+    spec_vars: dict[str, str] = field(default_factory=dict)
 
 
 def load_families(path: str | Path) -> list[FamilySpec]:
@@ -92,6 +96,9 @@ def load_families(path: str | Path) -> list[FamilySpec]:
         variables = entry.get("variables") or {}
         if not isinstance(variables, dict):
             raise UsageError(f"{where}.variables: expected a mapping of NAME: VALUE")
+        spec_vars = entry.get("spec_vars") or {}
+        if not isinstance(spec_vars, dict):
+            raise UsageError(f"{where}.spec_vars: expected a mapping of NAME: VALUE")
         families.append(
             FamilySpec(
                 family=family,
@@ -101,6 +108,8 @@ def load_families(path: str | Path) -> list[FamilySpec]:
                 spec=str(entry.get("spec") or DEFAULT_SPEC),
                 targets=targets,
                 only=str(entry["only"]) if entry.get("only") else None,
+                spec_vars_file=str(entry.get("spec_vars_file") or ""),
+                spec_vars={str(k): str(v) for k, v in spec_vars.items()},
             )
         )
     return families

@@ -27,6 +27,7 @@ def test_the_shipped_families_file_loads() -> None:
         ("families:\n  - family: a\n    colour: red\n", "families[0]: unknown key 'colour'"),
         ("families:\n  - family: a\n  - family: a\n", "families[1].family: 'a' is listed twice"),
         ("families:\n  - family: a\n    variables: [x]\n", "families[0].variables: expected a mapping"),
+        ("families:\n  - family: a\n    spec_vars: [x]\n", "families[0].spec_vars: expected a mapping"),
         ("families: [\n", "not valid YAML"),
     ],
 )
@@ -36,6 +37,15 @@ def test_bad_families_files_name_the_file_and_field(tmp_path: Path, text: str, e
     with pytest.raises(UsageError) as raised:
         load_families(path)
     assert expected in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_a_family_gives_its_templated_spec_its_variables(tmp_path: Path) -> None:
+    path = tmp_path / "families.yaml"
+    path.write_text(
+        "families:\n  - family: a\n    spec: specs/\n    spec_vars_file: a.vars.yaml\n    spec_vars: {port: 80}\n"
+    )
+    (family,) = load_families(path)
+    assert (family.spec, family.spec_vars_file, family.spec_vars) == ("specs/", "a.vars.yaml", {"port": "80"})
 
 
 def test_missing_families_file() -> None:
