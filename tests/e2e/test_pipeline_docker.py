@@ -16,14 +16,16 @@ from tests.e2e.conftest import Bake, labelled_containers
 
 pytestmark = pytest.mark.e2e
 
+# A goss template in a spec directory, rendered with a vars file and a --spec-var: the flow gets them as
+# parameters (spec_vars_file, spec_vars) and renders the spec where it verifies.
 FAILING_SPEC = """
 package:
   nginx:
     installed: true
-  no-such-package:
+  {{ .Vars.missing_package }}:
     installed: true
 service:
-  nginx:
+  {{ .Vars.web }}:
     running: true
 """
 
@@ -74,11 +76,17 @@ def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.Docker
 def test_failing_check_exits_1_names_it_and_does_not_stage(
     bake: Bake, engine: docker.DockerClient, tmp_path: Path, version: str
 ) -> None:
-    spec = tmp_path / "failing.yaml"
-    spec.write_text(FAILING_SPEC)
+    spec = tmp_path / "failing"
+    spec.mkdir()
+    (spec / "goss.yaml").write_text(FAILING_SPEC)
+    variables = tmp_path / "vars.yaml"
+    variables.write_text("missing_package: apache-nope\nweb: nginx\n")
     staged_before = stage_id(engine, "app-base:staging")
     v = version
-    result = bake("run", "--version", v, "--spec", str(spec), "--ssh-timeout", "90s")
+    result = bake(
+        "run", "--version", v, "--spec", str(spec), "--vars", str(variables),
+        "--spec-var", "missing_package=no-such-package", "--ssh-timeout", "90s",
+    )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
     assert "no-such-package installed" in last_line
