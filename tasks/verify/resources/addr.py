@@ -1,6 +1,7 @@
 """addr: reachable — ``tcp://host:port`` is reachable when the *host* can connect to it (an SSH
 ``direct-tcpip`` channel: the host's sshd connects); ``udp://host:port`` when the host resolves the name,
-as goss's UDP dial (which sends nothing) does. ``timeout`` in milliseconds (0 or unset: 500, goss's)."""
+as goss's UDP dial (which sends nothing) does. ``timeout`` in milliseconds (0 or unset: 500, goss's), plus
+``ROUND_TRIP_GRACE`` for the SSH round trip that carries the host's answer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tasks.verify.resources.base import ResourceType
 from tasks.verify.tunnel import TunnelError, open_tcp
 
 DEFAULT_TIMEOUT_MS = 500
+ROUND_TRIP_GRACE = 1.0  # seconds: the channel-open request and its answer travel over the SSH connection
 _ADDRESS = re.compile(r"(tcp|udp)://(\[[^\]]+\]|[^:/\s]+):(\d{1,5})")
 
 
@@ -33,7 +35,7 @@ def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: floa
         result = ssh.run(client, f"getent hosts {q(host)} >/dev/null", max(timeout, 5.0))
         return {"reachable": Fact(result.exit_status == 0, "" if result.exit_status == 0 else "does not resolve")}
     try:
-        open_tcp(client, host, port, max(timeout, 0.2)).close()
+        open_tcp(client, host, port, timeout + ROUND_TRIP_GRACE).close()
     except TunnelError as exc:
         return {"reachable": Fact(False, str(exc))}
     return {"reachable": True}
