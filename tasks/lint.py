@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import hcl2
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
 
+from tasks import hcl
 from tasks.errors import UsageError
 
 CLOUD_BUILDERS = ("amazon-ebs", "azure-arm", "googlecompute")
@@ -204,7 +204,7 @@ def parse_file(path: Path) -> list[Block]:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read template ({exc.strerror})") from exc
     try:
-        tree = hcl2.parses_to_tree(text)
+        tree = hcl.parse_tree(text)
     except UnexpectedInput as exc:
         raise UsageError(f"{path}:{exc.line}:{exc.column}: HCL syntax error near {_near(text, exc)!r}") from exc
     body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")
