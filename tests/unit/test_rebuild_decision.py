@@ -159,8 +159,8 @@ def test_base_reference_is_resolved_when_families_are_observed_in_parallel(templ
     def resolve(_: int) -> str:
         return provenance.docker_base_reference(templates, "docker.base", {})
 
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        references = set(pool.map(resolve, range(24)))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        references = set(pool.map(resolve, range(20)))
     assert references == {"bakery/debian:bookworm"}
 
 
