@@ -30,10 +30,12 @@ from botocore.exceptions import ClientError
 from tasks import aws
 from tasks.errors import JobFailed, UsageError
 from tasks.promotion import (
+    TAG_INTENT,
     TAG_PROMOTED_AT,
     TAG_STAGED_AT,
     TAG_STATUS,
     TAG_SUPERSEDED_AT,
+    Intent,
     PromotionRecord,
     StagedImage,
     iso,
@@ -272,6 +274,26 @@ class AmiStages:
                 return None
             raise
         return pairs[0] if pairs else None
+
+    def write_intent(self, family: str, intent: Intent) -> None:
+        """A ``bakery:promotion-intent`` tag on the new AMI (EC2 keeps it; every promoter and sweep reads it)."""
+        self.ec2.create_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT, "Value": intent.to_text()}])
+
+    def read_intent(self, family: str) -> Intent | None:
+        for image in self._with_intent():
+            if family_of(image) == family:
+                return Intent.from_text(family, image["ImageId"], _tags(image)[TAG_INTENT])
+        return None
+
+    def clear_intent(self, family: str, intent: Intent) -> None:
+        self.ec2.delete_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT}])
+
+    def families_with_intent(self) -> list[str]:
+        return sorted({f for f in (family_of(i) for i in self._with_intent()) if f})
+
+    def _with_intent(self) -> list[dict[str, Any]]:
+        found = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag-key", "Values": [TAG_INTENT]}])
+        return [i for i in found["Images"] if "ManagedBy" in _tags(i) and TAG_INTENT in _tags(i)]
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         """The consumers' view: the seed's lookup must return exactly ``production``; then SSM."""
