@@ -42,6 +42,21 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
     return notes
 
 
+@task(name="release-family-slots", cache_policy=NO_CACHE)
+def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
+    """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
+    from tasks.locks import sweep_family_slots
+
+    logger = get_run_logger()
+    rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
+    notes = [
+        f"build slot of family {r['family']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows
+    ]
+    for row, note in zip(rows, notes, strict=True):
+        (logger.info if row["decision"] == "keep" else logger.warning)("%s", note)
+    return notes
+
+
 @flow(name="sweep")
 def sweep_leftovers(
     target: TargetName = "docker", max_age: str | None = None, apply: bool = False, aws_credentials: str | None = None
@@ -55,7 +70,7 @@ def sweep_leftovers(
     with block_credentials(target, aws_credentials):
         sources = sweep.open_sources(target)
         plan = find_leftovers(sources, rules)
-        notes = resume_promotions(target, apply)
+        notes = resume_promotions(target, apply) + release_family_slots(apply, max_age)
         if not apply:
             return {**report_sweep(plan, target, None), "notes": notes}
         results = remove_leftovers(plan, sources)

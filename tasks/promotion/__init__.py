@@ -35,6 +35,7 @@ rolled-back image: exactly the wrong one.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 from tasks.errors import JobFailed
 
+log = logging.getLogger(__name__)
 PromoteTo = Literal["staging", "production"]
 
 TAG_STATUS = "status"
@@ -440,6 +442,13 @@ def resume_unfinished(store: StageStore, family: str, run_id: str) -> list[str]:
     """With the family's lock held: an intent left by a killed switch is completed when its new image had
     become production (the old ones superseded), else undone (the new image back to its stage, the old
     production(s) restored). Returns what was found and done, one line each (empty: nothing was left)."""
+    notes = _resume(store, family, run_id)
+    for note in notes:
+        log.warning("%s", note)  # said at once: the command that found it may still fail after
+    return notes
+
+
+def _resume(store: StageStore, family: str, run_id: str) -> list[str]:
     intent = store.read_intent(family)
     if intent is None:
         return []

@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import aws
+from tasks import aws, holders
 from tasks.errors import JobFailed, UsageError
 from tasks.promotion import (
     TAG_INTENT,
@@ -46,6 +46,7 @@ from tasks.promotion import (
 log = logging.getLogger(__name__)
 LOCK_PREFIX = "bakery-promote-"
 LOCK_PURPOSE = "promotion-lock"
+TAG_HOLDER = "bakery:holder"  # host:pid:start of the holding process (tasks/holders.py)
 SSM_PARAMETER = "/bakery/{family}/production"
 
 
@@ -222,6 +223,7 @@ class AmiStages:
                                 {"Key": aws.TAG_EXPIRES_AT, "Value": iso(expires)},
                                 {"Key": aws.TAG_MANAGED_BY, "Value": aws.MANAGED_BY_BAKERY},
                                 {"Key": "bakery:purpose", "Value": LOCK_PURPOSE},
+                                {"Key": TAG_HOLDER, "Value": holders.this_process()},
                             ],
                         }
                     ],
@@ -239,12 +241,15 @@ class AmiStages:
                 continue  # released between our create and our look: try again at once
             holder_tags = _tags(holder)
             holder_expires = parse_time(holder_tags.get(aws.TAG_EXPIRES_AT))
-            if holder_expires is None or holder_expires < utcnow():
+            holder_gone = holders.dead_here(holder_tags.get(TAG_HOLDER))
+            if holder_expires is None or holder_expires < utcnow() or holder_gone:
                 log.warning(
-                    "breaking stale promotion lock %s of run %s (expired %s)",
+                    "breaking stale promotion lock %s of run %s (%s)",
                     name,
                     holder_tags.get(aws.TAG_RUN_ID, "?"),
-                    holder_tags.get(aws.TAG_EXPIRES_AT, "?"),
+                    f"its process {holder_tags.get(TAG_HOLDER)} is gone"
+                    if holder_gone
+                    else f"expired {holder_tags.get(aws.TAG_EXPIRES_AT, '?')}",
                 )
                 self._delete_lock(name, str(holder["KeyPairId"]))
                 continue
