@@ -364,7 +364,7 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     last_said = 0.0
     taken_without_holder_since: datetime | None = None
-    attempt = min(poll_seconds, timeout_seconds) if timeout_seconds is not None else poll_seconds
+    attempt = 1.0  # the first look is short: a waiting run says so at once
     while True:
         try:
             acquired = acquire_concurrency_slots_with_lease(
@@ -379,6 +379,7 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
         except TimeoutError:
             if deadline is not None and time.monotonic() > deadline:
                 raise
+            attempt = poll_seconds
         with get_client(sync_client=True) as client:
             state = read_state(client, family)
             now = _now()

@@ -103,7 +103,6 @@ def test_docker_testing_an_earned_image_keeps_its_stage(
     entry = FamilyRecord(family).read()["images"][image.id]
     assert (entry["stage"], entry["last_result"]) == (stage, "failed")
     assert engine.images.get(pointer).id == image.id
-    assert DockerTarget(engine).current_stage(image) == stage
     leaks.assert_none()
 
 

@@ -115,7 +115,7 @@ def killed_holder_then_next_run(env: dict[str, str], family: str, templates: Pat
         wait_for(b_log, f"family {family} is busy", waiter, 300)
         kill_group(holder)
         killed_at = time.monotonic()
-        code = waiter.wait(timeout=300)
+        code = waiter.wait(timeout=150)  # Prefect's own lease alone: 300 s, or never
         waited = time.monotonic() - killed_at
     finally:
         kill_group(holder)
