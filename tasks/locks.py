@@ -335,6 +335,26 @@ class _Heartbeat:
         self.thread.join(timeout=10)
 
 
+class _QuietTimedOutAttempts(logging.Filter):
+    """Prefect logs each timed-out acquisition attempt as an ERROR with its arguments; a waiting run's
+    short attempts time out by design, and it says itself why it waits."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("ConcurrencySlotAcquisition" in text and "TimeoutError" in text)
+
+
+@contextlib.contextmanager
+def _quiet_attempts() -> Iterator[None]:
+    target = logging.getLogger("prefect._internal.concurrency")
+    quiet = _QuietTimedOutAttempts()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
+
+
 def _current_run() -> tuple[str | None, str | None]:
     try:
         from prefect.runtime import flow_run
@@ -367,14 +387,15 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
     attempt = 1.0  # the first look is short: a waiting run says so at once
     while True:
         try:
-            acquired = acquire_concurrency_slots_with_lease(
-                [name],
-                1,
-                timeout_seconds=max(attempt, 0.5),
-                lease_duration=PREFECT_LEASE_SECONDS,
-                strict=True,
-                holder=lease_holder,
-            )
+            with _quiet_attempts():
+                acquired = acquire_concurrency_slots_with_lease(
+                    [name],
+                    1,
+                    timeout_seconds=max(attempt, 0.5),
+                    lease_duration=PREFECT_LEASE_SECONDS,
+                    strict=True,
+                    holder=lease_holder,
+                )
             break
         except TimeoutError:
             if deadline is not None and time.monotonic() > deadline:

@@ -142,5 +142,14 @@ def test_killed_holder_without_a_server(tiny: tuple[str, Path], tmp_path: Path, 
     build slot, its temporary server with it; run B gives the slot back and completes (before: for ever)."""
     family, templates = tiny
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "BAKERY_STATE_DIR": str(state_dir)}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "BAKERY_STATE_DIR": str(state_dir),
+        # a temporary server on a loaded 2-core machine may need more than Prefect's default to come up
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+    first = subprocess.run(  # makes the Prefect home's database once, before two runs share it
+        [BAKE, "sweep", "--target", "docker"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
     killed_holder_then_next_run(env, family, templates, tmp_path)
