@@ -112,7 +112,7 @@ def killed_holder_then_next_run(env: dict[str, str], family: str, templates: Pat
     try:
         wait_for(a_log, "holding the build slot of family", holder, 300)
         waiter = start_build(env, family, templates, "2.0", 0, b_log)
-        wait_for(b_log, f"family {family} is busy", waiter, 300)
+        wait_for(b_log, f"family {family} is busy", waiter, 180)
         kill_group(holder)
         killed_at = time.monotonic()
         code = waiter.wait(timeout=150)  # Prefect's own lease alone: 300 s, or never
@@ -153,3 +153,33 @@ def test_killed_holder_without_a_server(tiny: tuple[str, Path], tmp_path: Path, 
     )
     assert first.returncode == 0, first.stderr[-3000:]
     killed_holder_then_next_run(env, family, templates, tmp_path)
+
+
+def test_sweep_gives_back_a_killed_holders_slot(
+    session_bake: Bake, tiny: tuple[str, Path], tmp_path: Path, prefect_api_url: str
+) -> None:
+    """`bake sweep` lists the build slot of a SIGKILLed run (dry run: would give it back) and `--apply`
+    gives it back: the family's limit shows no active slot, with nobody waiting."""
+    from tests.prefect_api import prefect_api
+
+    family, templates = tiny
+    a_log = tmp_path / "a.log"
+    holder = start_build(session_bake.env(), family, templates, "1.0", 900, a_log)
+    try:
+        wait_for(a_log, "holding the build slot of family", holder, 300)
+    finally:
+        kill_group(holder)
+    api = prefect_api(prefect_api_url)
+    assert api.get(f"/v2/concurrency_limits/bakery-family-{family}").json()["active_slots"] == 1
+
+    dry = session_bake("sweep", "--target", "docker")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    line = next(x for x in dry.stdout.splitlines() if f"build slot of family {family}" in x)
+    assert "give back" in line and "is gone" in line, line
+    assert api.get(f"/v2/concurrency_limits/bakery-family-{family}").json()["active_slots"] == 1
+
+    swept = session_bake("sweep", "--target", "docker", "--apply")
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    line = next(x for x in swept.stdout.splitlines() if f"build slot of family {family}" in x)
+    assert "given back" in line, line
+    assert api.get(f"/v2/concurrency_limits/bakery-family-{family}").json()["active_slots"] == 0
