@@ -198,12 +198,28 @@ def read_state(client: Any, family: str) -> SlotState:
     return state
 
 
+SLOT_CLOCK_SLACK = timedelta(seconds=5)
+
+
+def recorded_holder(state: SlotState) -> Holder | None:
+    """The holder on record, if the record still describes the slot: a record whose last heartbeat is
+    older than the slot's last change (a new holder took it after the recorded one died, and has not
+    written its own record yet) describes nobody. Clock skew only makes this more careful."""
+    holder = state.holder
+    if holder is None or holder.state != "holding":
+        return None
+    beat = _time(holder.heartbeat)
+    if state.updated is not None and beat is not None and state.updated > beat + SLOT_CLOCK_SLACK:
+        return None
+    return holder
+
+
 def holder_gone(state: SlotState, now: datetime, taken_without_holder_since: datetime | None) -> str | None:
     """Why the slot's holder is no longer running (then its slot may be given back), or ``None``."""
-    holder = state.holder
+    holder = recorded_holder(state)
     if not state.taken:
         return None
-    if holder is None or holder.state != "holding":
+    if holder is None:
         seen = taken_without_holder_since or state.updated
         if seen is not None and now - seen >= _lease():
             return f"taken for {_ago(now - seen)} with no holder on record"
@@ -224,8 +240,8 @@ def _ago(delta: timedelta) -> str:
 
 
 def describe_holder(state: SlotState, now: datetime) -> str:
-    holder = state.holder
-    if holder is None or holder.state != "holding":
+    holder = recorded_holder(state)
+    if holder is None:
         return "no run on record (a run killed before it recorded itself, or an older bakery)"
     run = holder.flow_run_name or "a run outside Prefect"
     ident = f" ({holder.flow_run_id})" if holder.flow_run_id else ""
@@ -404,7 +420,7 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
         with get_client(sync_client=True) as client:
             state = read_state(client, family)
             now = _now()
-            if state.taken and (state.holder is None or state.holder.state != "holding"):
+            if state.taken and recorded_holder(state) is None:
                 taken_without_holder_since = taken_without_holder_since or now
             else:
                 taken_without_holder_since = None

@@ -107,3 +107,12 @@ def test_this_process_is_alive_and_a_reused_pid_is_not() -> None:
     assert holders.dead_here(f"{host}:{pid}:1")  # same pid, another start time: not this process
     assert not holders.dead_here(f"elsewhere:{pid}:1")
     assert not holders.dead_here(None)
+
+
+def test_a_record_older_than_the_slots_last_change_describes_nobody() -> None:
+    """A new holder took the slot after the recorded one died and has not written its record yet: the
+    dead record must not get the new holder's slot given back; it counts as no holder on record."""
+    state = taken(holder(process=dead_process()), updated=NOW)
+    assert locks.recorded_holder(state) is None
+    assert locks.holder_gone(state, NOW, NOW) is None
+    assert "no run on record" in locks.describe_holder(state, NOW)
