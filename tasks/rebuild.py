@@ -61,9 +61,7 @@ def load_families(path: str | Path) -> list[FamilySpec]:
     """Read and check the families file; any problem is one UsageError naming the file and field."""
     source = Path(path)
     try:
-        data = yaml.safe_load(source.read_text())
-    except OSError as exc:
-        raise UsageError(f"--families {source}: cannot read ({exc.strerror or exc})") from None
+        data = yaml.safe_load(inputs.read_text_file(source, f"--families {source}"))
     except yaml.YAMLError as exc:
         raise UsageError(f"--families {source}: not valid YAML ({exc})".splitlines()[0]) from None
     entries = data.get("families") if isinstance(data, dict) else None

@@ -59,17 +59,17 @@ def check_aws_options(options: AwsOptions | dict[str, Any] | None) -> AwsOptions
         if unknown:
             raise UsageError(f"aws options: unknown option(s) {', '.join(unknown)}")
         options = AwsOptions(**options)
-    if options.subnet and not _SUBNET_RE.match(options.subnet):
+    if options.subnet and not _SUBNET_RE.fullmatch(options.subnet):
         raise UsageError(f"--subnet {options.subnet!r}: not a subnet id (expected subnet-0123456789abcdef0)")
-    if not _INSTANCE_TYPE_RE.match(options.instance_type):
+    if not _INSTANCE_TYPE_RE.fullmatch(options.instance_type):
         raise UsageError(f"--instance-type {options.instance_type!r}: not an instance type (expected e.g. t3.micro)")
-    if not _SSH_USER_RE.match(options.ssh_user):
+    if not _SSH_USER_RE.fullmatch(options.ssh_user):
         raise UsageError(f"--ssh-user {options.ssh_user!r}: not a user name (expected ^[a-z_][a-z0-9_-]{{0,31}}$)")
     if options.ssh_address not in ("private", "public"):
         raise UsageError(f"--ssh-address {options.ssh_address!r}: expected private or public")
     if options.host_key not in ("user-data", "console"):
         raise UsageError(f"--host-key-source {options.host_key!r}: expected user-data or console")
-    if options.instance_profile and not _PROFILE_RE.match(options.instance_profile):
+    if options.instance_profile and not _PROFILE_RE.fullmatch(options.instance_profile):
         raise UsageError(
             f"--instance-profile {options.instance_profile!r}: expected an instance profile name or its ARN"
         )
@@ -143,7 +143,7 @@ def prepare(
     sources = tuple(s.strip() for s in only.split(",") if s.strip()) if only else ()
     if version_var and version_var in pairs:
         raise UsageError(f"--var {version_var}: set by bakery from --version (--version-var {version_var})")
-    if version_var is not None and not _VARIABLE_RE.match(version_var):
+    if version_var is not None and not _VARIABLE_RE.fullmatch(version_var):
         raise UsageError(
             f"--version-var {version_var!r}: not a Packer variable name (expected ^[A-Za-z_][A-Za-z0-9_-]*$)"
         )
