@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast, get_args
 
@@ -75,21 +74,15 @@ def parse_var(text: str) -> tuple[str, str]:
     return name, value
 
 
-# Variable names that hold secrets: their values go to packer through the environment, never as Prefect
-# flow parameters (which the API stores and the UI shows), and are masked in packer's output.
-SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
+# Variable names that hold secrets. Their values reach packer only through its own process environment
+# (``PKR_VAR_<name>``, tasks/packer.py ``subprocess_environment``), never as ``-var`` (ps shows a command
+# line) nor as Prefect flow parameters (the API stores them, the UI shows them), and they are masked in
+# everything packer prints. ``key`` alone, not ``key_id``/``key_name``/``keypair``: those name a key.
+SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key(?!_?(?:id|name|pair))", re.IGNORECASE)
 
 
 def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
-
-
-def move_secret_vars_to_env(variables: dict[str, str], environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Put secret-named variables into ``environ`` as ``PKR_VAR_<name>``; return the others."""
-    for name, value in variables.items():
-        if is_secret_name(name):
-            environ[f"PKR_VAR_{name}"] = value
-    return {name: value for name, value in variables.items() if not is_secret_name(name)}
 
 
 def read_text_file(path: str | os.PathLike[str], what: str) -> str:

@@ -34,7 +34,7 @@ from tasks import inputs
 from tasks.errors import UsageError
 from tasks.promotion import StagedImage, human, iso
 from tasks.provenance import BuildInputs
-from tasks.request import DEFAULT_SPEC, PipelineRequest, state_dir
+from tasks.request import DEFAULT_SPEC, PipelineRequest, check_no_secrets, state_dir
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
@@ -90,6 +90,7 @@ def load_families(path: str | Path) -> list[FamilySpec]:
         variables = entry.get("variables") or {}
         if not isinstance(variables, dict):
             raise UsageError(f"{where}.variables: expected a mapping of NAME: VALUE")
+        check_no_secrets({str(k): "" for k in variables}, f"{where}.variables:")
         families.append(
             FamilySpec(
                 family=family,

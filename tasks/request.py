@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +103,40 @@ class PipelineRequest:
     strict: bool = False
 
 
+SUPPORTED_WAYS = (
+    "give it as PKR_VAR_{name} in the worker's environment, from a Prefect Secret block "
+    "(bake --secret-var {name}=BLOCK; flow parameter secret_vars), or in a --var-file"
+)
+
+
+def check_no_secrets(variables: Mapping[str, str], where: str, sensitive: Collection[str] = ()) -> None:
+    """Refuse secret-named (or template-``sensitive``) variables among values that travel as flow parameters
+    or on packer's command line: the one place every path (CLI, UI, deployment, rebuild) goes through.
+
+    Args:
+        variables: the plain variables of a request.
+        where: what names them in the message (``variables``, ``deployments/families.yaml: families[0].variables``).
+        sensitive: names the templates mark ``sensitive = true``.
+    """
+    for name in variables:
+        if inputs.is_secret_name(name) or name in sensitive:
+            why = "marked sensitive in the templates" if name in sensitive else "a secret by its name"
+            raise UsageError(
+                f"{where} {name}: {why}; never a flow parameter or packer command-line value: "
+                + SUPPORTED_WAYS.format(name=name)
+            )
+
+
+def split_secrets(
+    variables: Mapping[str, str], sensitive: Collection[str] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(plain, secret_environment)``: the secret ones as ``PKR_VAR_<name>`` for packer's own environment
+    (``tasks.packer.subprocess_environment``), the rest as they were. For ``bake``'s ``--var``."""
+    plain = {k: v for k, v in variables.items() if not (inputs.is_secret_name(k) or k in sensitive)}
+    secret = {f"PKR_VAR_{k}": v for k, v in variables.items() if k not in plain}
+    return plain, secret
+
+
 def prepare(
     *,
     target: str = "docker",
@@ -136,6 +171,7 @@ def prepare(
     pairs = dict(inputs.parse_var(v) for v in variables) if isinstance(variables, list) else dict(variables or {})
     for name in pairs:
         inputs.parse_var(f"{name}=")
+    check_no_secrets(pairs, "--var" if isinstance(variables, list) else "variables:")
     files = tuple(Path(f) for f in var_files or [])
     for var_file in files:
         if not var_file.is_file() or not os.access(var_file, os.R_OK):
