@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tasks.errors import BakeryError
-from tasks.inputs import move_secret_vars_to_env
 
 log = logging.getLogger("bakery")
 
@@ -117,22 +116,55 @@ def _blocks(parser: argparse.ArgumentParser, secrets: bool = False) -> None:
         )
 
 
-def _using_blocks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]:
     """Load the blocks named (a wrong name is exit 2 before anything starts) and use them for the command's
-    own AWS calls too; the flows get the names (``_block_params``) and load them where they run."""
+    own AWS calls too; the flows get the names (``_block_params``) and load them where they run.
+
+    Secret ``--var``s (named like a secret, or ``sensitive`` in the templates) go the one way secrets go:
+    out of ``args.var`` (so never a flow parameter nor ``-var``) into packer's own subprocess environment
+    as ``PKR_VAR_<name>``, like a Secret block's value."""
+    from tasks import packer
     from tasks.errors import UsageError
 
+    stack = contextlib.ExitStack()
+    if getattr(args, "var", None):
+        from tasks.inputs import parse_var
+        from tasks.request import split_secrets
+
+        plain, secret = split_secrets(dict(parse_var(v) for v in args.var), _sensitive_names(args))
+        args.var = [f"{k}={v}" for k, v in plain.items()]
+        if secret:
+            stack.enter_context(packer.subprocess_environment(secret))
     name = getattr(args, "aws_credentials_block", None)
     secret_vars = getattr(args, "secret_var", None) or []
     if not name and not secret_vars:
-        return contextlib.nullcontext()
+        return stack
     target = getattr(args, "target", None)
     if name and target not in ("aws", None):
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars
 
     args.secret_vars = parse_secret_vars(secret_vars)
-    return block_credentials(target or "aws", name, args.secret_vars)
+    stack.enter_context(block_credentials(target or "aws", name, args.secret_vars))
+    return stack
+
+
+def _sensitive_names(args: argparse.Namespace) -> set[str]:
+    """Variables the chosen templates mark ``sensitive`` (none when they cannot be read: the request's own
+    checks say why, in one line)."""
+    from pathlib import Path
+
+    from tasks import lint
+    from tasks.build import sensitive_names
+    from tasks.errors import UsageError
+
+    directory = Path(getattr(args, "template_dir", "packer"))
+    if not directory.is_dir():
+        return set()
+    try:
+        return sensitive_names(lint.load_template_set(directory))
+    except UsageError:
+        return set()
 
 
 def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, Any]:
@@ -321,7 +353,7 @@ def _selection_params(request: Any) -> dict[str, Any]:
         "family": request.family,
         "version": request.version,
         "template_dir": str(request.template_dir),
-        "variables": move_secret_vars_to_env(request.variables, os.environ),
+        "variables": request.variables,  # secrets were taken out (_using_blocks): never flow parameters
         "var_files": [str(f) for f in request.var_files],
         "only": ",".join(request.only),
         "build_timeout": f"{int(request.build_timeout.total_seconds())}s",

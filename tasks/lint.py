@@ -22,6 +22,7 @@ from lark.exceptions import UnexpectedInput
 
 from tasks import hcl
 from tasks.errors import UsageError
+from tasks.inputs import read_text_file
 
 CLOUD_BUILDERS = ("amazon-ebs", "azure-arm", "googlecompute")
 # Where each builder keeps the tags/labels that carry an image's version.
@@ -199,10 +200,7 @@ def _block(node: Tree, file: Path) -> Block:
 
 def parse_file(path: Path) -> list[Block]:
     """Top-level blocks of one HCL2 file; a syntax error is a UsageError naming file:line:column."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read template ({exc.strerror})") from exc
+    text = read_text_file(path, f"{path}: template")
     try:
         tree = hcl.parse_tree(text)
     except UnexpectedInput as exc:
