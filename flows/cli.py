@@ -144,6 +144,7 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars
 
+    _prefect_ready()
     args.secret_vars = parse_secret_vars(secret_vars)
     stack.enter_context(block_credentials(target or "aws", name, args.secret_vars))
     return stack
@@ -290,11 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
         "with BAKERY_ALERT_WEBHOOK_URL set, a Custom Webhook block of that name is created for it",
     )
     alerts_apply.set_defaults(handler=cmd_alerts_apply)
+
+    server = sub.add_parser("server", help="bakery's local Prefect server (used when PREFECT_API_URL is not set)")
+    server.add_argument("server_command", choices=("status", "start", "stop"), metavar="status|start|stop")
+    server.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    server.set_defaults(handler=cmd_server)
     return parser
+
+
+def _prefect_ready() -> None:
+    """Before a flow runs: a Prefect API to run it against. Without PREFECT_API_URL that is bakery's local
+    server, started in the background on first use and reused (flows/local_server.py), not a temporary one."""
+    from flows.local_server import use_local_server
+
+    use_local_server()
 
 
 def _with_prefect() -> None:
     """Import Prefect (which sets up its log handlers), then keep user errors to one line there too."""
+    _prefect_ready()
     import flows.pipeline  # noqa: F401
 
     quiet_user_error_tracebacks()
@@ -506,6 +521,7 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
         check_family(args.family)
     keep = check_keep(args.keep)
     open_store(args.target)  # no engine or no AWS setup: one clear line, before Prefect starts
+    _prefect_ready()
     from flows.retention import image_retention
 
     quiet_user_error_tracebacks()
@@ -528,6 +544,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_age:
         parse_duration(args.max_age, "--max-age")
     open_sources(args.target)
+    _prefect_ready()
     from flows.sweep import sweep_leftovers
 
     quiet_user_error_tracebacks()
@@ -572,6 +589,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         from tasks.promotion.docker import DockerStages
 
         DockerStages().find(image)  # no such image: one line, before Prefect starts
+    _prefect_ready()
     from flows.promote import promote
 
     quiet_user_error_tracebacks()
@@ -593,6 +611,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     target = check_target(args.target)
     check_family(args.family)
     _aws_configured(target)
+    _prefect_ready()
     from flows.promote import rollback
 
     quiet_user_error_tracebacks()
@@ -607,6 +626,7 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         check_target(args.target)
     parse_duration(args.max_age, "--max-age")
     load_families(args.families)  # a bad families file is exit 2 before Prefect starts
+    _prefect_ready()
     from flows.rebuild import rebuild
 
     quiet_user_error_tracebacks()
@@ -627,8 +647,22 @@ def cmd_alerts_apply(args: argparse.Namespace) -> dict[str, Any]:
     if args.notify_block:
         check_block_name(args.notify_block, "--notify-block")
     load_automations(args.file, args.notify_block)  # a bad file is exit 2 before Prefect starts
+    _prefect_ready()
     quiet_user_error_tracebacks()
     return apply(args.file, args.notify_block)
+
+
+def cmd_server(args: argparse.Namespace) -> dict[str, Any]:
+    """status: whether it runs and where; start: start it now (announced once); stop: stop it by its pid."""
+    from flows import local_server
+
+    if args.server_command == "start":
+        record, started = local_server.ensure_running()
+        return {"running": True, "started": started, "ui": record.ui_url, "api": record.api_url, "pid": record.pid}
+    if args.server_command == "stop":
+        stopped = local_server.stop()
+        return {"stopped": stopped is not None, **({"pid": stopped.pid} if stopped else {})}
+    return local_server.status()
 
 
 def configure_logging() -> None:
