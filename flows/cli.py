@@ -44,8 +44,24 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="lint warnings are errors")
 
 
+def _spec_vars(parser: argparse.ArgumentParser, *names: str) -> None:
+    """``--vars FILE`` and ``--spec-var K=V`` (the .Vars of a templated goss spec)."""
+    parser.add_argument("--vars", dest="spec_vars_file", metavar="FILE", help="YAML/JSON variables for the spec")
+    parser.add_argument(
+        *(names or ("--spec-var",)),
+        dest="spec_var",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a spec variable (repeatable; a dotted K sets a nested value); overrides --vars",
+    )
+
+
 def _testing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", default="packer/test/image_spec.yaml", help="goss-format verification spec")
+    parser.add_argument(
+        "--spec", default="packer/test/image_spec.yaml", help="goss-format verification spec (file or directory)"
+    )
+    _spec_vars(parser)
     parser.add_argument("--keep-on-failure", action="store_true", help="leave a failed test instance for debugging")
     parser.add_argument("--ttl", default="2h", metavar="D", help="when a kept/leaked instance expires (default: 2h)")
     parser.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
@@ -221,12 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     pin = verify.add_mutually_exclusive_group(required=True)
     pin.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
     pin.add_argument("--host-key", metavar='"TYPE BASE64"', help="the host's public key")
-    verify.add_argument("--spec", required=True, help="goss-format spec")
+    verify.add_argument("--spec", required=True, help="goss-format spec (file or directory)")
+    _spec_vars(verify)
     verify.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     verify.add_argument("--json", dest="json_file", metavar="FILE", help="write the result as JSON")
     verify.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
     verify.add_argument("--command-timeout", default="30s", metavar="D", help="default per-command limit")
     verify.set_defaults(handler=cmd_verify)
+
+    spec = sub.add_parser("spec", help="check or render goss-format specs without a host")
+    spec_sub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")
+    check = spec_sub.add_parser("check", help="list every problem of the specs (exit 0 valid, 2 not)")
+    check.add_argument("files", nargs="+", metavar="FILE", help="spec files or directories")
+    _spec_vars(check, "--var", "--spec-var")
+    check.set_defaults(handler=cmd_spec_check)
+    render = spec_sub.add_parser("render", help="print the spec after templates and includes (like goss render)")
+    render.add_argument("file", metavar="FILE")
+    _spec_vars(render, "--var", "--spec-var")
+    render.set_defaults(handler=cmd_spec_render)
 
     keep = sub.add_parser("retention", help="keep N images per family and what is protected; delete the rest")
     keep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
@@ -342,10 +370,53 @@ def _static_checks(request: Any) -> Any:
     return static_checks(request).request
 
 
-def _load_spec(path: Any) -> None:
+def _load_spec(request: Any) -> None:
     from tasks.verify import load_spec
 
-    load_spec(path)
+    load_spec(request.spec, request.spec_variables())
+
+
+def _variables(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.verify.spec import spec_variables
+
+    return spec_variables(args.spec_vars_file, args.spec_var)
+
+
+def cmd_spec_check(args: argparse.Namespace) -> dict[str, Any]:
+    """Every problem of every file on stderr, one per line (file:line: path: message); exit 2 if any."""
+    from tasks.errors import UsageError
+    from tasks.verify.spec import check_spec
+
+    variables = _variables(args)
+    problems: list[str] = []
+    checks = 0
+    for path in args.files:
+        try:
+            found = check_spec(path, variables)
+        except UsageError as exc:
+            problems.append(str(exc))
+            continue
+        problems.extend(str(p) for p in found)
+        if not found:
+            checks += 1
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise UsageError(f"{len(problems)} problem(s) in {len(args.files)} spec(s)")
+    return {"specs": len(args.files), "valid": checks}
+
+
+def cmd_spec_render(args: argparse.Namespace) -> dict[str, Any]:
+    """The rendered document on stdout (YAML; JSON with --json)."""
+    import yaml
+
+    from tasks.verify.spec import render_spec
+
+    rendered = render_spec(args.file, _variables(args))
+    if args.json:
+        return dict(yaml.safe_load(rendered) or {})
+    sys.stdout.write(rendered)
+    return {"rendered": args.file}
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
@@ -390,10 +461,17 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     aws = _aws_options(args)
     request = _request(
-        args, spec=args.spec, ttl=args.ttl, ssh_timeout=args.ssh_timeout, keep_on_failure=args.keep_on_failure, aws=aws
+        args,
+        spec=args.spec,
+        spec_vars_file=args.spec_vars_file,
+        spec_vars=args.spec_var,
+        ttl=args.ttl,
+        ssh_timeout=args.ssh_timeout,
+        keep_on_failure=args.keep_on_failure,
+        aws=aws,
     )
     request = _static_checks(request)
-    _load_spec(request.spec)
+    _load_spec(request)
     _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_pipeline
@@ -401,6 +479,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     return image_pipeline(
         **_selection_params(request),
         spec=str(request.spec),
+        spec_vars_file=str(request.spec_vars_file or ""),
+        spec_vars=dict(request.spec_vars),
         keep_on_failure=request.keep_on_failure,
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
@@ -415,12 +495,14 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
     request = prepare(
         target=args.target,
         spec=args.spec,
+        spec_vars_file=args.spec_vars_file,
+        spec_vars=args.spec_var,
         ttl=args.ttl,
         ssh_timeout=args.ssh_timeout,
         keep_on_failure=args.keep_on_failure,
         aws=_aws_options(args),
     )
-    _load_spec(request.spec)
+    _load_spec(request)
     _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_test
@@ -429,6 +511,8 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         image=args.image,
         target=request.target,
         spec=str(request.spec),
+        spec_vars_file=str(request.spec_vars_file or ""),
+        spec_vars=dict(request.spec_vars),
         ssh_timeout=args.ssh_timeout,
         ttl=args.ttl,
         keep_on_failure=args.keep_on_failure,
@@ -476,7 +560,8 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     for option, report_path in (("--junit", args.junit), ("--json", args.json_file)):
         if report_path:  # found out now, not after the checks ran
             _check_writable(option, Path(report_path))
-    load_spec(args.spec)
+    variables = _variables(args)
+    load_spec(args.spec, variables)
     ssh.load_private_key(args.key)
     known = ssh.host_keys_from_known_hosts(args.known_hosts, args.host, args.port) if args.known_hosts else None
     if args.host_key is not None:
@@ -486,7 +571,12 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--host-key: {exc}") from None
     endpoint = SshEndpoint(args.host, args.port, args.user, Path(args.key), args.host_key or "")
     result = verify_endpoint(
-        endpoint, args.spec, ssh_timeout=ssh_timeout, command_timeout=command_timeout, known_keys=known
+        endpoint,
+        args.spec,
+        ssh_timeout=ssh_timeout,
+        command_timeout=command_timeout,
+        known_keys=known,
+        variables=variables,
     )
     print(report.summary(result), file=sys.stderr)
     if args.junit:

@@ -213,6 +213,8 @@ def image_test(
     keep_on_failure: bool = False,
     aws: AwsOptions | None = None,
     aws_credentials: str | None = None,
+    spec_vars_file: str = "",
+    spec_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Test an existing image: launch a test instance, verify it over SSH, tear it down.
 
@@ -221,7 +223,14 @@ def image_test(
     of a Prefect AwsCredentials block (empty: the standard credential chain).
     """
     request = prepare(
-        target=target, spec=spec, ssh_timeout=ssh_timeout, ttl=ttl, keep_on_failure=keep_on_failure, aws=aws
+        target=target,
+        spec=spec,
+        spec_vars_file=spec_vars_file or None,
+        spec_vars=spec_vars,
+        ssh_timeout=ssh_timeout,
+        ttl=ttl,
+        keep_on_failure=keep_on_failure,
+        aws=aws,
     )
     with block_credentials(request.target, aws_credentials):
         chosen = get_target(target, request.aws)
@@ -249,6 +258,8 @@ def image_pipeline(
     strict: bool = False,
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
+    spec_vars_file: str = "",
+    spec_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -257,7 +268,8 @@ def image_pipeline(
         family: the image family, the template's image_name (lowercase letters, digits, . _ -).
         version: the image version; empty for a UTC timestamp such as 20260101.040000.
         template_dir: the Packer template directory, relative to the checkout.
-        spec: the goss-format verification spec the test instance must pass.
+        spec: the goss-format verification spec the test instance must pass: a file (it may include
+            others with gossfile:) or a directory holding goss.yaml.
         variables: extra Packer variables (NAME: value).
         var_files: Packer variable files, relative to the checkout.
         only: the template source(s) to build; empty for the one source of the target's builder type
@@ -275,6 +287,8 @@ def image_pipeline(
             standard credential chain of the worker).
         secret_vars: Packer variables read from Prefect Secret blocks ({variable: block name}); they reach
             packer through its environment only, masked in its output.
+        spec_vars_file: a YAML/JSON file of variables for a templated spec (.Vars), relative to the checkout.
+        spec_vars: spec variables over the file's ({name: value}, a dotted name sets a nested value).
     """
     request = prepare(
         target=target,
@@ -282,6 +296,8 @@ def image_pipeline(
         version=version,
         template_dir=template_dir,
         spec=spec,
+        spec_vars_file=spec_vars_file or None,
+        spec_vars=spec_vars,
         variables=variables,
         var_files=var_files,
         only=only,
@@ -319,6 +335,8 @@ def image_build(
     strict: bool = False,
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
+    spec_vars_file: str = "",
+    spec_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``.
 

@@ -89,7 +89,7 @@ class PipelineRequest:
     family: str
     version: str
     template_dir: Path
-    spec: Path
+    spec: Path  # a goss file, or a directory holding goss.yaml
     only: tuple[str, ...]  # empty: the one source of the target's builder type (tasks/build.py)
     variables: dict[str, str] = field(default_factory=dict)
     var_files: tuple[Path, ...] = ()
@@ -101,6 +101,13 @@ class PipelineRequest:
     version_var: str | None = None  # None: image_version, when the templates declare it
     lint_ignore: tuple[str, ...] = ()
     strict: bool = False
+    spec_vars_file: Path | None = None  # --vars: the .Vars of a templated spec
+    spec_vars: dict[str, str] = field(default_factory=dict)  # --spec-var K=V, over the file's
+
+    def spec_variables(self) -> dict[str, Any]:
+        from tasks.verify.spec import spec_variables
+
+        return spec_variables(self.spec_vars_file, [f"{k}={v}" for k, v in self.spec_vars.items()])
 
 
 SUPPORTED_WAYS = (
@@ -144,6 +151,8 @@ def prepare(
     version: str | None = None,
     template_dir: str | Path = "packer",
     spec: str | Path = DEFAULT_SPEC,
+    spec_vars_file: str | Path | None = None,
+    spec_vars: list[str] | dict[str, str] | None = None,
     only: str | None = None,
     variables: list[str] | dict[str, str] | None = None,
     var_files: list[str] | None = None,
@@ -166,8 +175,17 @@ def prepare(
     if not directory.is_dir():
         raise UsageError(f"--template-dir {directory}: not a directory")
     spec_path = Path(spec)
-    if not spec_path.is_file():
-        raise UsageError(f"--spec {spec_path}: no such file")
+    if not spec_path.exists():
+        raise UsageError(f"--spec {spec_path}: no such file or directory")
+    vars_path = Path(spec_vars_file) if spec_vars_file else None
+    if vars_path is not None and (not vars_path.is_file() or not os.access(vars_path, os.R_OK)):
+        raise UsageError(f"--vars {vars_path}: no such readable file")
+    spec_pairs: dict[str, str] = {}
+    for assignment in spec_vars if isinstance(spec_vars, list) else [f"{k}={v}" for k, v in (spec_vars or {}).items()]:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--spec-var {assignment!r}: expected NAME=VALUE")
+        spec_pairs[name.strip()] = value
     pairs = dict(inputs.parse_var(v) for v in variables) if isinstance(variables, list) else dict(variables or {})
     for name in pairs:
         inputs.parse_var(f"{name}=")
@@ -189,6 +207,8 @@ def prepare(
         version=version,
         template_dir=directory.resolve(),
         spec=spec_path.resolve(),
+        spec_vars_file=vars_path.resolve() if vars_path else None,
+        spec_vars=spec_pairs,
         only=sources,
         variables=pairs,
         var_files=tuple(f.resolve() for f in files),

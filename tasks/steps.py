@@ -135,7 +135,12 @@ def instance_endpoint(target: Target, instance: Instance, run: Run) -> SshEndpoi
 def verify_instance(endpoint: SshEndpoint, request: PipelineRequest, image: Image, workdir: Path) -> VerifyResult:
     from tasks.verify import report, verify_endpoint
 
-    result = verify_endpoint(endpoint, request.spec, ssh_timeout=request.ssh_timeout.total_seconds())
+    result = verify_endpoint(
+        endpoint,
+        request.spec,
+        ssh_timeout=request.ssh_timeout.total_seconds(),
+        variables=request.spec_variables(),
+    )
     (workdir / "junit.xml").write_text(report.to_junit(result, suite=f"{image.family}:{image.version}"))
     logger = get_run_logger()
     for line in report.summary_lines(result):

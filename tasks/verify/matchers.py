@@ -10,16 +10,24 @@ Each checked attribute has a *kind* that says what the host returns and how a pl
     list   groups, versions, ip             [a, b] must all be there; "/re/" any element matches; "!x" none
     text   contents, stdout, stderr         [pattern, ...] checked line by line as goss does; a string
                                             must equal the whole text (trailing newlines ignored)
+    any    matching.content                 goss's generic form: value, [contain-elements], {matcher}
+
+Every kind also takes an advanced ``{matcher: argument}`` (booleans too: ``running: {or: [true, false]}``).
+Regular expressions are Go's RE2 (:mod:`tasks.verify.regex`).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("bool", "int", "str", "mode", "list", "text")
+from tasks.verify import regex as regex_engine
+
+KINDS = ("bool", "int", "str", "mode", "list", "text", "any")
 
 
 class SpecError(Exception):
@@ -97,7 +105,7 @@ class Equal(Matcher):
 
 @dataclass(frozen=True)
 class Regex(Matcher):
-    pattern: re.Pattern[str]
+    pattern: Any  # a compiled RE2 (or translated re) pattern
 
     def test(self, found: Any) -> bool:
         return self.pattern.search(show(found)) is not None
@@ -252,7 +260,7 @@ class Pattern(Matcher):
     """goss's line pattern for file contents and command output: substring or ``/regex/``, maybe negated."""
 
     text: str
-    regex: re.Pattern[str] | None
+    regex: Any  # compiled pattern, or None for a substring
     negate: bool
 
     def _hit(self, line: str) -> bool:
@@ -298,14 +306,189 @@ class Mode(Matcher):
         return f"{self.value:04o}"
 
 
+@dataclass(frozen=True)
+class HaveKey(Matcher):
+    """goss's have-key (``inner`` None) and have-key-with-value: a map with the key (and its value passing)."""
+
+    key: Any
+    inner: Matcher | None
+
+    def test(self, found: Any) -> bool:
+        found = _decoded(found)
+        if not isinstance(found, dict):
+            return False
+        for candidate in (self.key, str(self.key)):
+            if candidate in found:
+                return self.inner is None or self.inner.test(found[candidate])
+        return False
+
+    def describe(self) -> str:
+        return f"have key {show(self.key)}" + (f" with {self.inner.describe()}" if self.inner else "")
+
+
+def _decoded(found: Any) -> Any:
+    """A JSON text (command output, a body) as data; anything else as it is."""
+    if isinstance(found, str):
+        try:
+            return json.loads(found)
+        except ValueError:
+            return found
+    return found
+
+
+_MISSING = object()
+
+
+def gjson_get(data: Any, path: str) -> Any:
+    """The subset of gjson paths goss files use: ``a.b``, ``a.0``, ``a.#``, ``a.#.b``, ``@this``, ``a\\.b``."""
+    parts = [p.replace("\\.", ".") for p in re.split(r"(?<!\\)\.", path)] if path != "@this" else []
+    value = data
+    for index, part in enumerate(parts):
+        if part == "@this":
+            continue
+        if part == "#":
+            if not isinstance(value, list):
+                return _MISSING
+            rest = ".".join(parts[index + 1 :])
+            if not rest:
+                return len(value)
+            picked = [gjson_get(item, rest) for item in value]
+            return [p for p in picked if p is not _MISSING]
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+@dataclass(frozen=True)
+class Gjson(Matcher):
+    path: str
+    inner: Matcher
+
+    def test(self, found: Any) -> bool:
+        value = gjson_get(_decoded(found), self.path)
+        return value is not _MISSING and self.inner.test(value)
+
+    def describe(self) -> str:
+        return f"gjson {self.path} {self.inner.describe()}"
+
+    def explain(self, found: Any) -> str:
+        value = gjson_get(_decoded(found), self.path)
+        return f"{self.path} not found" if value is _MISSING else f"{self.path} = {show(value)}"
+
+
+# blang/semver's range syntax, as goss's semver-constraint: ">1.0.0 <2.0.0 !=1.5.0 || >=3.0.0"
+Version = tuple[int, int, int, tuple[Any, ...]]
+_VERSION = re.compile(r"v?(\d+)(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?")
+
+
+def parse_version(text: str, wildcards: bool = False) -> tuple[Version, int]:
+    """(version, how many leading parts were given before a wildcard); an epoch ``N:`` is dropped."""
+    text = re.sub(r"^\d+:", "", str(text).strip())
+    match = _VERSION.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a version: {text!r}")
+    numbers: list[int] = []
+    given = 0
+    for part in match.groups()[:3]:
+        if part is None or part in "xX*":
+            if part is not None and not wildcards:
+                raise ValueError(f"not a version: {text!r}")
+            numbers.append(0)
+            continue
+        if len(numbers) != given:
+            raise ValueError(f"not a version: {text!r}")
+        numbers.append(int(part))
+        given += 1
+    pre = match.group(4)
+    prerelease: tuple[Any, ...] = (
+        tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    )
+    return (numbers[0], numbers[1], numbers[2], prerelease), given
+
+
+def _version_key(version: Version) -> tuple[Any, ...]:
+    major, minor, patch, pre = version
+    return (major, minor, patch, 0 if pre else 1, pre)
+
+
+Condition = tuple[str, Version]
+_CONDITION = re.compile(r"(>=|<=|!=|==|=|>|<)?\s*([^\s<>=!]\S*)")
+
+
+def parse_constraint(text: str) -> tuple[tuple[Condition, ...], ...]:
+    alternatives: list[tuple[Condition, ...]] = []
+    for alternative in text.split("||"):
+        conditions: list[Condition] = []
+        for op, version_text in _CONDITION.findall(alternative.strip()):
+            version, given = parse_version(version_text, wildcards=True)
+            op = op or "="
+            if given < 3 and op in ("=", "=="):  # 1.x means >=1.0.0 <2.0.0
+                conditions.append((">=", version))
+                upper = [version[0], version[1], version[2]]
+                upper[max(given - 1, 0)] += 1
+                conditions.append(("<", (upper[0], upper[1] if given > 1 else 0, 0, ())))
+            else:
+                conditions.append((op, version))
+        if not conditions:
+            raise ValueError("an empty range")
+        alternatives.append(tuple(conditions))
+    return tuple(alternatives)
+
+
+def _satisfies(version: Version, conditions: tuple[Condition, ...]) -> bool:
+    key = _version_key(version)
+    for op, bound in conditions:
+        other = _version_key(bound)
+        ok = {
+            ">": key > other,
+            ">=": key >= other,
+            "<": key < other,
+            "<=": key <= other,
+            "!=": key != other,
+            "=": key == other,
+            "==": key == other,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class SemverConstraint(Matcher):
+    """Every found version (a list, or one string) satisfies the range; an unparsable one fails."""
+
+    text: str
+    alternatives: tuple[tuple[Condition, ...], ...]
+
+    def test(self, found: Any) -> bool:
+        versions = found if isinstance(found, list) else [found]
+        if not versions:
+            return False
+        for item in versions:
+            try:
+                version, _ = parse_version(str(item))
+            except ValueError:
+                return False
+            if not any(_satisfies(version, alternative) for alternative in self.alternatives):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return f"semver {self.text}"
+
+
 # --------------------------------------------------------------------------------------------- build
 
 
-def compile_regex(source: str, path: str) -> re.Pattern[str]:
+def compile_regex(source: str, path: str) -> Any:
     try:
-        return re.compile(source)
-    except re.error as exc:
-        raise SpecError(path, f"bad regex /{source}/: {exc}") from None
+        return regex_engine.compile(source)
+    except regex_engine.error as exc:
+        raise SpecError(path, f"bad regex /{source}/ (Go RE2 syntax): {regex_engine.reason(exc)}") from None
 
 
 def _slashed(value: str) -> bool:
@@ -341,6 +524,10 @@ ADVANCED = (
     "ge",
     "lt",
     "le",
+    "have-key",
+    "have-key-with-value",
+    "semver-constraint",
+    "gjson",
 )
 _STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
     "have-prefix": str.startswith,
@@ -362,12 +549,23 @@ def advanced(value: dict[Any, Any], path: str) -> Matcher:
     key, arg = next(iter(value.items()))
     where = f"{path}.{key}"
     if key not in ADVANCED:
-        raise SpecError(path, f"unsupported matcher {key!r} (bakery supports {', '.join(ADVANCED)})")
+        if isinstance(key, str) and (key.startswith("/") or key.startswith("!/") or key.startswith("!")):
+            written = f"{key}: {show(arg)}" if arg is not None else f"{key}:"
+            raise SpecError(
+                path,
+                f"YAML read {written!r} as a mapping (an unquoted pattern holding ': ' or ending in ':'): "
+                f"quote the whole pattern, e.g. {json.dumps(written)}",
+            )
+        close = difflib.get_close_matches(str(key), ADVANCED, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SpecError(path, f"unknown matcher {key!r}{hint} (goss's matchers: {', '.join(ADVANCED)})")
     if key == "equal":
         return Equal(arg)
     if key == "not":
         return Not(generic(arg, where))
     if key in ("and", "or"):
+        if isinstance(arg, dict):  # {and: {gt: 50, lt: 100}}: one matcher per key, as goss files write it
+            arg = [{k: v} for k, v in arg.items()]
         parts = tuple(generic(v, f"{where}[{i}]") for i, v in enumerate(_list_arg(arg, path, key)))
         return AllOf(parts) if key == "and" else AnyOf(parts)
     if key in _STRING_TESTS or key == "match-regexp":
@@ -387,6 +585,23 @@ def advanced(value: dict[Any, Any], path: str) -> Matcher:
         return HaveLen(arg)
     if key == "contain-element":
         return ContainElement(generic(arg, where))
+    if key == "have-key":
+        return HaveKey(arg, None)
+    if key == "have-key-with-value":
+        if not isinstance(arg, dict) or not arg:
+            raise SpecError(where, "expected a mapping of key: matcher")
+        return AllOf(tuple(HaveKey(k, generic(v, f"{where}.{k}")) for k, v in arg.items()))
+    if key == "semver-constraint":
+        if not isinstance(arg, str) or not arg.strip():
+            raise SpecError(where, f"expected a constraint string like '>1.0.0 <2.0.0', got {show(arg)!r}")
+        try:
+            return SemverConstraint(arg, parse_constraint(arg))
+        except ValueError as exc:
+            raise SpecError(where, f"bad semver constraint {arg!r}: {exc}") from None
+    if key == "gjson":
+        if not isinstance(arg, dict) or not arg:
+            raise SpecError(where, "expected a mapping of gjson path: matcher")
+        return AllOf(tuple(Gjson(str(k), generic(v, f"{where}.{k}")) for k, v in arg.items()))
     items = tuple(generic(v, f"{where}[{i}]") for i, v in enumerate(_list_arg(arg, path, key)))
     if key == "consist-of":
         return ConsistOf(items)
@@ -408,8 +623,10 @@ def _type_error(path: str, expected: str, value: Any) -> SpecError:
 
 def build(kind: str, value: Any, path: str) -> Matcher:
     """The matcher for an attribute of ``kind`` written as ``value`` in the spec."""
-    if isinstance(value, dict) and kind != "bool":
+    if isinstance(value, dict):
         return advanced(value, path)
+    if kind == "any":
+        return generic(value, path)
     if kind == "bool":
         if not isinstance(value, bool):
             raise _type_error(path, "true or false", value)

@@ -20,6 +20,9 @@ class Resource:
     checks: dict[str, Matcher]
     options: dict[str, Any] = field(default_factory=dict)
     skip: bool = False
+    title: str = ""
+    meta: Any = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class CheckResult:
     skipped: bool = False
     message: str = ""
     duration: float = 0.0
+    title: str = ""
+    meta: Any = None
 
     @property
     def name(self) -> str:

@@ -19,8 +19,12 @@ def _headline(result: VerifyResult) -> str:
     )
 
 
+def _titled(check: CheckResult) -> str:
+    return f"{check.name} ({check.title})" if check.title else check.name
+
+
 def check_line(check: CheckResult) -> str:
-    line = f"{check.status} {check.resource_type} {check.name}"
+    line = f"{check.status} {check.resource_type} {_titled(check)}"
     if check.skipped:
         return line
     if check.ok:
@@ -70,6 +74,12 @@ def to_junit(result: VerifyResult, suite: str | None = None) -> str:
         case = ET.SubElement(
             suite_element, "testcase", classname=check.resource_type, name=check.name, time=f"{check.duration:.3f}"
         )
+        if check.title or check.meta is not None:  # goss's title and meta, kept for the reader
+            case_properties = ET.SubElement(case, "properties")
+            if check.title:
+                ET.SubElement(case_properties, "property", name="title", value=check.title)
+            if check.meta is not None:
+                ET.SubElement(case_properties, "property", name="meta", value=json.dumps(check.meta, sort_keys=True))
         if check.skipped:
             ET.SubElement(case, "skipped", message=check.message)
         elif not check.ok:
@@ -112,5 +122,8 @@ def to_markdown(result: VerifyResult, title: str | None = None) -> str:
     for c in ordered:
         found = c.found + (f" — {c.message}" if c.message and not c.ok and not c.skipped else "")
         mark = {"PASS": "✅ pass", "FAIL": "❌ FAIL", "SKIP": "⏭ skip"}[c.status]
-        lines.append(f"| {mark} | {c.resource_type} | `{_cell(c.name)}` | `{_cell(c.expected)}` | {_cell(found)} |")
+        name = f"`{_cell(c.name)}`" + (f" {_cell(c.title)}" if c.title else "")
+        if c.meta is not None:
+            name += f" <sub>{_cell(json.dumps(c.meta, sort_keys=True))}</sub>"
+        lines.append(f"| {mark} | {c.resource_type} | {name} | `{_cell(c.expected)}` | {_cell(found)} |")
     return "\n".join(lines) + "\n"

@@ -1,14 +1,16 @@
 """Run a validated spec over one SSH connection.
 
-All facts but ``command`` checks come from ONE remote shell script (run as root through ``sudo -n``
-when the login user is not root and sudo allows it), so a spec of any size costs one round trip;
-``command`` checks run beside it, concurrently, each on its own channel with its own timeout.
+All facts but the channel checks come from ONE remote shell script (run as root through ``sudo -n``
+when the login user is not root and sudo allows it), so a spec of any size costs one round trip.
+Channel checks (``command``, ``http``, ``addr``, ``dns`` with ``server``) run beside it on the same
+connection, concurrently, each on its own channel with its own timeout; ``matching`` needs no host.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +34,9 @@ def build_script(spec: Spec) -> Script:
     script = Script()
     inventory.gather(script)
     for name, kind in TYPES.items():
-        items = [(i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip]
+        items = [
+            (i, r) for i, r in enumerate(spec.resources) if r.type == name and not r.skip and not kind.on_channel(r)
+        ]
         if items and kind.gather:
             kind.gather(script, items)
     return script
@@ -62,14 +66,38 @@ def evaluate(resource: Resource, found: dict[str, Any], duration: float = 0.0) -
             message = "" if ok else matcher.explain(value)
         shown = (_found_text(value) if shown is None else shown) + (f" ({note})" if note else "")
         results.append(
-            CheckResult(resource.type, resource.id, attribute, matcher.describe(), shown, ok, False, message, duration)
+            CheckResult(
+                resource.type,
+                resource.id,
+                attribute,
+                matcher.describe(),
+                shown,
+                ok,
+                False,
+                message,
+                duration,
+                resource.title,
+                resource.meta,
+            )
         )
     return results
 
 
 def _skipped(resource: Resource) -> list[CheckResult]:
     return [
-        CheckResult(resource.type, resource.id, a, m.describe(), "", False, True, "skip: true")
+        CheckResult(
+            resource.type,
+            resource.id,
+            a,
+            m.describe(),
+            "",
+            False,
+            True,
+            "skip: true",
+            0.0,
+            resource.title,
+            resource.meta,
+        )
         for a, m in resource.checks.items()
     ]
 
@@ -86,13 +114,24 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     peer = transport.getpeername() if transport else ("", "")
     elevate: ssh.Sudo = "if-available" if sudo else False
     script = build_script(spec)
-    commands = [(i, r) for i, r in enumerate(spec.resources) if r.type == "command" and not r.skip]
+    commands = [(i, r) for i, r in enumerate(spec.resources) if TYPES[r.type].on_channel(r) and not r.skip]
 
     def run_command(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
         index, resource = item
-        begun = time.monotonic()
-        found = command.run(client, resource, default_timeout=command_timeout, sudo=elevate)
-        return index, evaluate(resource, found, time.monotonic() - begun)
+        run = TYPES[resource.type].run
+        assert run is not None
+        attempts, delay = command.attempts_of(resource)
+        for attempt in range(1, attempts + 1):
+            begun = time.monotonic()
+            try:
+                found = run(client, resource, default_timeout=command_timeout, sudo=elevate)
+            except Exception as exc:  # a broken channel fails this check, not the whole run
+                found = dict.fromkeys(resource.checks, Unavailable(f"{type(exc).__name__}: {exc}"))
+            checked = evaluate(resource, found, time.monotonic() - begun)
+            if all(c.ok for c in checked) or attempt == attempts:
+                return index, checked
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     # The fact script and the commands share the connection, each on its own channel, all at once.
     with ThreadPoolExecutor(max_workers=min(MAX_CHANNELS, 1 + len(commands))) as pool:
@@ -117,17 +156,18 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     if sudo and not as_root and not failure:
         notes.append(f"checks ran as {login} (uid {facts.uid}): sudo -n is not available, root-only facts may fail")
 
-    gathered_checks = sum(len(r.checks) for r in spec.resources if r.type != "command" and not r.skip)
+    gathered_checks = sum(len(r.checks) for r in spec.resources if not TYPES[r.type].on_channel(r) and not r.skip)
     per_check = gathered.duration / max(gathered_checks, 1)
     for index, resource in enumerate(spec.resources):
+        kind = TYPES[resource.type]
         if resource.skip:
             results[index] = _skipped(resource)
-        elif resource.type == "command":
+        elif kind.on_channel(resource):
             continue
-        elif failure:
+        elif failure and kind.gather is not None:
             results[index] = evaluate(resource, dict.fromkeys(resource.checks, Unavailable(failure)))
         else:
-            observe = TYPES[resource.type].observe
+            observe = kind.observe
             assert observe is not None
             results[index] = evaluate(resource, observe(resource, index, facts), per_check)
 
@@ -147,9 +187,11 @@ def verify_endpoint(
     command_timeout: float = 30.0,
     sudo: bool = True,
     known_keys: list[paramiko.PKey] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> VerifyResult:
-    """Validate the spec (a bad one fails here, before connecting), connect once, verify, close."""
-    spec = load_spec(spec_path)
+    """Validate the spec (a bad one fails here, before connecting), connect once, verify, close.
+    ``variables`` are the ``.Vars`` of a templated spec."""
+    spec = load_spec(spec_path, variables)
     client = ssh.connect(endpoint, timeout=ssh_timeout, known_keys=known_keys)
     try:
         return verify(client, spec, sudo=sudo, command_timeout=command_timeout)

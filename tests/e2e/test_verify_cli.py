@@ -160,9 +160,10 @@ def test_a_failed_check_exits_1_and_is_named_with_expected_and_found(sshd_host: 
         ("servce:\n  ssh: {enabled: true}\n", "servce", "unknown resource type"),
         ('file:\n  /etc/passwd: {contents: ["/[unclosed/"]}\n', "file./etc/passwd.contents[0]", "bad regex"),
         ("user:\n  deploy: {uid: lots}\n", "user.deploy.uid", "lots"),
-        ("http:\n  https://example.org: {status: 200}\n", "http", "unsupported resource type"),
+        ("http:\n  https://example.org: {status: 200, proxy: p}\n", "http.", "unsupported attribute"),
+        ("package:\n  {{ .Vars.pkg }}: {installed: true}\n", ":2:", "template: .Vars.pkg: no such variable"),
         ("pending-updates:\n  urgent: {count: 0}\n", "pending-updates.urgent", "bad pending-updates name"),
-        ("package: [nginx\n", ":1:", "YAML syntax error"),
+        ("package: [nginx\n", ":2:", "YAML syntax error"),
     ],
 )
 def test_a_bad_spec_exits_2_naming_file_and_field(

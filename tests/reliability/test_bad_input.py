@@ -98,9 +98,14 @@ def cases(tmp: Path) -> list[Case]:
             "file./etc/x.contents",
         ),
         Case(
-            "spec unsupported type",
-            ("run", "--spec", write(tmp / "s5.yaml", "http:\n  http://x:\n    status: 200\n")),
-            "http",
+            "spec unsupported attribute",
+            ("run", "--spec", write(tmp / "s5.yaml", "http:\n  http://x:\n    status: 200\n    proxy: p:3128\n")),
+            "http.http://x.proxy: unsupported attribute",
+        ),
+        Case(
+            "spec template variable missing",
+            ("run", "--spec", write(tmp / "s6.yaml", "package:\n  {{ .Vars.pkg }}: {installed: true}\n")),
+            "s6.yaml:2: template: .Vars.pkg: no such variable",
         ),
         Case("spec file missing", ("run", "--spec", str(tmp / "nosuch.yaml")), "nosuch.yaml"),
         Case("unknown target", ("run", "--target", "gcp"), "--target 'gcp': unknown target"),

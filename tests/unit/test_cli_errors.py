@@ -40,7 +40,7 @@ def run_bake(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["run", "--ttl", "soon"], "--ttl 'soon': not a duration"),
         (["run", "--ssh-timeout", "10"], "--ssh-timeout '10': not a duration"),
         (["run", "--template-dir", "/nonexistent"], "--template-dir /nonexistent: not a directory"),
-        (["run", "--spec", "/nonexistent.yaml"], "--spec /nonexistent.yaml: no such file"),
+        (["run", "--spec", "/nonexistent.yaml"], "--spec /nonexistent.yaml: no such file or directory"),
         (["run", "--var", "novalue"], "--var 'novalue': expected NAME=VALUE"),
         (["run", "--var", "image_version=2"], "--var image_version: set by bakery from --version"),
         (["run", "--var-file", "/nonexistent.pkrvars.hcl"], "--var-file /nonexistent.pkrvars.hcl: no such"),

@@ -71,7 +71,7 @@ def test_a_spec_with_the_extension_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("pending-updates:\n  critical: {count: 0}\n", "s.yaml: pending-updates.critical: bad pending-updates name"),
+        ("pending-updates:\n  critical: {count: 0}\n", "s.yaml:2: pending-updates.critical: bad pending-updates name"),
         ("pending-updates:\n  security: {cuont: 0}\n", "pending-updates.security.cuont: unknown attribute"),
         ("pending-updates:\n  security: {count: lots}\n", "pending-updates.security.count"),
         ("pending_updates:\n  security: {count: 0}\n", "did you mean 'pending-updates'?"),

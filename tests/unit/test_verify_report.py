@@ -94,3 +94,17 @@ def test_an_all_skipped_or_all_passing_result_passes() -> None:
     checks = (CheckResult("process", "sshd", "running", "true", "true", True),)
     assert VerifyResult("s.yaml", "h", checks, 0.1).passed
     assert "PASSED" in report.summary(VerifyResult("s.yaml", "h", checks, 0.1))
+
+
+def test_goss_title_and_meta_reach_every_report() -> None:
+    spec = parse_spec("service:\n  sshd:\n    title: SSH daemon\n    meta: {cis: '5.2'}\n    running: true\n", "s.yaml")
+    checks = tuple(evaluate(spec.resources[0], {"running": False}))
+    outcome = VerifyResult("s.yaml", "h:22", checks, 0.1, "root")
+    case = ET.fromstring(report.to_junit(outcome)).find("testsuite/testcase")
+    assert case is not None and case.get("name") == "sshd running"  # the contract's name is kept
+    properties = {p.get("name"): p.get("value") for p in case.findall("properties/property")}
+    assert properties == {"title": "SSH daemon", "meta": '{"cis": "5.2"}'}
+    check = json.loads(report.to_json(outcome))["checks"][0]
+    assert (check["title"], check["meta"]) == ("SSH daemon", {"cis": "5.2"})
+    assert "`sshd running` SSH daemon" in report.to_markdown(outcome)
+    assert "FAIL service sshd running (SSH daemon): expected true" in report.summary(outcome)

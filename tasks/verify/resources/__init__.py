@@ -7,10 +7,16 @@ must also run under goss leaves them out (or keeps them in a second file that on
 from __future__ import annotations
 
 from tasks.verify.resources import (
+    addr,
     command,
+    dns,
     file,
     group,
+    http,
+    interface,
     kernel_param,
+    matching,
+    mount,
     package,
     pending_updates,
     port,
@@ -32,6 +38,12 @@ TYPES: dict[str, ResourceType] = {
         group.TYPE,
         process.TYPE,
         kernel_param.TYPE,
+        mount.TYPE,
+        interface.TYPE,
+        http.TYPE,
+        addr.TYPE,
+        dns.TYPE,
+        matching.TYPE,
         pending_updates.TYPE,  # bakery's extension (EXTENSIONS)
     )
 }
@@ -39,13 +51,5 @@ TYPES: dict[str, ResourceType] = {
 # bakery's own resource types: not goss, which rejects them.
 EXTENSIONS = (pending_updates.TYPE.name,)
 
-# goss types bakery refuses (exit 2), and why.
-UNSUPPORTED = {
-    "http": "needs a client on the host's network; check it with a command (curl) instead",
-    "addr": "reachability from the host; check it with a command instead",
-    "dns": "resolution from the host; check it with a command (getent hosts) instead",
-    "mount": "not implemented; check it with a command (findmnt) instead",
-    "interface": "not implemented; check it with a command (ip addr) instead",
-    "gossfile": "includes are not supported; render the spec into one file (goss render)",
-    "matching": "not implemented",
-}
+# goss types bakery refuses (exit 2), and why: none left — every goss type a host can be asked about is here.
+UNSUPPORTED: dict[str, str] = {}

@@ -14,6 +14,10 @@ from tasks.verify.model import Resource
 Item = tuple[int, Resource]  # a resource and its position in the spec (section keys use the position)
 Gather = Callable[[Script, list[Item]], None]
 Observe = Callable[[Resource, int, Facts], dict[str, Any]]
+# A check made on its own SSH channel (command, http, addr): (client, resource, default_timeout=, sudo=).
+Run = Callable[..., dict[str, Any]]
+# Checks across attributes once each is valid, (target, options, path): (path, message) per problem.
+Validate = Callable[[str, dict[str, Any], str], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,15 @@ class ResourceType:
     aliases: dict[str, str] = field(default_factory=dict)  # old goss names, e.g. contains → contents
     gather: Gather | None = None
     observe: Observe | None = None
+    validate: Validate | None = None
+    run: Run | None = None
+    channel_option: str = ""  # with gather and run: run (own channel) only for resources setting this option
+
+    def on_channel(self, resource: Resource) -> bool:
+        """Checked on its own SSH channel (``run``) rather than from the batched script (``gather``)."""
+        if self.run is None:
+            return False
+        return not self.channel_option or bool(resource.options.get(self.channel_option))
 
     def check_target(self, target: str) -> str:
         """An error message when ``target`` is not a plausible name for this type, else ``""``."""

@@ -1,7 +1,9 @@
 """command: exit-status, stdout, stderr — each command on its own SSH channel with its own timeout.
 
-goss's ``timeout`` is in milliseconds (default: the verify run's command timeout). A command past its
-timeout is killed and every attribute of it fails with "timed out".
+goss's ``timeout`` is in milliseconds (0 or unset: the verify run's command timeout). A command past its
+timeout is killed and every attribute of it fails with "timed out". ``exec`` is the command to run when
+the key is only a name. As goss's ``retry_count``/``retry_delay``: a command whose checks fail is run again
+up to ``retry_count`` more times, ``retry_delay`` apart (milliseconds or ``2s``; 0 or unset: 1 s).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ def timeout_of(resource: Resource, default: float) -> float:
     return milliseconds / 1000 if milliseconds else default
 
 
+def attempts_of(resource: Resource) -> tuple[int, float]:
+    """How many times to run the command at most, and the seconds between runs (goss's retry)."""
+    delay_ms = resource.options.get("retry_delay") or 1000.0
+    return int(resource.options.get("retry_count", 0)) + 1, delay_ms / 1000
+
+
 def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: float, sudo: ssh.Sudo) -> dict[str, Any]:
     """Found values for the command's attributes."""
     timeout = timeout_of(resource, default_timeout)
@@ -39,8 +47,9 @@ def run(client: paramiko.SSHClient, resource: Resource, *, default_timeout: floa
 TYPE = ResourceType(
     name="command",
     checks={"exit-status": "int", "stdout": "text", "stderr": "text"},
-    options={"exec": "str", "timeout": "int"},
+    options={"exec": "str", "timeout": "ms", "retry_count": "count", "retry_delay": "delay"},
     target_option="exec",
     target_pattern=r"(?s).*\S.*",
     target_hint="a shell command",
+    run=run,
 )

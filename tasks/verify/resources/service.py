@@ -1,7 +1,9 @@
-"""service: enabled, running — systemd when it is the init, else OpenRC, else SysV init scripts.
+"""service: enabled, running, runlevels — systemd when it is the init, else OpenRC, else SysV init scripts.
 
 As goss: systemd's ``is-enabled`` exit status (enabled, static, alias, ... count as enabled) and
 ``is-active``; OpenRC's runlevel links and ``rc-service status``; SysV ``S??name`` links and ``service status``.
+``runlevels`` lists the OpenRC runlevels (``/etc/runlevels/*/name``) or SysV ones (``/etc/rcN.d/S??name``) the
+service starts in; under systemd it is empty, as in goss (runlevels are an OpenRC/SysV/upstart notion).
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ def _running(name: str) -> str:
     )
 
 
+def _runlevels(name: str) -> str:
+    n = q(name)
+    return (
+        "case $bk_init in "
+        "systemd) ;; "  # as goss: runlevels come from OpenRC and SysV init only
+        f'openrc) for bk_d in /etc/runlevels/*/; do [ -e "$bk_d"{n} ] && basename "$bk_d"; done;; '
+        f'*) for bk_f in /etc/rc?.d/S[0-9][0-9]{n}; do [ -e "$bk_f" ] || continue; '
+        'bk_f=${bk_f%/*}; bk_f=${bk_f#/etc/rc}; echo "${bk_f%.d}"; done;; esac; true'
+    )
+
+
 def gather(script: Script, items: list[Item]) -> None:
     script.add("service.init", _DETECT, prelude=True)
     for index, resource in items:
@@ -47,6 +60,8 @@ def gather(script: Script, items: list[Item]) -> None:
             script.add(key(index, resource, "enabled"), _enabled(resource.target), lane=lane)
         if "running" in resource.checks:
             script.add(key(index, resource, "running"), _running(resource.target), lane=lane)
+        if "runlevels" in resource.checks:
+            script.add(key(index, resource, "runlevels"), _runlevels(resource.target), lane=lane)
 
 
 def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
@@ -56,17 +71,18 @@ def observe(resource: Resource, index: int, facts: Facts) -> dict[str, Any]:
         section = facts[key(index, resource, attribute)]
         note = first_line(section.text) if init == "systemd" else init
         found[attribute] = Fact(section.ok, note)
+    levels = [line for line in facts[key(index, resource, "runlevels")].text.split("\n") if line.strip()]
+    found["runlevels"] = Fact(sorted(levels), init)
     return found
 
 
 TYPE = ResourceType(
     name="service",
-    checks={"enabled": "bool", "running": "bool"},
+    checks={"enabled": "bool", "running": "bool", "runlevels": "list"},
     options={"name": "str"},
     target_option="name",
     target_pattern=r"[A-Za-z0-9_][A-Za-z0-9@._:\\-]*",
     target_hint="a unit or init script name",
-    unsupported={"runlevels": "runlevels are not checked"},
     gather=gather,
     observe=observe,
 )
