@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tasks.errors import UsageError
+from tasks.inputs import read_text_file
 
 DEFAULT_FILE = "deployments/automations.yaml"
 DEFAULT_BLOCK = "bakery-alerts"
@@ -36,9 +37,7 @@ def load_automations(path: str | Path, notify_block: str | None = None) -> list[
 
     source = Path(path)
     try:
-        data = yaml.safe_load(source.read_text())
-    except OSError as exc:
-        raise UsageError(f"--file {source}: cannot read ({exc.strerror or exc})") from None
+        data = yaml.safe_load(read_text_file(source, f"--file {source}"))
     except yaml.YAMLError as exc:
         raise UsageError(f"--file {source}: not valid YAML ({exc})".splitlines()[0]) from None
     entries = data.get("automations") if isinstance(data, dict) else None

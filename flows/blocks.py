@@ -25,7 +25,7 @@ SECRET_OPTION = "--secret-var"  # noqa: S105  (an option name, not a secret)
 
 
 def check_block_name(name: str, option: str) -> str:
-    if not BLOCK_NAME_RE.match(name):
+    if not BLOCK_NAME_RE.fullmatch(name):
         raise UsageError(f"{option} {name!r}: not a Prefect block name (expected lowercase letters, digits and '-')")
     return name
 

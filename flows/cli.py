@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tasks.errors import BakeryError
-from tasks.inputs import move_secret_vars_to_env
 
 log = logging.getLogger("bakery")
 
@@ -133,22 +132,56 @@ def _blocks(parser: argparse.ArgumentParser, secrets: bool = False) -> None:
         )
 
 
-def _using_blocks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]:
     """Load the blocks named (a wrong name is exit 2 before anything starts) and use them for the command's
-    own AWS calls too; the flows get the names (``_block_params``) and load them where they run."""
+    own AWS calls too; the flows get the names (``_block_params``) and load them where they run.
+
+    Secret ``--var``s (named like a secret, or ``sensitive`` in the templates) go the one way secrets go:
+    out of ``args.var`` (so never a flow parameter nor ``-var``) into packer's own subprocess environment
+    as ``PKR_VAR_<name>``, like a Secret block's value."""
+    from tasks import packer
     from tasks.errors import UsageError
 
+    stack = contextlib.ExitStack()
+    if getattr(args, "var", None):
+        from tasks.inputs import parse_var
+        from tasks.request import split_secrets
+
+        plain, secret = split_secrets(dict(parse_var(v) for v in args.var), _sensitive_names(args))
+        args.var = [f"{k}={v}" for k, v in plain.items()]
+        if secret:
+            stack.enter_context(packer.subprocess_environment(secret))
     name = getattr(args, "aws_credentials_block", None)
     secret_vars = getattr(args, "secret_var", None) or []
     if not name and not secret_vars:
-        return contextlib.nullcontext()
+        return stack
     target = getattr(args, "target", None)
     if name and target not in ("aws", None):
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars
 
+    _prefect_ready()
     args.secret_vars = parse_secret_vars(secret_vars)
-    return block_credentials(target or "aws", name, args.secret_vars)
+    stack.enter_context(block_credentials(target or "aws", name, args.secret_vars))
+    return stack
+
+
+def _sensitive_names(args: argparse.Namespace) -> set[str]:
+    """Variables the chosen templates mark ``sensitive`` (none when they cannot be read: the request's own
+    checks say why, in one line)."""
+    from pathlib import Path
+
+    from tasks import lint
+    from tasks.build import sensitive_names
+    from tasks.errors import UsageError
+
+    directory = Path(getattr(args, "template_dir", "packer"))
+    if not directory.is_dir():
+        return set()
+    try:
+        return sensitive_names(lint.load_template_set(directory))
+    except UsageError:
+        return set()
 
 
 def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, Any]:
@@ -286,11 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
         "with BAKERY_ALERT_WEBHOOK_URL set, a Custom Webhook block of that name is created for it",
     )
     alerts_apply.set_defaults(handler=cmd_alerts_apply)
+
+    server = sub.add_parser("server", help="bakery's local Prefect server (used when PREFECT_API_URL is not set)")
+    server.add_argument("server_command", choices=("status", "start", "stop"), metavar="status|start|stop")
+    server.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    server.set_defaults(handler=cmd_server)
     return parser
+
+
+def _prefect_ready() -> None:
+    """Before a flow runs: a Prefect API to run it against. Without PREFECT_API_URL that is bakery's local
+    server, started in the background on first use and reused (flows/local_server.py), not a temporary one."""
+    from flows.local_server import use_local_server
+
+    use_local_server()
 
 
 def _with_prefect() -> None:
     """Import Prefect (which sets up its log handlers), then keep user errors to one line there too."""
+    _prefect_ready()
     import flows.pipeline  # noqa: F401
 
     quiet_user_error_tracebacks()
@@ -392,7 +439,7 @@ def _selection_params(request: Any) -> dict[str, Any]:
         "family": request.family,
         "version": request.version,
         "template_dir": str(request.template_dir),
-        "variables": move_secret_vars_to_env(request.variables, os.environ),
+        "variables": request.variables,  # secrets were taken out (_using_blocks): never flow parameters
         "var_files": [str(f) for f in request.var_files],
         "only": ",".join(request.only),
         "build_timeout": f"{int(request.build_timeout.total_seconds())}s",
@@ -564,6 +611,7 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
         check_family(args.family)
     keep = check_keep(args.keep)
     open_store(args.target)  # no engine or no AWS setup: one clear line, before Prefect starts
+    _prefect_ready()
     from flows.retention import image_retention
 
     quiet_user_error_tracebacks()
@@ -586,6 +634,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_age:
         parse_duration(args.max_age, "--max-age")
     open_sources(args.target)
+    _prefect_ready()
     from flows.sweep import sweep_leftovers
 
     quiet_user_error_tracebacks()
@@ -630,6 +679,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         from tasks.promotion.docker import DockerStages
 
         DockerStages().find(image)  # no such image: one line, before Prefect starts
+    _prefect_ready()
     from flows.promote import promote
 
     quiet_user_error_tracebacks()
@@ -651,6 +701,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     target = check_target(args.target)
     check_family(args.family)
     _aws_configured(target)
+    _prefect_ready()
     from flows.promote import rollback
 
     quiet_user_error_tracebacks()
@@ -665,6 +716,7 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         check_target(args.target)
     parse_duration(args.max_age, "--max-age")
     load_families(args.families)  # a bad families file is exit 2 before Prefect starts
+    _prefect_ready()
     from flows.rebuild import rebuild
 
     quiet_user_error_tracebacks()
@@ -685,8 +737,22 @@ def cmd_alerts_apply(args: argparse.Namespace) -> dict[str, Any]:
     if args.notify_block:
         check_block_name(args.notify_block, "--notify-block")
     load_automations(args.file, args.notify_block)  # a bad file is exit 2 before Prefect starts
+    _prefect_ready()
     quiet_user_error_tracebacks()
     return apply(args.file, args.notify_block)
+
+
+def cmd_server(args: argparse.Namespace) -> dict[str, Any]:
+    """status: whether it runs and where; start: start it now (announced once); stop: stop it by its pid."""
+    from flows import local_server
+
+    if args.server_command == "start":
+        record, started = local_server.ensure_running()
+        return {"running": True, "started": started, "ui": record.ui_url, "api": record.api_url, "pid": record.pid}
+    if args.server_command == "stop":
+        stopped = local_server.stop()
+        return {"stopped": stopped is not None, **({"pid": stopped.pid} if stopped else {})}
+    return local_server.status()
 
 
 def configure_logging() -> None:

@@ -28,12 +28,13 @@ from tasks.steps import (
     build_image,
     instance_endpoint,
     launch_instance,
+    record_test_result,
     set_stage,
     teardown_instance,
     validate_templates,
     verify_instance,
 )
-from tasks.targets.base import Image, Instance, Run, Target
+from tasks.targets.base import TAG_LAST_RESULT, TAG_LAST_TESTED, TESTABLE_STAGES, Image, Instance, Run, Target
 from tasks.targets.registry import get_target
 from tasks.verify import VerifyResult
 
@@ -87,9 +88,11 @@ def _remove_aws_run_resources(run_id: str, block_name: str | None = None, timeou
 
 
 def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: str) -> dict[str, Any]:
-    """Launch, verify and tear down; the image becomes ``staging`` or ``failed``."""
+    """Launch, verify and tear down. A ``testing`` (or stage-less) image becomes ``staging`` or ``failed``;
+    an image at any other stage keeps it, and the result is recorded beside it (``record_test_result``)."""
     logger = get_run_logger()
     workdir = run_workdir(run_id)
+    earned = _earned_stage(target, image)
     with keys.run_keypair(run_id) as (private_key, public_key):
         run = Run(run_id, image.family, workdir, expires_at(request.ttl), private_key, public_key)
         instance: Instance | None = None
@@ -103,12 +106,12 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
             if not result.passed:
                 keep = request.keep_on_failure
                 marked = True
-                set_stage(target, image, "failed", run_id)
+                _conclude(target, image, earned, "failed", run_id)
                 raise JobFailed(f"verification of {image.name} failed: {failure_summary(result)}")
         except BaseException as exc:
             failure = exc
             if not marked and isinstance(exc, Exception) and not isinstance(exc, UsageError):
-                _mark_failed(target, image, run_id)  # launch, wait or SSH failed: the image did not pass
+                _mark_failed(target, image, earned, run_id)  # launch, wait or SSH failed: the image did not pass
             raise
         finally:
             if instance is not None and keep:
@@ -119,14 +122,39 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
                 )
             elif instance is not None:
                 _teardown(target, instance, failure)
-    set_stage(target, image, "staging", run_id)
+    _conclude(target, image, earned, "passed", run_id)
     return {
         "image": image.name,
         "image_id": image.id,
-        "stage": "staging",
+        "stage": earned or "staging",
+        "result": "passed",
         "checks": result.counts,
         "junit": str(workdir / "junit.xml"),
     }
+
+
+def _earned_stage(target: Target, image: Image) -> str | None:
+    """The image's stage when a test must leave it alone (anything but ``testing`` or none), else ``None``."""
+    stage = target.current_stage(image)
+    if stage in TESTABLE_STAGES:
+        return None
+    get_run_logger().info(
+        "%s is %s: the test result is recorded beside it (%s, %s); its stage stays %s",
+        image.name or image.id,
+        stage,
+        TAG_LAST_TESTED,
+        TAG_LAST_RESULT,
+        stage,
+    )
+    return stage
+
+
+def _conclude(target: Target, image: Image, earned: str | None, result: str, run_id: str) -> None:
+    """``staging``/``failed`` for a testing image; the recorded result for an image with an earned stage."""
+    if earned is None:
+        set_stage(target, image, "staging" if result == "passed" else "failed", run_id)
+        return
+    record_test_result(target, image, result, run_id)
 
 
 def _preflight(target: Target) -> None:
@@ -136,10 +164,11 @@ def _preflight(target: Target) -> None:
         check()
 
 
-def _mark_failed(target: Target, image: Image, run_id: str) -> None:
-    """Stage ``failed``; an error here is logged and never hides the failure that led here."""
+def _mark_failed(target: Target, image: Image, earned: str | None, run_id: str) -> None:
+    """Stage ``failed`` (or the recorded result ``failed``, for an earned stage); an error here is logged
+    and never hides the failure that led here."""
     try:
-        set_stage(target, image, "failed", run_id)
+        _conclude(target, image, earned, "failed", run_id)
     except Exception as exc:
         get_run_logger().error("could not mark %s failed: %s", image.name or image.id, exc)
 

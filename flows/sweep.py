@@ -8,13 +8,53 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run as current_flow_run
 
 from flows.blocks import block_credentials
 from tasks import sweep
 from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
+
+
+@task(name="resume-promotions", cache_policy=NO_CACHE)
+def resume_promotions(target: str, apply: bool) -> list[str]:
+    """A promotion or rollback killed between its two writes left an intent: complete or undo it (with
+    ``apply``; a dry run says what it would find). One line per family, also logged."""
+    from tasks import promotion
+
+    store = promotion.store_for(target)
+    logger = get_run_logger()
+    if not apply:
+        notes = [
+            f"would resume {intent.describe()}"
+            for intent in (store.read_intent(f) for f in store.families_with_intent())
+            if intent is not None
+        ]
+    else:
+        notes = promotion.resume_all(store, str(current_flow_run.id or uuid4()))
+    for note in notes:
+        logger.warning("%s", note)
+    return notes
+
+
+@task(name="release-family-slots", cache_policy=NO_CACHE)
+def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
+    """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
+    from tasks.locks import sweep_family_slots
+
+    logger = get_run_logger()
+    rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
+    notes = [
+        f"build slot of family {r['family']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows
+    ]
+    for row, note in zip(rows, notes, strict=True):
+        (logger.info if row["decision"] == "keep" else logger.warning)("%s", note)
+    return notes
 
 
 @flow(name="sweep")
@@ -30,10 +70,11 @@ def sweep_leftovers(
     with block_credentials(target, aws_credentials):
         sources = sweep.open_sources(target)
         plan = find_leftovers(sources, rules)
+        notes = resume_promotions(target, apply) + release_family_slots(apply, max_age)
         if not apply:
-            return report_sweep(plan, target, None)
+            return {**report_sweep(plan, target, None), "notes": notes}
         results = remove_leftovers(plan, sources)
-    doc = report_sweep(plan, target, results)
+    doc = {**report_sweep(plan, target, results), "notes": notes}
     if doc["failures"]:
         raise sweep.SweepFailed(f"{len(doc['failures'])} removals failed: {'; '.join(doc['failures'][:3])}", doc)
     return doc

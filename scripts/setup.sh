@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# One-time (idempotent) set-up on Debian/Ubuntu: packer, docker.io, debootstrap, a running dockerd,
-# and the project's venv in .venv. Safe to run again; it only does what is missing.
+# One-time (idempotent) set-up on Debian/Ubuntu; safe to run again, it only does what is missing.
+#   scripts/setup.sh          what `bake` needs to run: packer, docker.io (and a running dockerd), debootstrap,
+#                             and bakery installed in .venv
+#   scripts/setup.sh --test   that, plus what the test suite needs: bakery's dev extras (pytest, ruff, mypy,
+#                             moto, playwright), chromium (the UI test's headless browser) and iproute2 (the
+#                             network-namespace test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 say() { printf 'setup: %s\n' "$*" >&2; }
+for_tests=
+for arg in "$@"; do
+  case "$arg" in
+    --test) for_tests=1 ;;
+    -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) say "unknown option $arg (expected --test or nothing)"; exit 2 ;;
+  esac
+done
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-command -v packer >/dev/null || missing+=(packer)
-command -v dockerd >/dev/null || missing+=(docker.io)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-command -v ip >/dev/null || missing+=(iproute2)
-[ -x /usr/bin/chromium ] || missing+=(chromium)  # the UI test's headless browser (driven by playwright)
+need() { command -v "$1" >/dev/null || missing+=("$2"); }  # need COMMAND DEBIAN-PACKAGE
+need packer packer
+need dockerd docker.io
+need debootstrap debootstrap
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ -n "$for_tests" ]; then
+  need chromium chromium # the UI test's headless browser (driven by playwright; never `playwright install`)
+  need ip iproute2       # the AWS network-namespace test
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   sudo_ apt-get update -q
@@ -28,11 +43,17 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { say "dockerd did not start; see .bakery/dockerd.log"; exit 1; }
 fi
 
-if [ ! -x .venv/bin/bake ] || [ pyproject.toml -nt .venv/.installed ]; then
-  say "creating .venv and installing bakery with its dev extras"
+# .venv/.installed: bakery is installed; .venv/.installed-dev: with its dev extras. Again when pyproject.toml changes.
+if [ -n "$for_tests" ]; then package='.[dev]' marker=.venv/.installed-dev; else package=. marker=.venv/.installed; fi
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q -U pip
-  .venv/bin/pip install -q -e '.[dev]'
-  touch .venv/.installed
 fi
-say "ready: packer $(packer version | head -1), docker $(docker version --format '{{.Server.Version}}'), .venv/bin/bake"
+if [ ! -x .venv/bin/bake ] || [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
+  say "installing bakery${for_tests:+ with its dev extras} in .venv"
+  .venv/bin/pip install -q -e "$package"
+  touch "$marker"
+  [ -z "$for_tests" ] || touch .venv/.installed # the dev install holds everything running needs
+fi
+say "ready: packer $(packer version | head -1), docker $(docker version --format '{{.Server.Version}}'), .venv/bin/bake${for_tests:+, the test tools}"

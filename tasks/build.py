@@ -8,6 +8,7 @@ given, and reads the artifact from Packer's output when no manifest is written w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,9 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import hcl2
+
 from tasks import inputs, lint, packer
 from tasks.errors import JobFailed, UsageError
-from tasks.request import PipelineRequest, expires_at
+from tasks.request import PipelineRequest, check_no_secrets, expires_at
 
 _NO = lint.Attr(0, "false", (), ())
 DEFAULT_VERSION_VAR = "image_version"
@@ -135,6 +138,7 @@ def static_checks(request: PipelineRequest) -> Checked:
     templates = lint.load_template_set(request.template_dir)
     chosen = replace(request, only=select_sources(templates, request))
     version_variable(templates, chosen)
+    check_no_secrets(chosen.variables, "variables:", sensitive_names(templates))
     findings = enforce(lint.lint(templates, chosen.only), chosen)
     return Checked(chosen, templates, tuple(findings))
 
@@ -181,8 +185,9 @@ def validate(request: PipelineRequest) -> Checked:
     variables = template_variables(templates, request)
     _check_required_variables(templates, request, variables)
     _check_block_variables(templates, request)
-    packer.init(request.template_dir)
-    packer.validate(request.template_dir, request.only, variables, request.var_files)
+    secrets = sensitive_values(templates, request)
+    packer.init(request.template_dir, secrets)
+    packer.validate(request.template_dir, request.only, variables, request.var_files, secrets)
     unformatted = [
         lint.Finding(path, 0, "fmt", f"not in canonical format (run: packer fmt {request.template_dir})")
         for path in packer.fmt_check(request.template_dir)
@@ -249,16 +254,50 @@ def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequ
         raise UsageError(f"{block.where}: variable {missing[0]!r} is required and not set (use --var {missing[0]}=...)")
 
 
+def sensitive_names(templates: lint.TemplateSet) -> set[str]:
+    """Variables the templates mark ``sensitive = true``."""
+    return {name for name, block in templates.variables.items() if block.attrs.get("sensitive", _NO).text == "true"}
+
+
 def sensitive_values(templates: lint.TemplateSet, request: PipelineRequest) -> list[str]:
     """Values to mask in Packer's output: variables marked ``sensitive`` or named like a secret, whether
-    given as variables or as ``PKR_VAR_<name>`` in the environment."""
-    marked = {name for name, block in templates.variables.items() if block.attrs.get("sensitive", _NO).text == "true"}
-    given = {
-        **{k.removeprefix("PKR_VAR_"): v for k, v in os.environ.items() if k.startswith("PKR_VAR_")},
-        **request.variables,
-    }
-    from_blocks = list(packer.subprocess_variables().values())  # block secrets and credentials: always masked
-    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)] + from_blocks
+    in the worker's environment (``PKR_VAR_<name>``), in a var file, or from ``subprocess_environment``
+    (Prefect Secret blocks, ``bake --var``'s secrets; ``packer.redactor`` adds those itself)."""
+    marked = sensitive_names(templates)
+    given: dict[str, str] = {}
+    for var_file in request.var_files:
+        given.update(var_file_values(var_file))
+    given.update({k.removeprefix("PKR_VAR_"): v for k, v in os.environ.items() if k.startswith("PKR_VAR_")})
+    given.update(request.variables)
+    return [v for k, v in given.items() if k in marked or inputs.is_secret_name(k)]
+
+
+def var_file_values(path: Path) -> dict[str, str]:
+    """The string values a ``.pkrvars.hcl`` / ``.json`` var file sets (empty when packer would refuse it
+    anyway: ``packer validate`` names that problem)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        document = json.loads(text) if str(path).endswith(".json") else hcl2.loads(text)
+    except Exception:  # unreadable or not HCL/JSON: packer validate reports it
+        return {}
+    values = {}
+    for name, value in (document if isinstance(document, dict) else {}).items():
+        if isinstance(value, str):
+            text_value = value[1:-1] if value.startswith('"<<') and value.endswith('"') else value
+            if text_value.startswith("<<"):  # a heredoc, as python-hcl2 returns it: <<EOT\n...\nEOT
+                lines = text_value.splitlines()[1:-1]
+                text_value = "\n".join(line.strip() if text_value.startswith("<<-") else line for line in lines) + "\n"
+            elif len(text_value) >= 2 and text_value[0] == text_value[-1] == '"':  # python-hcl2 keeps the quotes
+                text_value = json.loads(text_value) if _is_json_string(text_value) else text_value[1:-1]
+            values[name.strip('"')] = text_value
+    return values
+
+
+def _is_json_string(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), str)
+    except ValueError:
+        return False
 
 
 def build(

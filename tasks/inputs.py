@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast, get_args
 
@@ -11,12 +11,21 @@ from tasks.errors import UsageError
 
 TargetName = Literal["docker", "aws"]
 TARGETS: tuple[TargetName, ...] = get_args(TargetName)
+# The one definition of a valid family and version. packer/variables.pkr.hcl's ``image_name`` and
+# ``image_version`` validation blocks carry the very same patterns (tests/unit/test_inputs.py holds them
+# equal), so a value bakery accepts is one the template accepts. Matched with ``fullmatch``: ``$`` alone
+# would let a trailing newline through.
 # A version ends up in image names, Docker tags and AWS tags: letters, digits, dot, dash, underscore.
-VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-# A family is a Docker repository name and the prefix of an AMI Name tag.
-FAMILY_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+VERSION_PATTERN = "^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
+# A family is a Docker repository name, a GCE image family and the prefix of an AMI Name tag.
+FAMILY_PATTERN = "^[a-z][a-z0-9-]{0,39}$"
+VERSION_RE = re.compile(VERSION_PATTERN)
+FAMILY_RE = re.compile(FAMILY_PATTERN)
+DURATION_RE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Longest duration accepted anywhere (--ttl, --max-age, --min-soak, ...): ten years. Larger values would
+# overflow a datetime when added to now.
+MAX_DURATION = timedelta(days=3650)
 
 
 def check_target(value: str) -> TargetName:
@@ -26,7 +35,7 @@ def check_target(value: str) -> TargetName:
 
 
 def check_version(value: str) -> str:
-    if not VERSION_RE.match(value):
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         raise UsageError(
             f"--version {value!r}: not a valid image version (expected 1-64 characters of "
             "letters, digits, '.', '_' or '-', starting with a letter or digit)"
@@ -35,26 +44,29 @@ def check_version(value: str) -> str:
 
 
 def check_family(value: str) -> str:
-    if len(value) > 64 or not FAMILY_RE.match(value):
+    if not isinstance(value, str) or not FAMILY_RE.fullmatch(value):
         raise UsageError(
-            f"--family {value!r}: not a valid image family (expected lowercase letters and digits, "
-            "separated by single '.', '_' or '-', at most 64 characters)"
+            f"--family {value!r}: not a valid image family (expected {FAMILY_PATTERN}: lowercase letters, "
+            "digits and '-', starting with a letter, at most 40 characters)"
         )
     return value
 
 
 def parse_duration(value: str, option: str) -> timedelta:
     """Reads ``90s``, ``15m``, ``2h``, ``7d``."""
-    match = DURATION_RE.match(value.strip())
+    match = DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise UsageError(f"{option} {value!r}: not a duration (expected a number and s, m, h or d: 90s, 15m, 2h, 7d)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    count = int(match.group(1))
+    if count > MAX_DURATION.total_seconds() or timedelta(**{_UNITS[match.group(2)]: count}) > MAX_DURATION:
+        raise UsageError(f"{option} {value!r}: too long (at most {MAX_DURATION.days}d)")
+    return timedelta(**{_UNITS[match.group(2)]: count})
 
 
 def parse_var(text: str) -> tuple[str, str]:
     """Reads a ``--var K=V``; ``image_version`` is not allowed here because it comes from ``--version``."""
     name, sep, value = text.partition("=")
-    if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", name):
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
         raise UsageError(f"--var {text!r}: expected NAME=VALUE with NAME a Packer variable name")
     if name in ("image_version", "manifest_path"):
         option = "--version" if name == "image_version" else "the run's work directory"
@@ -62,21 +74,27 @@ def parse_var(text: str) -> tuple[str, str]:
     return name, value
 
 
-# Variable names that hold secrets: their values go to packer through the environment, never as Prefect
-# flow parameters (which the API stores and the UI shows), and are masked in packer's output.
-SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
+# Variable names that hold secrets. Their values reach packer only through its own process environment
+# (``PKR_VAR_<name>``, tasks/packer.py ``subprocess_environment``), never as ``-var`` (ps shows a command
+# line) nor as Prefect flow parameters (the API stores them, the UI shows them), and they are masked in
+# everything packer prints. ``key`` alone, not ``key_id``/``key_name``/``keypair``: those name a key.
+SECRET_NAME = re.compile(r"pass|secret|token|credential|private|key(?!_?(?:id|name|pair))", re.IGNORECASE)
 
 
 def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
 
 
-def move_secret_vars_to_env(variables: dict[str, str], environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Put secret-named variables into ``environ`` as ``PKR_VAR_<name>``; return the others."""
-    for name, value in variables.items():
-        if is_secret_name(name):
-            environ[f"PKR_VAR_{name}"] = value
-    return {name: value for name, value in variables.items() if not is_secret_name(name)}
+def read_text_file(path: str | os.PathLike[str], what: str) -> str:
+    """A user's file as UTF-8 text; unreadable or not UTF-8 is one UsageError naming the file and ``what``
+    it was meant to be (``--families deployments/families.yaml``...)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
 
 
 def default_version(now: datetime | None = None) -> str:

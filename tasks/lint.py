@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import hcl2
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
 
+from tasks import hcl
 from tasks.errors import UsageError
+from tasks.inputs import read_text_file
 
 CLOUD_BUILDERS = ("amazon-ebs", "azure-arm", "googlecompute")
 # Where each builder keeps the tags/labels that carry an image's version.
@@ -199,12 +200,9 @@ def _block(node: Tree, file: Path) -> Block:
 
 def parse_file(path: Path) -> list[Block]:
     """Top-level blocks of one HCL2 file; a syntax error is a UsageError naming file:line:column."""
+    text = read_text_file(path, f"{path}: template")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read template ({exc.strerror})") from exc
-    try:
-        tree = hcl2.parses_to_tree(text)
+        tree = hcl.parse_tree(text)
     except UnexpectedInput as exc:
         raise UsageError(f"{path}:{exc.line}:{exc.column}: HCL syntax error near {_near(text, exc)!r}") from exc
     body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")

@@ -197,8 +197,11 @@ def var_args(variables: dict[str, str], var_files: Sequence[Path]) -> list[str]:
     return args
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def _run(
+    args: list[str], cwd: Path, timeout: float = 120, secrets: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """A short packer command; its output comes back masked (``redactor``), as every packer output does."""
+    result = subprocess.run(
         args,
         cwd=cwd,
         env=packer_env(),
@@ -207,9 +210,11 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
         timeout=timeout,
         check=False,
     )
+    mask = redactor(secrets)
+    return subprocess.CompletedProcess(result.args, result.returncode, mask(result.stdout), mask(result.stderr))
 
 
-def init(template_dir: Path) -> None:
+def init(template_dir: Path, secrets: Sequence[str] = ()) -> None:
     """``packer init`` on Packer 1.7+ (installs ``required_plugins``); 1.6 has plugins built in.
 
     Also in ``plugins/`` when it holds templates: a set that must load on 1.6 as well keeps its
@@ -220,7 +225,7 @@ def init(template_dir: Path) -> None:
         return
     plugins = template_dir / "plugins"
     for directory in (template_dir, *([plugins] if any(plugins.glob("*.pkr.hcl")) else [])):
-        result = _run([packer, "init", "."], directory, timeout=600)
+        result = _run([packer, "init", "."], directory, timeout=600, secrets=secrets)
         if result.returncode != 0:
             raise JobFailed(f"packer init {directory}: {_first_lines(result.stderr or result.stdout)}")
 
@@ -230,12 +235,14 @@ def validate(
     only: Sequence[str],
     variables: dict[str, str],
     var_files: Sequence[Path],
+    secrets: Sequence[str] = (),
 ) -> None:
-    """``packer validate`` for the selected sources; a failure is the request's fault (exit 2)."""
+    """``packer validate`` for the selected sources; a failure is the request's fault (exit 2). Its output
+    (which quotes var-file lines) is masked like a build's."""
     args = [find_packer(), "validate"]
     if only:
         args.append(f"-only={','.join(only)}")
-    result = _run(args + var_args(variables, var_files) + ["."], template_dir)
+    result = _run(args + var_args(variables, var_files) + ["."], template_dir, secrets=secrets)
     if result.returncode != 0:
         raise UsageError(f"packer validate {template_dir}: {_first_lines(result.stderr + result.stdout)}")
 
@@ -377,12 +384,28 @@ def failure_detail(errors: Sequence[str]) -> str:
 
 
 def redactor(secrets: Sequence[str]) -> Callable[[str], str]:
-    """A function that replaces each secret (longest first) with ``<sensitive>``."""
-    values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-    escaped = [v.replace(",", _COMMA) for v in values]
+    """A function that replaces each secret with ``<sensitive>`` in every form packer prints it: as is,
+    with newlines escaped (``\\n``, as ``-machine-readable`` and HCL diagnostics write them), JSON-quoted,
+    with packer's comma escape, and each line of a multi-line secret on its own (a var file quoted line by
+    line). The secrets ``subprocess_environment`` put in place are always among them."""
+    values: set[str] = set()
+    for secret in {*secrets, *subprocess_variables().values()}:
+        if len(secret) < 4:
+            continue
+        forms = {
+            secret,
+            secret.replace("\r\n", "\\r\\n").replace("\n", "\\n"),
+            secret.replace("\n", "\\n"),
+            json.dumps(secret)[1:-1],
+            json.dumps(json.dumps(secret)[1:-1])[1:-1],
+        }
+        forms |= {f.replace(",", _COMMA) for f in forms}
+        values |= forms
+        values |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= 6}
+    ordered = sorted(values, key=len, reverse=True)
 
     def mask(text: str) -> str:
-        for value in (*values, *escaped):
+        for value in ordered:
             text = text.replace(value, "<sensitive>")
         return text
 

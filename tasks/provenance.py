@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import inputs
+from tasks import hcl, inputs
 from tasks.request import PipelineRequest, state_dir
 
 if TYPE_CHECKING:
@@ -170,12 +170,9 @@ def _unquote(text: Any) -> Any:
 
 def variable_values(template_dir: Path, given: Mapping[str, str]) -> dict[str, str]:
     """Every variable's value as a build would see it: given (``-var``) over the template's defaults."""
-    import hcl2
-
     values: dict[str, str] = {}
     for path in sorted(template_dir.glob("*.pkr.hcl")):
-        with open(path) as handle:
-            document = hcl2.load(handle)
+        document = hcl.load_document(path)
         for entry in document.get("variable", []):
             for raw_name, block in entry.items():
                 default = _unquote(block.get("default"))
@@ -203,12 +200,9 @@ def _evaluate(text: Any, variables: Mapping[str, str], where: str) -> str:
 
 
 def _source_block(template_dir: Path, source: str) -> dict[str, Any]:
-    import hcl2
-
     kind, _, label = source.removeprefix("source.").partition(".")
     for path in sorted(template_dir.glob("*.pkr.hcl")):
-        with open(path) as handle:
-            document = hcl2.load(handle)
+        document = hcl.load_document(path)
         for entry in document.get("source", []):
             for raw_kind, named in entry.items():
                 for raw_label, block in named.items():

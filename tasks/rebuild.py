@@ -36,7 +36,7 @@ from tasks import inputs
 from tasks.errors import UsageError
 from tasks.promotion import StagedImage, human, iso
 from tasks.provenance import BuildInputs
-from tasks.request import DEFAULT_SPEC, PipelineRequest, state_dir
+from tasks.request import DEFAULT_SPEC, PipelineRequest, check_no_secret_spec_vars, check_no_secrets, state_dir
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
@@ -65,9 +65,7 @@ def load_families(path: str | Path) -> list[FamilySpec]:
     """Read and check the families file; any problem is one UsageError naming the file and field."""
     source = Path(path)
     try:
-        data = yaml.safe_load(source.read_text())
-    except OSError as exc:
-        raise UsageError(f"--families {source}: cannot read ({exc.strerror or exc})") from None
+        data = yaml.safe_load(inputs.read_text_file(source, f"--families {source}"))
     except yaml.YAMLError as exc:
         raise UsageError(f"--families {source}: not valid YAML ({exc})".splitlines()[0]) from None
     entries = data.get("families") if isinstance(data, dict) else None
@@ -96,9 +94,11 @@ def load_families(path: str | Path) -> list[FamilySpec]:
         variables = entry.get("variables") or {}
         if not isinstance(variables, dict):
             raise UsageError(f"{where}.variables: expected a mapping of NAME: VALUE")
+        check_no_secrets({str(k): "" for k in variables}, f"{where}.variables:")
         spec_vars = entry.get("spec_vars") or {}
         if not isinstance(spec_vars, dict):
             raise UsageError(f"{where}.spec_vars: expected a mapping of NAME: VALUE")
+        check_no_secret_spec_vars({str(k): "" for k in spec_vars}, f"{where}.spec_vars:")
         families.append(
             FamilySpec(
                 family=family,

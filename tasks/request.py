@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,17 +60,17 @@ def check_aws_options(options: AwsOptions | dict[str, Any] | None) -> AwsOptions
         if unknown:
             raise UsageError(f"aws options: unknown option(s) {', '.join(unknown)}")
         options = AwsOptions(**options)
-    if options.subnet and not _SUBNET_RE.match(options.subnet):
+    if options.subnet and not _SUBNET_RE.fullmatch(options.subnet):
         raise UsageError(f"--subnet {options.subnet!r}: not a subnet id (expected subnet-0123456789abcdef0)")
-    if not _INSTANCE_TYPE_RE.match(options.instance_type):
+    if not _INSTANCE_TYPE_RE.fullmatch(options.instance_type):
         raise UsageError(f"--instance-type {options.instance_type!r}: not an instance type (expected e.g. t3.micro)")
-    if not _SSH_USER_RE.match(options.ssh_user):
+    if not _SSH_USER_RE.fullmatch(options.ssh_user):
         raise UsageError(f"--ssh-user {options.ssh_user!r}: not a user name (expected ^[a-z_][a-z0-9_-]{{0,31}}$)")
     if options.ssh_address not in ("private", "public"):
         raise UsageError(f"--ssh-address {options.ssh_address!r}: expected private or public")
     if options.host_key not in ("user-data", "console"):
         raise UsageError(f"--host-key-source {options.host_key!r}: expected user-data or console")
-    if options.instance_profile and not _PROFILE_RE.match(options.instance_profile):
+    if options.instance_profile and not _PROFILE_RE.fullmatch(options.instance_profile):
         raise UsageError(
             f"--instance-profile {options.instance_profile!r}: expected an instance profile name or its ARN"
         )
@@ -107,6 +108,52 @@ class PipelineRequest:
         from tasks.verify.spec import spec_variables
 
         return spec_variables(self.spec_vars_file, [f"{k}={v}" for k, v in self.spec_vars.items()])
+
+
+SUPPORTED_WAYS = (
+    "give it as PKR_VAR_{name} in the worker's environment, from a Prefect Secret block "
+    "(bake --secret-var {name}=BLOCK; flow parameter secret_vars), or in a --var-file"
+)
+
+
+def check_no_secrets(variables: Mapping[str, str], where: str, sensitive: Collection[str] = ()) -> None:
+    """Refuse secret-named (or template-``sensitive``) variables among values that travel as flow parameters
+    or on packer's command line: the one place every path (CLI, UI, deployment, rebuild) goes through.
+
+    Args:
+        variables: the plain variables of a request.
+        where: what names them in the message (``variables``, ``deployments/families.yaml: families[0].variables``).
+        sensitive: names the templates mark ``sensitive = true``.
+    """
+    for name in variables:
+        if inputs.is_secret_name(name) or name in sensitive:
+            why = "marked sensitive in the templates" if name in sensitive else "a secret by its name"
+            raise UsageError(
+                f"{where} {name}: {why}; never a flow parameter or packer command-line value: "
+                + SUPPORTED_WAYS.format(name=name)
+            )
+
+
+def check_no_secret_spec_vars(spec_vars: Mapping[str, str], where: str) -> None:
+    """Spec variables travel as flow parameters: a secret-named one is refused; a spec reads a secret from
+    bake's environment instead (``{{ .Env.NAME }}``) where it is rendered."""
+    for name in spec_vars:
+        if inputs.is_secret_name(name.split(".")[-1]):
+            env = name.split(".")[-1].upper().replace("-", "_")
+            raise UsageError(
+                f"{where} {name}: a secret by its name; never a flow parameter: "
+                f"read it in the spec as {{{{ .Env.{env} }}}} from bake's environment"
+            )
+
+
+def split_secrets(
+    variables: Mapping[str, str], sensitive: Collection[str] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(plain, secret_environment)``: the secret ones as ``PKR_VAR_<name>`` for packer's own environment
+    (``tasks.packer.subprocess_environment``), the rest as they were. For ``bake``'s ``--var``."""
+    plain = {k: v for k, v in variables.items() if not (inputs.is_secret_name(k) or k in sensitive)}
+    secret = {f"PKR_VAR_{k}": v for k, v in variables.items() if k not in plain}
+    return plain, secret
 
 
 def prepare(
@@ -151,9 +198,11 @@ def prepare(
         if not sep or not name.strip():
             raise UsageError(f"--spec-var {assignment!r}: expected NAME=VALUE")
         spec_pairs[name.strip()] = value
+    check_no_secret_spec_vars(spec_pairs, "--spec-var")
     pairs = dict(inputs.parse_var(v) for v in variables) if isinstance(variables, list) else dict(variables or {})
     for name in pairs:
         inputs.parse_var(f"{name}=")
+    check_no_secrets(pairs, "--var" if isinstance(variables, list) else "variables:")
     files = tuple(Path(f) for f in var_files or [])
     for var_file in files:
         if not var_file.is_file() or not os.access(var_file, os.R_OK):
@@ -161,7 +210,7 @@ def prepare(
     sources = tuple(s.strip() for s in only.split(",") if s.strip()) if only else ()
     if version_var and version_var in pairs:
         raise UsageError(f"--var {version_var}: set by bakery from --version (--version-var {version_var})")
-    if version_var is not None and not _VARIABLE_RE.match(version_var):
+    if version_var is not None and not _VARIABLE_RE.fullmatch(version_var):
         raise UsageError(
             f"--version-var {version_var!r}: not a Packer variable name (expected ^[A-Za-z_][A-Za-z0-9_-]*$)"
         )

@@ -11,6 +11,7 @@ import base64
 import binascii
 import errno
 import hashlib
+import hmac
 import logging
 import os
 import select
@@ -91,17 +92,53 @@ def known_hosts_name(host: str, port: int) -> str:
 
 
 def host_keys_from_known_hosts(path: str | os.PathLike[str], host: str, port: int) -> list[paramiko.PKey]:
-    """The keys a known_hosts file lists for ``host:port`` (hashed entries included)."""
-    keys = paramiko.HostKeys()
-    try:
-        keys.load(os.fspath(path))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read known_hosts ({exc})") from exc
+    """The keys a known_hosts file lists for ``host:port`` (hashed entries included; ``@cert-authority``
+    lines are not pins and are passed over, a key under ``@revoked`` is never returned).
+
+    Any line that cannot be read is a UsageError naming the file and line, never a traceback.
+    """
+    from tasks.inputs import read_text_file
+
+    where = f"--known-hosts {os.fspath(path)}"
+    text = read_text_file(path, where)
     name = known_hosts_name(host, port)
-    entry = keys.lookup(name)
-    if not entry:
-        raise UsageError(f"{path}: no host key for {name}")
-    return list(entry.values())
+    found: list[paramiko.PKey] = []
+    revoked: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = ""
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            if marker not in ("@cert-authority", "@revoked"):
+                raise UsageError(f"{where}:{number}: unknown marker {marker!r}")
+        if len(line.split()) < 3:
+            raise UsageError(f"{where}:{number}: not a known_hosts line (expected HOSTS TYPE KEY)")
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+            matches = entry is not None and any(_host_matches(pattern, name) for pattern in entry.hostnames)
+        except Exception as exc:  # paramiko raises a mix of SSHException, binascii.Error, ValueError...
+            raise UsageError(f"{where}:{number}: not a known_hosts line ({type(exc).__name__}: {exc})") from None
+        if entry is None:  # a key type paramiko does not know: not one it could pin either
+            continue
+        if not matches or marker == "@cert-authority":
+            continue
+        if marker == "@revoked":
+            revoked.add(entry.key.get_base64())
+        else:
+            found.append(entry.key)
+    keys = [k for k in found if k.get_base64() not in revoked]
+    if not keys:
+        raise UsageError(f"{where}: no host key for {name}")
+    return keys
+
+
+def _host_matches(pattern: str, name: str) -> bool:
+    """A known_hosts host field: plain (``name`` itself) or hashed (``|1|salt|hash``)."""
+    if pattern.startswith("|1|"):
+        return hmac.compare_digest(paramiko.HostKeys.hash_host(name, pattern), pattern)
+    return pattern == name
 
 
 def load_private_key(path: str | os.PathLike[str]) -> paramiko.PKey:

@@ -194,6 +194,23 @@ def adopt_image(target: Target, artifact_id: str, request: PipelineRequest, run_
     return image
 
 
+@task(name="record-test-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def record_test_result(target: Target, image: Image, result: str, run_id: str) -> dict[str, Any]:
+    """The result of testing an image whose stage was earned (production, superseded, ...): kept beside it,
+    the stage left as it was, and a markdown artifact saying so."""
+    target.record_test_result(image, result, run_id)
+    stage = target.current_stage(image)
+    get_run_logger().info("%s: test %s recorded; its stage stays %s", image.name or image.id, result, stage)
+    create_markdown_artifact(
+        f"# Test of {image.name or image.id}: {result}\n\n"
+        f"- **image**: `{image.id}`\n- **stage**: {stage} (unchanged: only a testing image moves)\n"
+        f"- **run**: `{run_id}`\n",
+        key=artifact_key(image.family, "test-result"),
+        description=f"test of {image.name or image.id}: {result}, stage {stage} kept",
+    )
+    return {"image": image.id, "result": result, "stage": stage}
+
+
 @task(name="set-stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def set_stage(target: Target, image: Image, stage: str, run_id: str) -> dict[str, Any]:
     target.set_stage(image, stage, run_id)

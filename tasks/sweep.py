@@ -330,7 +330,8 @@ def render(doc: dict[str, Any]) -> str:
     head = "Sweep" if doc["applied"] else "Sweep plan (dry run; --apply removes)"
     shown = [{**r, "id": r["id"][:12]} if r["provider"] == "docker" else r for r in doc["resources"]]
     table = format_table(shown, columns) or "(nothing labelled by bakery)"
-    return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}"
+    notes = "".join(f"\n{note}" for note in doc.get("notes") or [])
+    return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}{notes}"
 
 
 def open_sources(target: str) -> list[Source]:

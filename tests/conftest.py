@@ -17,6 +17,24 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 REGION = "us-east-1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_local_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Code under test that runs a flow without PREFECT_API_URL starts bakery's local Prefect server
+    (flows/local_server.py) under BAKERY_STATE_DIR: give the session its own, and stop what it holds at the end,
+    so the suite never leaves a background server (tests that want one use their own state dir and stop it)."""
+    previous = os.environ.get("BAKERY_STATE_DIR")
+    if previous is None:
+        os.environ["BAKERY_STATE_DIR"] = str(tmp_path_factory.mktemp("bakery-state"))
+    try:
+        yield
+    finally:
+        from flows.local_server import stop
+
+        stop()
+        if previous is None:
+            os.environ.pop("BAKERY_STATE_DIR", None)
+
+
 # Session fixtures are defined once, here: a fixture imported into a second conftest would be a second
 # fixture, and a session would start a second Docker client or Prefect server.
 @pytest.fixture(scope="session")

@@ -19,6 +19,14 @@ Ordering, so nobody who reads the tags ever sees two production images of one fa
    ignored the lock, a lock whose lease ran out) is demoted, and if ours is no longer ``production``
    the promotion fails.
 
+**All or nothing.** Before step 3 an *intent* (this run, the new image and the stage it had, the old
+production(s)) is written where every promoter reads (``StageStore.write_intent``: the family's record
+on Docker, a ``bakery:promotion-intent`` tag on the new AMI); it is cleared after step 4. A failure in
+between is undone on the spot (the new image back to its stage, the old production(s) restored, with
+their own times). A kill in between leaves the intent: the next promote, rollback or sweep of the
+family finds it inside the lock (``resume_unfinished``), completes the switch when the new image had
+become production, else undoes it, and says which.
+
 Between 3 and 4 an observer can see *no* production image for a moment (milliseconds): a Terraform plan
 at that instant fails with "no results" instead of silently picking a wrong image. The other order
 (promote first) would show two, and with ``most_recent`` a rollback would then resolve to the newer,
@@ -27,6 +35,7 @@ rolled-back image: exactly the wrong one.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 from tasks.errors import JobFailed
 
+log = logging.getLogger(__name__)
 PromoteTo = Literal["staging", "production"]
 
 TAG_STATUS = "status"
@@ -42,6 +52,7 @@ TAG_PROMOTED_AT = "bakery:promoted-at"
 TAG_SUPERSEDED_AT = "bakery:superseded-at"
 TAG_RUN_ID = "bakery:run-id"
 TAG_FORCED = "bakery:forced"
+TAG_INTENT = "bakery:promotion-intent"
 DEFAULT_MIN_SOAK = timedelta(hours=24)
 
 
@@ -181,6 +192,49 @@ class StageStore(Protocol):
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None: ...
 
+    def write_intent(self, family: str, intent: Intent) -> None: ...
+
+    def read_intent(self, family: str) -> Intent | None: ...
+
+    def clear_intent(self, family: str, intent: Intent) -> None: ...
+
+    def families_with_intent(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A production switch in progress: written before its first stage write, cleared after its last."""
+
+    run_id: str
+    action: str
+    family: str
+    new: str  # the image that becomes production
+    was: str  # its stage before (staging; superseded for a rollback)
+    old: tuple[str, ...]  # the production image(s) being demoted
+    at: str
+
+    def to_text(self) -> str:
+        """One line that fits an EC2 tag value (256 characters) for one or a few old productions."""
+        return f"run={self.run_id};action={self.action};was={self.was};old={','.join(self.old)};at={self.at}"
+
+    @classmethod
+    def from_text(cls, family: str, new: str, text: str) -> Intent | None:
+        fields = dict(part.partition("=")[::2] for part in text.split(";") if "=" in part)
+        if not fields.get("run"):
+            return None
+        return cls(
+            run_id=fields["run"],
+            action=fields.get("action", "promote"),
+            family=family,
+            new=new,
+            was=fields.get("was") or "staging",
+            old=tuple(o for o in fields.get("old", "").split(",") if o),
+            at=fields.get("at", ""),
+        )
+
+    def describe(self) -> str:
+        return f"an unfinished {self.action} of {self.family} (run {self.run_id}, started {self.at or '?'})"
+
 
 def _newest(images: list[StagedImage], key: str) -> StagedImage:
     epoch = datetime.min.replace(tzinfo=UTC)
@@ -219,6 +273,7 @@ def promote(
     wanted = "staging" if to == "production" else "testing"
     chosen_family = family or store.find(image or "").family
     with store.lock(chosen_family, run_id):
+        found = resume_unfinished(store, chosen_family, run_id)
         moment = now or utcnow()
         candidate = _resolve(store, family, image, wanted)
         record = PromotionRecord(
@@ -231,6 +286,7 @@ def promote(
             at=moment,
             run_id=run_id,
         )
+        record.notes.extend(found)
         if to == "staging":
             _to_staging(store, candidate, record, force)
             return record
@@ -289,6 +345,7 @@ def _to_staging(store: StageStore, candidate: StagedImage, record: PromotionReco
 def rollback(store: StageStore, *, family: str, run_id: str, now: datetime | None = None) -> PromotionRecord:
     """The most recently superseded image becomes production again; the current one, superseded."""
     with store.lock(family, run_id):
+        found = resume_unfinished(store, family, run_id)
         moment = now or utcnow()
         images = store.family_images(family)
         superseded = [i for i in images if i.stage == "superseded"]
@@ -305,6 +362,7 @@ def rollback(store: StageStore, *, family: str, run_id: str, now: datetime | Non
             at=moment,
             run_id=run_id,
         )
+        record.notes.extend(found)
         _switch_production(store, back, record, {})
         return record
 
@@ -312,18 +370,119 @@ def rollback(store: StageStore, *, family: str, run_id: str, now: datetime | Non
 def _switch_production(
     store: StageStore, new: StagedImage, record: PromotionRecord, extra_tags: dict[str, str]
 ) -> None:
-    """Demote every current production, then promote ``new``, then re-check (module doc, steps 3-5)."""
+    """Demote every current production, then promote ``new``, then re-check (module doc, steps 3-5); the
+    two writes are bracketed by an intent, and a failure between them is undone at once."""
     current = [i for i in store.family_images(new.family) if i.stage == "production" and i.id != new.id]
     record.previous_production = ", ".join(i.name or i.id for i in current) or None
+    intent = Intent(
+        run_id=record.run_id,
+        action=record.action,
+        family=new.family,
+        new=new.id,
+        was=new.stage or "staging",
+        old=tuple(i.id for i in current),
+        at=iso(record.at),
+    )
+    store.write_intent(new.family, intent)
     demote = {TAG_SUPERSEDED_AT: iso(record.at), TAG_RUN_ID: record.run_id}
-    for old in current:
-        store.write(old, "superseded", record.run_id, demote)
-        record.changes.append(Change(old.id, old.name, "production", "superseded"))
     promote_tags = {TAG_PROMOTED_AT: iso(record.at), TAG_RUN_ID: record.run_id, **extra_tags}
-    store.write(new, "production", record.run_id, promote_tags)
+    try:
+        for old in current:
+            store.write(old, "superseded", record.run_id, demote)
+            record.changes.append(Change(old.id, old.name, "production", "superseded"))
+        store.write(new, "production", record.run_id, promote_tags)
+    except Exception as exc:
+        _undo_switch(store, new, current, intent, record, exc)
+        raise  # _undo_switch raises; this keeps type checkers sure
     record.changes.append(Change(new.id, new.name, new.stage, "production"))
+    store.clear_intent(new.family, intent)
     _recheck(store, new, record)
     store.after_change(new.family, new, record)
+
+
+def _restore_tags(image: StagedImage, stage: str, run_id: str) -> dict[str, str]:
+    """The times an image had at ``stage``, so an undo gives it back exactly (the soak included)."""
+    moment = {"staging": image.staged_at, "production": image.promoted_at, "superseded": image.superseded_at}.get(stage)
+    key = {"staging": TAG_STAGED_AT, "production": TAG_PROMOTED_AT, "superseded": TAG_SUPERSEDED_AT}.get(stage)
+    tags = {TAG_RUN_ID: run_id}
+    if moment is not None and key is not None:
+        tags[key] = iso(moment)
+    return tags
+
+
+def _undo_switch(
+    store: StageStore,
+    new: StagedImage,
+    current: list[StagedImage],
+    intent: Intent,
+    record: PromotionRecord,
+    error: Exception,
+) -> None:
+    """Put back what the switch wrote: ``new`` to its stage first (never two productions), then every old
+    production. Raises a ``JobFailed`` saying what failed and what the family looks like now."""
+    olds = ", ".join(i.label for i in current) or "no image"
+    try:
+        store.write(new, intent.was, record.run_id, _restore_tags(new, intent.was, record.run_id))
+        for old in current:
+            store.write(old, "production", record.run_id, _restore_tags(old, "production", record.run_id))
+        store.clear_intent(new.family, intent)
+    except Exception as undo_error:
+        raise JobFailed(
+            f"{record.action} of {new.label} failed ({error}) and undoing it failed too ({undo_error}); "
+            f"the next promote, rollback or sweep of {new.family} finishes the undo"
+        ) from error
+    record.changes.clear()
+    raise JobFailed(
+        f"{record.action} of {new.label} failed ({error}); undone: {olds} production again, "
+        f"{new.label} back at {intent.was}"
+    ) from error
+
+
+def resume_unfinished(store: StageStore, family: str, run_id: str) -> list[str]:
+    """With the family's lock held: an intent left by a killed switch is completed when its new image had
+    become production (the old ones superseded), else undone (the new image back to its stage, the old
+    production(s) restored). Returns what was found and done, one line each (empty: nothing was left)."""
+    notes = _resume(store, family, run_id)
+    for note in notes:
+        log.warning("%s", note)  # said at once: the command that found it may still fail after
+    return notes
+
+
+def _resume(store: StageStore, family: str, run_id: str) -> list[str]:
+    intent = store.read_intent(family)
+    if intent is None:
+        return []
+    images = {i.id: i for i in store.family_images(family)}
+    new = images.get(intent.new)
+    olds = [images[i] for i in intent.old if i in images]
+    found = intent.describe()
+    if new is not None and new.stage == "production":
+        for old in olds:
+            if old.stage == "production":
+                store.write(old, "superseded", run_id, {TAG_SUPERSEDED_AT: iso(utcnow()), TAG_RUN_ID: run_id})
+        store.clear_intent(family, intent)
+        return [f"found {found}: {new.label} was already production; completed (the old production superseded)"]
+    if new is not None:
+        store.write(new, intent.was, run_id, _restore_tags(new, intent.was, run_id))
+    others = [i for i in images.values() if i.stage == "production" and i.id not in intent.old]
+    restored = []
+    if not others:  # nobody became production since: the old production(s) come back, every record of it
+        for old in olds:
+            store.write(old, "production", run_id, _restore_tags(old, "production", run_id))
+            restored.append(old.label)
+    store.clear_intent(family, intent)
+    label = new.label if new is not None else intent.new
+    now = ", ".join(restored) or "none restored"
+    return [f"found {found}: {label} was not production yet; undone: production {now}, {label} at {intent.was}"]
+
+
+def resume_all(store: StageStore, run_id: str) -> list[str]:
+    """``resume_unfinished`` for every family with an intent (the sweep)."""
+    notes: list[str] = []
+    for family in store.families_with_intent():
+        with store.lock(family, run_id):
+            notes += resume_unfinished(store, family, run_id)
+    return notes
 
 
 def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> None:

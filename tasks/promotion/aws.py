@@ -27,13 +27,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import aws
+from tasks import aws, holders
 from tasks.errors import JobFailed, UsageError
 from tasks.promotion import (
+    TAG_INTENT,
     TAG_PROMOTED_AT,
     TAG_STAGED_AT,
     TAG_STATUS,
     TAG_SUPERSEDED_AT,
+    Intent,
     PromotionRecord,
     StagedImage,
     iso,
@@ -44,6 +46,7 @@ from tasks.promotion import (
 log = logging.getLogger(__name__)
 LOCK_PREFIX = "bakery-promote-"
 LOCK_PURPOSE = "promotion-lock"
+TAG_HOLDER = "bakery:holder"  # host:pid:start of the holding process (tasks/holders.py)
 SSM_PARAMETER = "/bakery/{family}/production"
 
 
@@ -220,6 +223,7 @@ class AmiStages:
                                 {"Key": aws.TAG_EXPIRES_AT, "Value": iso(expires)},
                                 {"Key": aws.TAG_MANAGED_BY, "Value": aws.MANAGED_BY_BAKERY},
                                 {"Key": "bakery:purpose", "Value": LOCK_PURPOSE},
+                                {"Key": TAG_HOLDER, "Value": holders.this_process()},
                             ],
                         }
                     ],
@@ -237,12 +241,15 @@ class AmiStages:
                 continue  # released between our create and our look: try again at once
             holder_tags = _tags(holder)
             holder_expires = parse_time(holder_tags.get(aws.TAG_EXPIRES_AT))
-            if holder_expires is None or holder_expires < utcnow():
+            holder_gone = holders.dead_here(holder_tags.get(TAG_HOLDER))
+            if holder_expires is None or holder_expires < utcnow() or holder_gone:
                 log.warning(
-                    "breaking stale promotion lock %s of run %s (expired %s)",
+                    "breaking stale promotion lock %s of run %s (%s)",
                     name,
                     holder_tags.get(aws.TAG_RUN_ID, "?"),
-                    holder_tags.get(aws.TAG_EXPIRES_AT, "?"),
+                    f"its process {holder_tags.get(TAG_HOLDER)} is gone"
+                    if holder_gone
+                    else f"expired {holder_tags.get(aws.TAG_EXPIRES_AT, '?')}",
                 )
                 self._delete_lock(name, str(holder["KeyPairId"]))
                 continue
@@ -272,6 +279,26 @@ class AmiStages:
                 return None
             raise
         return pairs[0] if pairs else None
+
+    def write_intent(self, family: str, intent: Intent) -> None:
+        """A ``bakery:promotion-intent`` tag on the new AMI (EC2 keeps it; every promoter and sweep reads it)."""
+        self.ec2.create_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT, "Value": intent.to_text()}])
+
+    def read_intent(self, family: str) -> Intent | None:
+        for image in self._with_intent():
+            if family_of(image) == family:
+                return Intent.from_text(family, image["ImageId"], _tags(image)[TAG_INTENT])
+        return None
+
+    def clear_intent(self, family: str, intent: Intent) -> None:
+        self.ec2.delete_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT}])
+
+    def families_with_intent(self) -> list[str]:
+        return sorted({f for f in (family_of(i) for i in self._with_intent()) if f})
+
+    def _with_intent(self) -> list[dict[str, Any]]:
+        found = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag-key", "Values": [TAG_INTENT]}])
+        return [i for i in found["Images"] if "ManagedBy" in _tags(i) and TAG_INTENT in _tags(i)]
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         """The consumers' view: the seed's lookup must return exactly ``production``; then SSM."""

@@ -29,6 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tasks.promotion import (
     TAG_RUN_ID,
     TAG_STAGED_AT,
     TAG_SUPERSEDED_AT,
+    Intent,
     PromotionRecord,
     StagedImage,
     iso,
@@ -195,6 +197,20 @@ class DockerStages:
         images = self.engine.images.list(name=family)
         return [self._staged(found, family, data) for found in images]
 
+    def stage_of(self, image_id: str, family: str) -> str:
+        """The stage of one image of ``family``, read now (tags, then the record)."""
+        return self._staged(self.engine.images.get(image_id), family, self.record(family).read()).stage or "testing"
+
+    def record_test(self, image_id: str, family: str, version: str, result: str, run_id: str) -> None:
+        """A test's result beside an image whose stage stays (``last_tested``, ``last_result``, ``last_test_run``)."""
+        with self.record(family).update() as data:
+            entry = data["images"].setdefault(image_id, {})
+            if version:
+                entry.setdefault("version", version)
+            entry["last_tested"] = iso(utcnow())
+            entry["last_result"] = result
+            entry["last_test_run"] = run_id
+
     @contextlib.contextmanager
     def lock(self, family: str, run_id: str) -> Iterator[None]:
         """One promotion of a family at a time on this engine's machine (``flock``)."""
@@ -249,6 +265,30 @@ class DockerStages:
         if reference in found.tags and len(found.tags) > 1:
             with contextlib.suppress(docker.errors.NotFound):
                 self.engine.api.remove_image(reference, noprune=True)
+
+    def write_intent(self, family: str, intent: Intent) -> None:
+        with self.record(family).update() as data:
+            data["intent"] = {**asdict(intent), "old": list(intent.old)}
+
+    def read_intent(self, family: str) -> Intent | None:
+        found = self.record(family).read().get("intent")
+        if not isinstance(found, dict) or not found.get("run_id"):
+            return None
+        return Intent(**{**found, "family": family, "old": tuple(found.get("old") or ())})
+
+    def clear_intent(self, family: str, intent: Intent) -> None:
+        with self.record(family).update() as data:
+            if (data.get("intent") or {}).get("run_id") == intent.run_id:
+                del data["intent"]
+
+    def families_with_intent(self) -> list[str]:
+        directory = self.record("x").directory
+        found = []
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                if json.loads(path.read_text()).get("intent"):
+                    found.append(path.stem)
+        return found
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         found = self.engine.images.get(f"{family}:production")

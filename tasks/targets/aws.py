@@ -39,7 +39,15 @@ from tasks import aws
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions
 from tasks.retention import is_managed
-from tasks.targets.base import Image, Instance, Run, SshEndpoint
+from tasks.targets.base import (
+    TAG_LAST_RESULT,
+    TAG_LAST_TEST_RUN,
+    TAG_LAST_TESTED,
+    Image,
+    Instance,
+    Run,
+    SshEndpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -684,6 +692,24 @@ class AwsTarget:
             found = describe_image(self.ec2, image.id)
             require_managed(found)
             self.ec2.create_tags(Resources=[image.id, *snapshot_ids(found)], Tags=tag_list(stage_tags(stage, run_id)))
+
+    def current_stage(self, image: Image) -> str | None:
+        """The ``status`` tag as EC2 holds it now."""
+        with aws_errors(f"reading the stage of {image.id}"):
+            return tags_of(describe_image(self.ec2, image.id)).get(TAG_STATUS)
+
+    def record_test_result(self, image: Image, result: str, run_id: str) -> None:
+        """``bakery:last-tested``/``bakery:last-result``/``bakery:last-test-run`` on the AMI and its snapshots;
+        ``status`` and the stage times are not touched."""
+        with aws_errors(f"recording the test result of {image.id}"):
+            found = describe_image(self.ec2, image.id)
+            require_managed(found)
+            tags = {
+                TAG_LAST_TESTED: datetime.now(UTC).isoformat(timespec="seconds"),
+                TAG_LAST_RESULT: result,
+                TAG_LAST_TEST_RUN: run_id,
+            }
+            self.ec2.create_tags(Resources=[image.id, *snapshot_ids(found)], Tags=tag_list(tags))
 
     # --- test instances ---------------------------------------------------------------------------
 

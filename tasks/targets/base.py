@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Protocol
 
 STAGES = ("testing", "staging", "production", "superseded", "failed")
+# A test moves only these to ``staging``/``failed``; any other stage was earned and stays (CONTRACT).
+TESTABLE_STAGES = (None, "testing")
+TAG_LAST_TESTED = "bakery:last-tested"
+TAG_LAST_RESULT = "bakery:last-result"
+TAG_LAST_TEST_RUN = "bakery:last-test-run"
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,11 @@ class Target(Protocol):
     def teardown(self, instance: Instance) -> None: ...
 
     def set_stage(self, image: Image, stage: str, run_id: str) -> None: ...
+
+    def current_stage(self, image: Image) -> str | None:
+        """The image's stage as stored now (read again, not the value of ``image``)."""
+        ...
+
+    def record_test_result(self, image: Image, result: str, run_id: str) -> None:
+        """A test's result (``passed``/``failed``) kept beside an image whose stage a test must not move."""
+        ...

@@ -213,6 +213,19 @@ class DockerTarget:
 
         DockerStages(self.engine).write_stage(image.id, image.family, image.version, stage, run_id)
 
+    def current_stage(self, image: Image) -> str | None:
+        """The pointer tags first, the family's promotion record for what tags cannot say (``failed``, an
+        older ``superseded``)."""
+        from tasks.promotion.docker import DockerStages
+
+        return DockerStages(self.engine).stage_of(image.id, image.family)
+
+    def record_test_result(self, image: Image, result: str, run_id: str) -> None:
+        """``last_tested``/``last_result``/``last_test_run`` in the family's promotion record; no tag moves."""
+        from tasks.promotion.docker import DockerStages
+
+        DockerStages(self.engine).record_test(image.id, image.family, image.version, result, run_id)
+
 
 def _stage_from_tags(tags: list[str], family: str) -> str | None:
     names = {t.rpartition(":")[2] for t in tags if t.rpartition(":")[0] == family}

@@ -32,11 +32,17 @@ def api(server: PrefectServer) -> Iterator[httpx.Client]:
         yield client
 
 
+def without_checkout(env: dict[str, str]) -> dict[str, str]:
+    """The environment minus BAKERY_CHECKOUT: what a Prefect user who never heard of it has."""
+    return {k: v for k, v in env.items() if k != "BAKERY_CHECKOUT"}
+
+
 def prefect(server: PrefectServer, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`prefect ...` from the checkout, as a user runs it (no BAKERY_CHECKOUT: the registered directory is used)."""
     return subprocess.run(
         [PREFECT, *args],
         cwd=REPO,
-        env=server.client_env(BAKERY_CHECKOUT=str(REPO)),
+        env=without_checkout(server.client_env()),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -68,18 +74,21 @@ def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict
 
 @contextmanager
 def process_worker(server: PrefectServer, tmp_path: Path, **env: str) -> Iterator[Path]:
-    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file."""
+    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file.
+
+    Started outside the checkout (in ``tmp_path``) and without BAKERY_CHECKOUT unless ``env`` gives it, as
+    a worker on another machine would be: the deployments must find the checkout themselves."""
     with prefect_api(server.url) as api:
         for deployment in api.post("/deployments/filter", json={}).json():
             if deployment["schedules"]:  # only the runs a test makes may execute
                 paused = api.patch(f"/deployments/{deployment['id']}", json={"paused": True})
                 assert paused.status_code == 204, paused.text
     log = tmp_path / "worker.log"
-    worker_env = server.client_env(BAKERY_CHECKOUT=str(REPO), BAKERY_STATE_DIR=str(tmp_path / "state"), **env)
+    worker_env = {**without_checkout(server.client_env(BAKERY_STATE_DIR=str(tmp_path / "state"))), **env}
     with open(log, "wb") as out:
         worker = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"],
-            cwd=REPO,
+            cwd=tmp_path,
             env=worker_env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -79,7 +79,7 @@ def test_ui_shows_the_pipeline_form_with_the_target_choice(
     server: PrefectServer, deployments: dict[str, dict[str, Any]]
 ) -> None:
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; scripts/setup.sh does it)")
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it)")
     from playwright.sync_api import Route, sync_playwright
 
     blocked: list[str] = []

@@ -53,6 +53,10 @@ def cases(tmp: Path) -> list[Case]:
     hcl = templates(
         tmp / "hcl", lambda d: (d / "docker.pkr.hcl").write_text('source "docker" "base" {\n  image =\n}\n')
     )
+    not_utf8 = tmp / "families-latin1.yaml"
+    not_utf8.write_bytes(b"families:\n  - family: caf\xe9\n")
+    bad_padding = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvGA0ACsbTAgfg3SRv6cWu4sEBBOy8Qr9ZHtQ3pr/k"
+    known_hosts = write(tmp / "known_hosts", f"[127.0.0.1]:2222 {bad_padding}\n")
     required = templates(
         tmp / "required", lambda d: (d / "team.pkr.hcl").write_text('variable "team" {\n  type = string\n}\n')
     )
@@ -67,6 +71,16 @@ def cases(tmp: Path) -> list[Case]:
         Case("version of 200 characters", ("run", "--version", "9" * 200), "not a valid image version"),
         Case("family that cannot be a tag", ("run", "--family", "App_Base!"), "--family 'App_Base!'"),
         Case("family with uppercase", ("build", "--family", "AppBase"), "--family 'AppBase'"),
+        Case("version with a trailing newline", ("run", "--version", "1.0\n"), "--version '1.0\\n'"),
+        Case("family with a trailing newline", ("run", "--family", "app-base\n"), "--family 'app-base\\n'"),
+        Case("family the template refuses (underscore)", ("run", "--family", "app_base"), "--family 'app_base'"),
+        Case("duration that overflows", ("run", "--ttl", "99999999999d"), "--ttl '99999999999d': too long"),
+        Case("families file not UTF-8", ("rebuild", "--families", str(not_utf8)), "families-latin1.yaml: not UTF-8"),
+        Case(
+            "malformed known_hosts",
+            (*good_key, "--known-hosts", known_hosts, "--spec", spec),
+            "known_hosts:1: not a known_hosts line",
+        ),
         Case("spec YAML syntax error", ("run", "--spec", write(tmp / "s1.yaml", "package: [nginx\n")), "s1.yaml"),
         Case(
             "spec unknown key",

@@ -56,6 +56,42 @@ class MemoryStore:
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         record.published["memory"] = production.id
 
+    intent: promotion.Intent | None = None
+    fail_on: tuple[str, str] | None = None  # (image id, stage): that write raises, as a lost API call would
+
+    def write_intent(self, family: str, intent: promotion.Intent) -> None:
+        self.intent = intent
+
+    def read_intent(self, family: str) -> promotion.Intent | None:
+        return self.intent
+
+    def clear_intent(self, family: str, intent: promotion.Intent) -> None:
+        if self.intent is not None and self.intent.run_id == intent.run_id:
+            self.intent = None
+
+    def families_with_intent(self) -> list[str]:
+        return [self.intent.family] if self.intent else []
+
+
+class FailingStore(MemoryStore):
+    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
+        if self.fail_on == (image.id, stage):
+            self.fail_on = None
+            raise RuntimeError(f"injected: writing {stage} on {image.id}")
+        super().write(image, stage, run_id, tags)
+
+
+class Killed(BaseException):
+    """SIGKILL: nothing after it runs, no except clause catches it."""
+
+
+class KilledStore(MemoryStore):
+    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
+        if self.fail_on == (image.id, stage):
+            self.fail_on = None
+            raise Killed
+        super().write(image, stage, run_id, tags)
+
 
 def image(ident: str, stage: str, staged_ago: timedelta | None = None, **extra: object) -> StagedImage:
     return StagedImage(
@@ -186,3 +222,72 @@ def test_bad_promotion_requests_exit_2(capsys: pytest.CaptureFixture[str], argv:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def _family() -> list[StagedImage]:
+    old = image("p", "production", promoted_at=NOW - timedelta(days=9))
+    return [old, image("s", "staging", timedelta(days=2))]
+
+
+def test_a_failure_at_the_production_write_is_undone_at_once() -> None:
+    """Item 3 of issue 11: the old production is restored (with its own promoted-at), the new image is
+    back at staging with its soak, no intent is left, and the error says so."""
+    store = FailingStore(*_family())
+    store.fail_on = ("s", "production")
+    with pytest.raises(JobFailed, match=r"injected: writing production on s\); undone: app-p \(p\) production"):
+        promotion.promote(store, to="production", run_id="r", family="app", now=NOW)
+    assert store.images["p"].stage == "production"
+    assert store.images["p"].promoted_at == NOW - timedelta(days=9)
+    assert (store.images["s"].stage, store.images["s"].staged_at) == ("staging", NOW - timedelta(days=2))
+    assert store.intent is None
+    assert max(store.productions_seen) == 1
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback", "sweep"])
+def test_a_kill_between_the_writes_is_undone_by_the_next_command(command: str) -> None:
+    store = KilledStore(*_family(), image("o", "superseded", superseded_at=NOW - timedelta(days=20)))
+    store.fail_on = ("s", "production")
+    with pytest.raises(Killed):
+        promotion.promote(store, to="production", run_id="killed", family="app", now=NOW)
+    assert [i.id for i in store.images.values() if i.stage == "production"] == [], "the kill left no production"
+    assert store.intent is not None and store.intent.run_id == "killed"
+
+    if command == "promote":
+        record = promotion.promote(store, to="production", run_id="next", family="app", now=NOW)
+        assert store.images["s"].stage == "production" and store.images["p"].stage == "superseded"
+        notes = record.notes
+    elif command == "rollback":
+        record = promotion.rollback(store, family="app", run_id="next", now=NOW)
+        assert store.images["o"].stage == "production"  # rolled back from the restored production p
+        assert store.images["p"].stage == "superseded"
+        notes = record.notes
+    else:
+        notes = promotion.resume_all(store, "sweep")
+        assert store.images["p"].stage == "production" and store.images["s"].stage == "staging"
+    assert any("found an unfinished promote of app (run killed" in n and "undone" in n for n in notes), notes
+    assert store.intent is None
+
+
+def test_a_kill_after_the_commit_point_is_completed() -> None:
+    store = MemoryStore(*_family())
+    store.intent = promotion.Intent("killed", "promote", "app", "s", "staging", ("p",), "2026-06-01T12:00:00+00:00")
+    store.images["s"] = replace(store.images["s"], stage="production")  # the production write went through
+    store.images["p"] = replace(store.images["p"], stage="production")  # its demotion was lost
+    notes = promotion.resume_all(store, "sweep")
+    assert (store.images["s"].stage, store.images["p"].stage) == ("production", "superseded")
+    assert "completed" in notes[0] and store.intent is None
+
+
+def test_intent_fits_an_ec2_tag_and_reads_back() -> None:
+    intent = promotion.Intent(
+        "0b6f4c1e-6a55-4f0e-9a57-2f4a9a0c1d2e",
+        "rollback",
+        "app",
+        "ami-1",
+        "superseded",
+        ("ami-0123456789abcdef0",),
+        "2026-06-01T12:00:00+00:00",
+    )
+    text = intent.to_text()
+    assert len(text) <= 256
+    assert promotion.Intent.from_text("app", "ami-1", text) == intent

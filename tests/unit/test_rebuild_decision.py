@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -150,6 +151,17 @@ def test_request_inputs_are_what_build_and_rebuild_both_compute(templates: Path)
 def test_docker_base_is_the_sources_image_with_variables_resolved(templates: Path) -> None:
     assert provenance.docker_base_reference(templates, "docker.base", {}) == "bakery/debian:bookworm"
     assert provenance.docker_base_reference(templates, "docker.base", {"docker_base_image": "x:1"}) == "x:1"
+
+
+def test_base_reference_is_resolved_when_families_are_observed_in_parallel(templates: Path) -> None:
+    # The rebuild observes families in threads; python-hcl2 is not thread-safe, and one family's base
+    # was once read as the literal "var.docker_base_image" (then "not in the local engine": built).
+    def resolve(_: int) -> str:
+        return provenance.docker_base_reference(templates, "docker.base", {})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        references = set(pool.map(resolve, range(20)))
+    assert references == {"bakery/debian:bookworm"}
 
 
 def test_ami_filter_is_read_from_the_template_with_variables_resolved(templates: Path) -> None:

@@ -260,7 +260,7 @@ def protected(images: list[ImageRecord], usage: dict[str, list[str]], keep: int,
     return safe
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(accounts())
 def test_never_deletes_a_protected_image(
     account: tuple[list[ImageRecord], dict[str, list[str]], int, list[str] | None, set[str]],
@@ -277,7 +277,7 @@ def test_never_deletes_a_protected_image(
     assert len(refs) == len(set(refs))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(accounts())
 def test_never_leaves_a_snapshot_of_a_deleted_image_unless_still_referenced(
     account: tuple[list[ImageRecord], dict[str, list[str]], int, list[str] | None, set[str]],

@@ -64,6 +64,8 @@ def test_the_pipeline_request_takes_a_spec_directory_and_its_variables(tmp_path:
         prepare(spec=spec_dir, spec_vars_file=tmp_path / "nope.yaml", template_dir=tmp_path)
     with pytest.raises(UsageError, match="--spec-var 'oops': expected NAME=VALUE"):
         prepare(spec=spec_dir, spec_vars=["oops"], template_dir=tmp_path)
+    with pytest.raises(UsageError, match=r"--spec-var api.password: a secret by its name.*\.Env\.PASSWORD"):
+        prepare(spec=spec_dir, spec_vars=["api.password=hunter2"], template_dir=tmp_path)
 
 
 def test_the_spec_hash_covers_includes_from_elsewhere_and_the_variables(tmp_path: Path) -> None:
