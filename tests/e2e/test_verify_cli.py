@@ -246,7 +246,7 @@ def test_known_hosts_problems(sshd_host: Host, tmp_path: Path) -> None:
     done = bake_verify(*target(sshd_host), "--known-hosts", str(other_port), "--spec", str(spec))
     assert_bad_request(done, f"{other_port}: no host key for [127.0.0.1]:{sshd_host.port}")
     done = bake_verify(*target(sshd_host), "--known-hosts", str(tmp_path / "missing"), "--spec", str(spec))
-    assert_bad_request(done, "cannot read known_hosts")
+    assert_bad_request(done, "--known-hosts", "missing: cannot read")
 
     _, impostor = ssh.generate_keypair(tmp_path)
     wrong = tmp_path / "wrong"
