@@ -11,6 +11,8 @@ Only the standard library and Prefect here: the step runs before the flow's own 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
 CHECKOUT_ENV = "BAKERY_CHECKOUT"
@@ -74,3 +76,35 @@ def _crash_flow_run(message: str) -> None:
             client.set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
     except Exception:  # the step's own error still says it; a server hiccup must not hide it
         return
+
+
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def check_commit(commit: str, directory: Path | None = None) -> str:
+    """The commit a CI pipeline asked to build (the ``commit`` parameter): the checkout the run starts in must
+    be at it, or the image would be built from other templates than the ones CI validated.
+
+    Empty: no check. Not a hex commit id, or the checkout at another commit: UsageError in one line (the run
+    fails before anything is built). A directory that is not a git checkout cannot be told: allowed.
+    """
+    from tasks.errors import UsageError
+
+    commit = commit.strip().lower()
+    if not commit:
+        return ""
+    if not COMMIT_PATTERN.match(commit):
+        raise UsageError(f"commit {commit!r}: expected a git commit id (7-40 hex digits)")
+    where = directory or Path.cwd()
+    head = subprocess.run(
+        ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30, check=False
+    )
+    if head.returncode != 0:
+        return commit
+    found = head.stdout.strip()
+    if not found.startswith(commit):
+        raise UsageError(
+            f"commit {commit}: the checkout this run uses ({where}) is at {found[:12]}; update it "
+            f"(git fetch && git checkout {commit[:12]}) before running this commit"
+        )
+    return found

@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.blocks import aws_session, block_credentials
+from flows.checkout import check_commit
 from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName
@@ -260,6 +261,7 @@ def image_pipeline(
     secret_vars: dict[str, str] | None = None,
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
+    commit: str = "",
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -289,7 +291,10 @@ def image_pipeline(
             packer through its environment only, masked in its output.
         spec_vars_file: a YAML/JSON file of variables for a templated spec (.Vars), relative to the checkout.
         spec_vars: spec variables over the file's ({name: value}, a dotted name sets a nested value).
+        commit: the git commit this build is for (a CI pipeline sets it); the checkout the run starts in
+            must be at it. Empty: whatever the checkout holds.
     """
+    built_commit = check_commit(commit)
     request = prepare(
         target=target,
         family=family,
@@ -317,7 +322,8 @@ def image_pipeline(
         with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
             image = build_stage(chosen, request, run_id)
             tested = test_stage(chosen, image, request, run_id)
-    return {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
+    result = {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
+    return {**result, "commit": built_commit} if built_commit else result
 
 
 @flow(name="image-build", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])

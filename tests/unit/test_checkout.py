@@ -44,3 +44,31 @@ def test_enter_checkout_changes_into_it(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
     assert enter_checkout(str(REPO)) == {"directory": str(REPO)}
     assert Path(os.getcwd()) == REPO
+
+
+def head_of(directory: Path) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_commit_ci_asks_for_must_be_the_checkouts() -> None:
+    from flows.checkout import check_commit
+    from tasks.errors import UsageError
+
+    head = head_of(REPO)
+    assert check_commit("", REPO) == ""
+    assert check_commit(head, REPO) == head
+    assert check_commit(head[:12].upper(), REPO) == head
+    with pytest.raises(UsageError, match=f"is at {head[:12]}; update it"):
+        check_commit("0" * 40, REPO)
+    with pytest.raises(UsageError, match="expected a git commit id"):
+        check_commit("main; rm -rf /", REPO)
+
+
+def test_a_directory_outside_git_cannot_be_told_and_is_allowed(tmp_path: Path) -> None:
+    from flows.checkout import check_commit
+
+    assert check_commit("abcdef1", tmp_path) == "abcdef1"
