@@ -146,7 +146,6 @@ def test_docker_kill_between_the_writes_is_undone_by_the_next_promote(
     code = kill_at_production_write(new.id, "promote", "--family", family, "--to", "production", env=session_bake.env())
     assert code == -9
     state = docker_state(engine, family)
-    assert state["intent"] is not None and state["intent"]["new"] == new.id
     assert state["stages"][old.id] == "superseded", "the kill left the record saying there is no production"
 
     again = session_bake("--json", "promote", "--family", family, "--to", "production")
@@ -266,7 +265,6 @@ def test_aws_kill_between_the_writes_is_undone_by_the_next_command(
     )
     assert code == -9
     assert seed_lookup(ec2, family) == [], "the kill left the family without a production"
-    assert INTENT_TAG in ami_tags(ec2, new)
 
     if recovery == "sweep":
         baked = aws_bake("sweep", "--target", "aws", "--apply")
