@@ -360,15 +360,11 @@ class _QuietTimedOutAttempts(logging.Filter):
         return not ("ConcurrencySlotAcquisition" in text and "TimeoutError" in text)
 
 
-@contextlib.contextmanager
-def _quiet_attempts() -> Iterator[None]:
+def _quiet_attempts() -> None:
+    """On Prefect's concurrency logger, once (its service thread logs after the attempt has returned)."""
     target = logging.getLogger("prefect._internal.concurrency")
-    quiet = _QuietTimedOutAttempts()
-    target.addFilter(quiet)
-    try:
-        yield
-    finally:
-        target.removeFilter(quiet)
+    if not any(isinstance(f, _QuietTimedOutAttempts) for f in target.filters):
+        target.addFilter(_QuietTimedOutAttempts())
 
 
 def _current_run() -> tuple[str | None, str | None]:
@@ -402,16 +398,16 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
     taken_without_holder_since: datetime | None = None
     attempt = 1.0  # the first look is short: a waiting run says so at once
     while True:
+        _quiet_attempts()
         try:
-            with _quiet_attempts():
-                acquired = acquire_concurrency_slots_with_lease(
-                    [name],
-                    1,
-                    timeout_seconds=max(attempt, 0.5),
-                    lease_duration=PREFECT_LEASE_SECONDS,
-                    strict=True,
-                    holder=lease_holder,
-                )
+            acquired = acquire_concurrency_slots_with_lease(
+                [name],
+                1,
+                timeout_seconds=max(attempt, 0.5),
+                lease_duration=PREFECT_LEASE_SECONDS,
+                strict=True,
+                holder=lease_holder,
+            )
             break
         except TimeoutError:
             if deadline is not None and time.monotonic() > deadline:

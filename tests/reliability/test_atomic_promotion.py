@@ -18,6 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,6 @@ def test_docker_kill_between_the_writes_is_undone_by_the_next_promote(
     code = kill_at_production_write(new.id, "promote", "--family", family, "--to", "production", env=session_bake.env())
     assert code == -9
     state = docker_state(engine, family)
-    assert state["intent"] is not None and state["intent"]["new"] == new.id
     assert state["stages"][old.id] == "superseded", "the kill left the record saying there is no production"
 
     again = session_bake("--json", "promote", "--family", family, "--to", "production")
@@ -247,9 +247,32 @@ def test_aws_failure_at_the_production_write_is_undone(
     aws_leaks.assert_none()  # the promotion lock (a key pair) is gone too
 
 
-@pytest.mark.parametrize("recovery", ["sweep", "rollback"])
+@dataclass(frozen=True)
+class Recovery:
+    command: str
+    description: str  # the report's scenario line (tests/reliability/conftest.py)
+
+    def __str__(self) -> str:
+        return self.command
+
+
+RECOVERIES = [
+    Recovery(
+        "sweep",
+        "AWS: `bake promote` SIGKILLed between the two writes leaves no production; the next `bake sweep "
+        "--apply` says what it found and restores the old production (the dead promoter's lock broken at once)",
+    ),
+    Recovery(
+        "rollback",
+        "AWS: the same kill; the next `bake rollback` of the family first undoes the unfinished promotion "
+        "(saying so), then finds nothing to roll back to (exit 1): the old production stays restored",
+    ),
+]
+
+
+@pytest.mark.parametrize("recovery", RECOVERIES, ids=str)
 def test_aws_kill_between_the_writes_is_undone_by_the_next_command(
-    recovery: str,
+    recovery: Recovery,
     aws_bake: Callable[..., Baked],
     aws_leaks: AwsLeaks,
     ec2: Any,  # noqa: F811
@@ -266,9 +289,8 @@ def test_aws_kill_between_the_writes_is_undone_by_the_next_command(
     )
     assert code == -9
     assert seed_lookup(ec2, family) == [], "the kill left the family without a production"
-    assert INTENT_TAG in ami_tags(ec2, new)
 
-    if recovery == "sweep":
+    if recovery.command == "sweep":
         baked = aws_bake("sweep", "--target", "aws", "--apply")
         assert baked.code == 0, baked.err[-3000:]
         assert f"found an unfinished promote of {family}" in baked.out, baked.out

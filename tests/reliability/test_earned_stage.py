@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,32 @@ def docker_image(engine: docker.DockerClient, reference: str) -> Image:
     return DockerTarget(engine).image(reference)
 
 
-@pytest.mark.parametrize("stage", ["production", "superseded"])
+@dataclass(frozen=True)
+class Earned:
+    stage: str
+    description: str  # the report's scenario line (tests/reliability/conftest.py)
+
+    def __str__(self) -> str:
+        return self.stage
+
+
+EARNED = [
+    Earned(
+        "production",
+        "Docker: `bake test` of the production image, passing then failing: it stays production (tags and "
+        "record), the result is recorded beside it",
+    ),
+    Earned(
+        "superseded",
+        "Docker: `bake test` of a superseded image (the rollback target), passing then failing: it stays "
+        "superseded, the result is recorded beside it",
+    ),
+]
+
+
+@pytest.mark.parametrize("earned", EARNED, ids=str)
 def test_docker_testing_an_earned_image_keeps_its_stage(
-    stage: str,
+    earned: Earned,
     session_bake: Bake,
     state_dir: Path,
     engine: docker.DockerClient,
@@ -80,6 +104,7 @@ def test_docker_testing_an_earned_image_keeps_its_stage(
     """Docker: `bake test` of a production/superseded image, passing then failing: the stage stays, the
     pointer tags stay, the result is recorded in the family's record."""
     monkeypatch.setenv("BAKERY_STATE_DIR", str(state_dir))
+    stage = earned.stage
     family, reference = earned_family
     image = docker_image(engine, reference)
     DockerTarget(engine).set_stage(image, stage, "earlier-run")
