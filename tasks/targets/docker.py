@@ -27,6 +27,9 @@ LABEL_FAMILY = "bakery.family"
 LABEL_IMAGE = "bakery.image"
 # Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
 MANAGED_LABEL = "managed-by"
+# The family an image was built as; retention counts an image as bakery's own build only when this equals
+# its repository (a child image inherits the label under another name).
+FAMILY_LABEL = "name"
 TEST_USER = "bakery"
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -95,7 +98,7 @@ class DockerTarget:
         labels = built.labels or {}
         wanted = {
             MANAGED_LABEL: labels.get(MANAGED_LABEL) if is_managed(labels.get(MANAGED_LABEL)) else "bakery",
-            "name": family,
+            FAMILY_LABEL: family,
             "version": version,
         }
         if all(labels.get(k) == v for k, v in wanted.items()):
