@@ -317,7 +317,8 @@ def build(
     run_values = {
         "manifest_path": str(manifest_path),
         "run_id": run_id,
-        "expires_at": expires_at(request.ttl).isoformat(timespec="seconds"),
+        # Packer's builder lives as long as the build may: the time limit, then the TTL like anything else.
+        "expires_at": expires_at(request.build_timeout + request.ttl).isoformat(timespec="seconds"),
     }
     variables = template_variables(templates, request, run_values)
     steps = sum(lint.provisioner_count(templates, s) for s in request.only)

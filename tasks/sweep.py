@@ -333,8 +333,9 @@ def render(doc: dict[str, Any]) -> str:
     return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}"
 
 
-def open_sources(target: str) -> list[Source]:
-    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both)."""
+def open_sources(target: str, include_packer: bool = False) -> list[Source]:
+    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both).
+    ``include_packer``: AWS, also Packer's untagged temporary resources (maybe another tool's)."""
     from tasks.inputs import check_target
 
     if check_target(target) == "aws":
@@ -342,5 +343,5 @@ def open_sources(target: str) -> list[Source]:
         from tasks.aws_sweep import AwsLeftovers
 
         require_configured()
-        return [AwsLeftovers()]
+        return [AwsLeftovers(include_packer=include_packer)]
     return [DockerLeftovers()]

@@ -214,7 +214,13 @@ def test_aws_sweep_removes_what_a_killed_run_left(
     )["Instances"][0]["InstanceId"]
     ec2_backend().get_instance(builder).launch_time = now - timedelta(days=2)  # test seam: moto stamps "now"
 
-    dry = bake("--json", "sweep", "--target", "aws")
+    # by default only what carries bakery's run tags: Packer's untagged leftovers may be another tool's
+    default = bake("--json", "sweep", "--target", "aws")
+    assert default.returncode == 0, default.stderr[-3000:]
+    listed = {row["id"]: row["decision"] for row in json.loads(default.stdout)["resources"]}
+    assert listed == {**{killed[k]: "remove" for k in killed}, **{fresh[k]: "keep" for k in fresh}}
+
+    dry = bake("--json", "sweep", "--target", "aws", "--packer-leftovers")
     assert dry.returncode == 0, dry.stderr[-3000:]
     plan = {row["id"]: (row["decision"], row["reason"]) for row in json.loads(dry.stdout)["resources"]}
     expected = {
@@ -233,7 +239,7 @@ def test_aws_sweep_removes_what_a_killed_run_left(
     assert plan[young_builder][1].startswith("only ")
     assert plan[fresh["security-group"]][1] == "expires in 1h59m"
 
-    applied = bake("--json", "sweep", "--target", "aws", "--apply")
+    applied = bake("--json", "sweep", "--target", "aws", "--apply", "--packer-leftovers")
     assert applied.returncode == 0, applied.stderr[-3000:]
     result = json.loads(applied.stdout)
     assert {r["id"]: r["result"] for r in result["resources"] if r["decision"] == "remove"} == {
