@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,31 @@ def client() -> docker.DockerClient:
         return docker.from_env()
     except docker.errors.DockerException as exc:
         raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
+
+
+# Limits of a test container: it is the image under test, not a trusted process.
+TEST_MEMORY = os.environ.get("BAKERY_TEST_MEMORY", "2g")
+TEST_PIDS = int(os.environ.get("BAKERY_TEST_PIDS", "2048"))
+
+
+def container_limits(cgroup_version: str) -> dict[str, Any]:
+    """What keeps a test container off the host: memory and process limits, ``no-new-privileges`` on
+    whatever the container execs as PID 1 (the run's login reaches root by sudo, which stays possible only
+    because the image's own sudo is not setuid-dependent in the container: see docs/architecture.md), and
+    on cgroup v1 a private cgroup namespace with the engine's own read-only cgroup mount instead of the
+    host's tree. On cgroup v2 Docker mounts a private namespace read-only, where systemd cannot start
+    (moby/moby#46763), so there the host namespace and a read-write ``/sys/fs/cgroup`` remain."""
+    limits: dict[str, Any] = {
+        "mem_limit": TEST_MEMORY,
+        "pids_limit": TEST_PIDS,
+        "security_opt": ["no-new-privileges"],
+    }
+    if cgroup_version == "2":
+        limits["cgroupns"] = "host"
+        limits["volumes"] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
+    else:
+        limits["cgroupns"] = "private"
+    return limits
 
 
 def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
@@ -137,10 +163,6 @@ class DockerTarget:
 
     def launch(self, image: Image, run: Run) -> Instance:
         """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
-        cgroup_v2 = str(self.engine.info().get("CgroupVersion", "1")) == "2"
-        options: dict[str, Any] = {}
-        if cgroup_v2:
-            options["cgroupns"] = "host"
         container = self.engine.containers.run(
             image.id,
             entrypoint=["/sbin/init"],
@@ -150,10 +172,9 @@ class DockerTarget:
             hostname=f"{run.family}-test",
             labels=run_labels(run, image.id),
             ports={"22/tcp": ("127.0.0.1", None)},
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw" if cgroup_v2 else "ro"}},
             tmpfs={"/run": "", "/run/lock": ""},
             stop_signal="SIGRTMIN+3",
-            **options,
+            **container_limits(str(self.engine.info().get("CgroupVersion", "1"))),
         )
         instance = Instance(self.name, container.id, image.id, run.run_id)
         try:
