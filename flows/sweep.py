@@ -1,7 +1,7 @@
 """The sweep flow: remove what crashed runs left behind (past ``expires-at``, or older than ``max_age``).
 
 A dry run unless ``apply`` is set. ``target`` picks the Docker engine or the configured AWS region; the
-per-run key directories under ``$TMPDIR/bakery-keys`` are swept either way. Scheduled hourly.
+per-run key directories below the private keys root are swept either way. Scheduled hourly.
 """
 
 from __future__ import annotations

@@ -58,27 +58,33 @@ def client() -> docker.DockerClient:
 # Limits of a test container: it is the image under test, not a trusted process.
 TEST_MEMORY = os.environ.get("BAKERY_TEST_MEMORY", "2g")
 TEST_PIDS = int(os.environ.get("BAKERY_TEST_PIDS", "2048"))
+# no-new-privileges blocks setuid programs, sudo included: checks then run as the login user (the report
+# says so). BAKERY_TEST_NO_NEW_PRIVILEGES=0 for specs that need root facts on the Docker target.
+NO_NEW_PRIVILEGES = os.environ.get("BAKERY_TEST_NO_NEW_PRIVILEGES", "1") != "0"
+
+
+SYSTEMD_HIERARCHY = "/sys/fs/cgroup/systemd"
 
 
 def container_limits(cgroup_version: str) -> dict[str, Any]:
-    """What keeps a test container off the host: memory and process limits, ``no-new-privileges`` on
-    whatever the container execs as PID 1 (the run's login reaches root by sudo, which stays possible only
-    because the image's own sudo is not setuid-dependent in the container: see docs/architecture.md), and
-    on cgroup v1 a private cgroup namespace with the engine's own read-only cgroup mount instead of the
-    host's tree. On cgroup v2 Docker mounts a private namespace read-only, where systemd cannot start
-    (moby/moby#46763), so there the host namespace and a read-write ``/sys/fs/cgroup`` remain."""
-    limits: dict[str, Any] = {
-        "mem_limit": TEST_MEMORY,
-        "pids_limit": TEST_PIDS,
-        "security_opt": ["no-new-privileges"],
-    }
+    """What keeps a test container off the host: memory and process limits, ``no-new-privileges`` (unless
+    turned off: it also stops sudo, so checks run as the login user), and on cgroup v1 a private cgroup
+    namespace with the engine's own read-only cgroup mounts: no resource controller of the host is
+    writable. systemd still needs its ``name=systemd`` hierarchy writable to start; that one (it has no
+    controller, so nothing in it lifts a limit) is bound from the host. (A bind of the whole host tree
+    ``:ro`` is not read-only below its top: each controller is a submount, writable as root.) On cgroup v2
+    Docker mounts a private namespace read-only, where systemd cannot start (moby/moby#46763), so there
+    the host namespace and a read-write ``/sys/fs/cgroup`` remain."""
+    limits: dict[str, Any] = {"mem_limit": TEST_MEMORY, "pids_limit": TEST_PIDS}
+    if NO_NEW_PRIVILEGES:
+        limits["security_opt"] = ["no-new-privileges"]
     if cgroup_version == "2":
         limits["cgroupns"] = "host"
         limits["volumes"] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     else:
         limits["cgroupns"] = "private"
+        limits["volumes"] = {SYSTEMD_HIERARCHY: {"bind": SYSTEMD_HIERARCHY, "mode": "rw"}}
     return limits
-
 
 def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
     labels = {

@@ -89,3 +89,28 @@ def test_image_promoted_or_launched_after_the_plan_is_skipped(engine: docker.Doc
         for tag in [*tags, f"{family}:production"]:
             with contextlib.suppress(docker.errors.APIError):
                 engine.images.remove(tag)
+
+
+def test_test_container_is_confined(engine: docker.DockerClient, base_image: str) -> None:
+    """The test container's settings: private cgroup namespace (v1: the host tree read-only, never writable),
+    no-new-privileges, memory and pids limits; a write to the cgroup tree fails inside."""
+    from tasks.targets.docker import container_limits
+
+    version = str(engine.info().get("CgroupVersion", "1"))
+    options = container_limits(version)
+    script = "cat /proc/self/cgroup; echo $$ > /sys/fs/cgroup/pids/tasks && echo WROTE || echo REFUSED"
+    container = engine.containers.run(
+        base_image, ["sh", "-c", script], detach=True, labels={"bakery.test": "confined"}, **options
+    )
+    try:
+        container.wait(timeout=60)
+        output = container.logs().decode()
+        config = engine.api.inspect_container(container.id)["HostConfig"]
+    finally:
+        container.remove(force=True)
+    assert "no-new-privileges" in (config.get("SecurityOpt") or [])
+    assert config["Memory"] > 0 and config["PidsLimit"] > 0
+    if version == "1":
+        assert config["CgroupnsMode"] == "private"
+        assert "REFUSED" in output and "WROTE" not in output
+        assert "/docker/" not in output  # its own namespace: it does not see where it sits on the host
