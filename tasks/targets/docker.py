@@ -86,6 +86,7 @@ def container_limits(cgroup_version: str) -> dict[str, Any]:
         limits["volumes"] = {SYSTEMD_HIERARCHY: {"bind": SYSTEMD_HIERARCHY, "mode": "rw"}}
     return limits
 
+
 def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
     labels = {
         LABEL_RUN_ID: run.run_id,
