@@ -233,7 +233,7 @@ def _check_block_variables(templates: lint.TemplateSet, request: PipelineRequest
         name = key.removeprefix("PKR_VAR_")
         if key.startswith("PKR_VAR_") and name not in templates.variables:
             where = request.template_dir
-            raise UsageError(f"--secret-var {name}: the templates in {where} declare no variable {name!r}")
+            raise UsageError(f"--var/--secret-var {name}: the templates in {where} declare no variable {name!r}")
 
 
 def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest, given: dict[str, str]) -> None:
