@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         "directories go when older than D (default: 24h)",
     )
     sweep.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
+    sweep.add_argument(
+        "--packer-leftovers",
+        action="store_true",
+        help="aws: also Packer's untagged temporary builders, key pairs and groups older than --max-age "
+        "(they may be another tool's; default: only what carries bakery's run tags)",
+    )
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     _blocks(sweep)
     sweep.set_defaults(handler=cmd_sweep)
@@ -633,7 +639,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     check_target(args.target)
     if args.max_age:
         parse_duration(args.max_age, "--max-age")
-    open_sources(args.target)
+    open_sources(args.target, include_packer=args.packer_leftovers)
     _prefect_ready()
     from flows.sweep import sweep_leftovers
 
@@ -641,7 +647,13 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     doc = _tabled(
         args,
         render,
-        lambda: sweep_leftovers(target=args.target, max_age=args.max_age, apply=args.apply, **_block_params(args)),
+        lambda: sweep_leftovers(
+            target=args.target,
+            max_age=args.max_age,
+            apply=args.apply,
+            packer_leftovers=args.packer_leftovers,
+            **_block_params(args),
+        ),
     )
     removed = sum(r.get("result") == "removed" for r in doc["resources"])
     return doc if args.json else {"applied": doc["applied"], "removed": removed}

@@ -35,7 +35,16 @@ from tasks.steps import (
     validate_templates,
     verify_instance,
 )
-from tasks.targets.base import TAG_LAST_RESULT, TAG_LAST_TESTED, TESTABLE_STAGES, Image, Instance, Run, Target
+from tasks.targets.base import (
+    TAG_LAST_RESULT,
+    TAG_LAST_TESTED,
+    TESTABLE_STAGES,
+    Image,
+    Instance,
+    Run,
+    SshEndpoint,
+    Target,
+)
 from tasks.targets.registry import get_target
 from tasks.verify import VerifyResult
 
@@ -94,9 +103,11 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
     logger = get_run_logger()
     workdir = run_workdir(run_id)
     earned = _earned_stage(target, image)
-    with keys.run_keypair(run_id) as (private_key, public_key):
-        run = Run(run_id, image.family, workdir, expires_at(request.ttl), private_key, public_key)
+    expiry = expires_at(request.ttl)
+    with keys.run_keypair(run_id, expiry) as key:
+        run = Run(run_id, image.family, workdir, expiry, key.private_key, key.public_key)
         instance: Instance | None = None
+        endpoint: SshEndpoint | None = None
         failure: BaseException | None = None
         keep = False
         marked = False
@@ -116,10 +127,13 @@ def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: s
             raise
         finally:
             if instance is not None and keep:
+                key.keep = True  # the key stays with the instance; the sweep removes both after expires-at
                 logger.warning(
-                    "keeping failed test instance %s (--keep-on-failure); bake sweep removes it after %s",
+                    "keeping failed test instance %s (--keep-on-failure) and its key; bake sweep removes both "
+                    "after %s%s",
                     instance.label,
                     run.expires_at.isoformat(timespec="seconds"),
+                    f"; connect with: {ssh_command(endpoint)}" if endpoint else "",
                 )
             elif instance is not None:
                 _teardown(target, instance, failure)
@@ -156,6 +170,34 @@ def _conclude(target: Target, image: Image, earned: str | None, result: str, run
         set_stage(target, image, "staging" if result == "passed" else "failed", run_id)
         return
     record_test_result(target, image, result, run_id)
+
+
+def ssh_command(endpoint: SshEndpoint) -> str:
+    """The command that reaches a kept instance with the run's key, its host key pinned as verified."""
+    import shlex
+
+    known = (
+        f"{endpoint.host} {endpoint.host_key}"
+        if endpoint.port == 22
+        else f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}"
+    )
+    known_hosts = endpoint.key_path.parent / "known_hosts"
+    with contextlib.suppress(OSError):
+        known_hosts.write_text(known + "\n")
+    return shlex.join(
+        [
+            "ssh",
+            "-i",
+            str(endpoint.key_path),
+            "-p",
+            str(endpoint.port),
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "IdentitiesOnly=yes",
+            f"{endpoint.user}@{endpoint.host}",
+        ]
+    )
 
 
 def _preflight(target: Target) -> None:

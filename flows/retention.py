@@ -6,6 +6,7 @@ Scheduled daily (``prefect.yaml``), pressed from the UI, or run by ``bake retent
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -14,6 +15,7 @@ from flows.blocks import block_credentials
 from tasks import retention
 from tasks.housekeeping import apply_retention, report_retention, take_inventory
 from tasks.inputs import TargetName, check_family, check_target
+from tasks.rebuild import DEFAULT_FAMILIES, load_families
 
 
 @flow(name="retention")
@@ -23,8 +25,13 @@ def image_retention(
     keep: int = retention.DEFAULT_KEEP,
     apply: bool = False,
     aws_credentials: str | None = None,
+    families_file: str = DEFAULT_FAMILIES,
 ) -> dict[str, Any]:
     """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given.
+
+    Without ``family``: the families bakery built itself, and those ``families_file`` lists (when it
+    exists); another tool's images are touched only when their family is named. Every deletion is read
+    again just before it is made.
 
     ``aws_credentials``: AWS only, a Prefect AwsCredentials block name (empty: the standard chain).
     """
@@ -35,7 +42,11 @@ def image_retention(
     with block_credentials(target, aws_credentials):
         store = retention.open_store(target)
         images, usage = take_inventory(store)
-        plan = retention.plan_retention(images, usage, keep=keep, families=[family] if family else None, target=target)
+        listed = [f.family for f in load_families(families_file)] if Path(families_file).is_file() else []
+        plan = retention.plan_retention(
+            images, usage, keep=keep, families=[family] if family else None, target=target, listed=listed
+        )
+        plan = retention.confirm(plan, store.recheck)  # shared, promoted or launched: kept, with that reason
         if not apply:
             return report_retention(plan, None, False, family)
         outcome = apply_retention(store, plan)

@@ -172,6 +172,9 @@ def render(scenarios: list[Scenario], run: dict[str, str]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+HAND_WRITTEN = "<!-- hand-written from here on; scripts/reliability_report.py keeps it -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     pytest_args: list[str] = []
@@ -197,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     scenarios, run = read_junit(junit)
     if not options.junit and not options.keep_junit:
         os.unlink(junit)
-    options.output.write_text(render(scenarios, run))
+    kept = ""  # the hand-written part after HAND_WRITTEN (scenarios per issue item) survives regeneration
+    if options.output.exists() and HAND_WRITTEN in options.output.read_text():
+        kept = "\n" + options.output.read_text()[options.output.read_text().index(HAND_WRITTEN) :]
+    options.output.write_text(render(scenarios, run) + kept)
     failed = sum(s.result in ("fail", "error") for s in scenarios)
     print(f"{options.output}: {len(scenarios)} scenarios, {failed} failed", file=sys.stderr)
     return 1 if failed else status

@@ -20,6 +20,10 @@ TAG_RUN_ID = "bakery:run-id"
 TAG_EXPIRES_AT = "bakery:expires-at"
 TAG_MANAGED_BY = "ManagedBy"
 MANAGED_BY_BAKERY = "bakery"
+# bakery's own mark on an AMI it built, written after the build (``build_tags``): the family it was built as.
+# Not ``ManagedBy=packer``, which any Packer pipeline in the account may set; an AMI made from an instance of
+# a bakery AMI does not carry the source's tags, and the value must match the AMI's own family anyway.
+TAG_BUILT_FAMILY = "bakery:family"
 
 
 def retry_config(max_attempts: int | None = None) -> Config:

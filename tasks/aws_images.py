@@ -91,11 +91,21 @@ def record_from_ami(image: dict[str, Any]) -> ImageRecord:
     pins = []
     if str(image.get("DeregistrationProtection", "")).startswith("enabled"):
         pins.append("deregistration protection on")
+    if image.get("Public"):
+        pins.append("shared: public")
+    family = family_of(tags.get("Name"), version, tags.get("Family"))
+    built = tags.get(aws.TAG_BUILT_FAMILY)
+    if built == family:
+        foreign = ""
+    elif built:
+        foreign = f"tag {aws.TAG_BUILT_FAMILY}={built} but family {family}"
+    else:
+        foreign = f"no {aws.TAG_BUILT_FAMILY} tag; ManagedBy={tags.get(aws.TAG_MANAGED_BY, '')} alone"
     return ImageRecord(
         ref=image["ImageId"],
         image_id=image["ImageId"],
         name=name,
-        family=family_of(tags.get("Name"), version, tags.get("Family")),
+        family=family,
         version=version,
         created=parse_time(image.get("CreationDate")) or datetime.fromtimestamp(0, UTC),
         stage=tags.get("status"),
@@ -104,6 +114,7 @@ def record_from_ami(image: dict[str, Any]) -> ImageRecord:
         state=image.get("State", "available"),
         pins=tuple(pins),
         stage_since=parse_time(tags.get(STAGE_SINCE_TAGS.get(tags.get("status", ""), ""))),
+        foreign=foreign,
     )
 
 
@@ -275,6 +286,44 @@ class AwsImages:
                 return "already gone"
             raise
         return "deleted"
+
+    def recheck(self, image: ImageRecord) -> list[str]:
+        """The AMI read again just before its deletion: its stage, whether it is public or has launch
+        permissions for other accounts (``shared``), and live instances launched from it since the plan."""
+        try:
+            found = self.ec2.describe_images(ImageIds=[image.image_id], IncludeDeprecated=True).get("Images", [])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in GONE_IMAGE_CODES:
+                return []
+            raise
+        if not found:
+            return []
+        reasons = []
+        stage = tags_of(found[0]).get("status")
+        if stage != image.stage:
+            reasons.append(f"stage changed since the plan: now {stage or 'none'}")
+        if found[0].get("Public"):
+            reasons.append("shared: public")
+        else:
+            permissions = self.ec2.describe_image_attribute(ImageId=image.image_id, Attribute="launchPermission")
+            shared = [
+                p.get("UserId") or p.get("Group") or p.get("OrganizationArn") or p.get("OrganizationalUnitArn")
+                for p in permissions.get("LaunchPermissions") or []
+            ]
+            if shared:
+                reasons.append(f"shared: launch permission for {', '.join(str(s) for s in shared)}")
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "image-id", "Values": [image.image_id]},
+                {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)},
+            ]
+        )
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    state = instance.get("State", {}).get("Name", "")
+                    reasons.append(f"in use since the plan: instance {instance['InstanceId']} ({state})")
+        return reasons
 
     def delete_snapshot(self, snapshot_id: str) -> str:
         try:

@@ -6,6 +6,12 @@ are required (the run id and ManagedBy to be listed, the expiry to be removed be
 Packer names its temporary key pair and security group ``packer_<time-ordered uuid>``, whose first eight
 hex digits are the Unix time it was made: that is their age, as the API gives a security group none.
 Its builder instance is recognised by that key pair or its default ``Name = Packer Builder`` tag.
+
+Those untagged Packer resources may belong to another tool's Packer pipeline in the same account, so they
+are listed only when asked explicitly (``include_packer``: ``bake sweep --packer-leftovers``). By default
+the sweep removes only what carries bakery's run tags; bakery's own Packer builders carry them (the
+template's ``run_tags``), with ``bakery:expires-at`` = build start + build time limit + TTL, so a long build is
+never swept from under itself.
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ class AwsLeftovers:
 
     provider = "aws"
 
-    def __init__(self, ec2: Any = None, dependency_wait: float = 180.0, poll: float = 5.0) -> None:
+    def __init__(
+        self, ec2: Any = None, dependency_wait: float = 180.0, poll: float = 5.0, include_packer: bool = False
+    ) -> None:
         self.ec2 = ec2 or aws.client("ec2", region=region())
+        self.include_packer = include_packer
         self.dependency_wait = dependency_wait
         self.poll = poll
 
@@ -60,7 +69,9 @@ class AwsLeftovers:
         with aws_errors("listing bakery-tagged and Packer's temporary resources"):
             pairs = self._key_pairs()
             packer_keys = sorted(i.name for i in pairs if packer_name_time(i.name))
-            return self._instances(packer_keys) + self._volumes() + self._security_groups() + pairs
+            found = self._instances(packer_keys) + self._volumes() + self._security_groups() + pairs
+        # Untagged Packer resources: another pipeline's as likely as ours; only when asked explicitly.
+        return [i for i in found if i.labelled or self.include_packer]
 
     def _describe_instances(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate(

@@ -233,7 +233,7 @@ def _check_block_variables(templates: lint.TemplateSet, request: PipelineRequest
         name = key.removeprefix("PKR_VAR_")
         if key.startswith("PKR_VAR_") and name not in templates.variables:
             where = request.template_dir
-            raise UsageError(f"--secret-var {name}: the templates in {where} declare no variable {name!r}")
+            raise UsageError(f"--var/--secret-var {name}: the templates in {where} declare no variable {name!r}")
 
 
 def _check_required_variables(templates: lint.TemplateSet, request: PipelineRequest, given: dict[str, str]) -> None:
@@ -317,7 +317,8 @@ def build(
     run_values = {
         "manifest_path": str(manifest_path),
         "run_id": run_id,
-        "expires_at": expires_at(request.ttl).isoformat(timespec="seconds"),
+        # Packer's builder lives as long as the build may: the time limit, then the TTL like anything else.
+        "expires_at": expires_at(request.build_timeout + request.ttl).isoformat(timespec="seconds"),
     }
     variables = template_variables(templates, request, run_values)
     steps = sum(lint.provisioner_count(templates, s) for s in request.only)

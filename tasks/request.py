@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tempfile
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -248,8 +248,44 @@ def run_workdir(run_id: str) -> Path:
 
 
 def keys_root() -> Path:
-    """Per-run private keys live below here (never in the work dir) so a sweep can find stale ones."""
-    return Path(tempfile.gettempdir()) / "bakery-keys"
+    """Per-run private keys live below here (never in the work dir, never a predictable shared ``/tmp``
+    path): ``$BAKERY_KEYS_DIR``, else ``$XDG_RUNTIME_DIR/bakery-keys`` (the user's own tmpfs), else
+    ``<state dir>/keys``. Use it through :func:`private_dir`, which checks it."""
+    explicit = os.environ.get("BAKERY_KEYS_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_absolute() and Path(runtime).is_dir():
+        return Path(runtime) / "bakery-keys"
+    return state_dir() / "keys"
+
+
+def private_dir(path: Path, create: bool = True) -> Path:
+    """``path`` as a private directory, checked, not assumed: no symlink anywhere on the path, owned by
+    this user, mode 0700 (created so, with any missing parents, when ``create``). Anything else is a
+    UsageError naming the path and what is wrong."""
+    path = Path(os.path.abspath(path))
+    current = Path(path.anchor)
+    for part in path.parts[1:]:
+        current = current / part
+        try:
+            info = current.lstat()
+        except FileNotFoundError:
+            if not create:
+                raise UsageError(f"private key directory {path}: {current} does not exist") from None
+            os.mkdir(current, 0o700)
+            info = current.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            raise UsageError(f"private key directory {path}: {current} is a symlink (refused anywhere on the path)")
+        if not stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"private key directory {path}: {current} is not a directory")
+    info = path.lstat()
+    if info.st_uid != os.getuid():
+        raise UsageError(f"private key directory {path}: owned by uid {info.st_uid}, not by you ({os.getuid()})")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        mode = oct(stat.S_IMODE(info.st_mode))
+        raise UsageError(f"private key directory {path}: mode {mode}, expected 0o700 (only you may read it)")
+    return path
 
 
 def expires_at(ttl: timedelta, now: datetime | None = None) -> datetime:

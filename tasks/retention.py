@@ -16,7 +16,14 @@ Per family, an image is kept when any of these holds (every reason that holds is
 * it is not in a state that may be deleted (``pending``, ``transient``).
 
 Images whose ``ManagedBy`` is missing (or names another tool) are never touched, nor are images whose
-family cannot be told, nor images of other families. A snapshot of a deleted image is deleted only when
+family cannot be told, nor images of other families. Without a family named, only families bakery itself
+built are covered (an image whose own name equals the family marker bakery set at build time, which a
+child image cannot inherit by accident: ``ImageRecord.foreign``) or that ``deployments/families.yaml``
+lists; ``ManagedBy=packer`` alone is what any Packer pipeline may set, so it is not enough.
+
+Public or shared images (launch permissions for other accounts) are kept (reason ``shared``). Just before
+each deletion the store reads the image again (:meth:`ImageStore.recheck`): one promoted, launched or shared
+since the plan was made is skipped with that reason. A snapshot of a deleted image is deleted only when
 no remaining image, in this family or any other, managed or not, still references it.
 """
 
@@ -24,9 +31,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -65,6 +72,7 @@ class ImageRecord:
     state: str = "available"
     pins: tuple[str, ...] = ()
     stage_since: datetime | None = None
+    foreign: str = ""  # why bakery does not count it as its own build of ``family``; empty when it does
 
 
 Usage = Mapping[str, Sequence[str]]
@@ -139,6 +147,11 @@ class ImageStore(Protocol):
         """``deleted`` or ``already gone``; raises on failure."""
         ...
 
+    def recheck(self, image: ImageRecord) -> list[str]:
+        """Read the image again now: the reasons it must stay after all (its stage changed since the plan,
+        something uses it now, it is shared); empty when it may go."""
+        ...
+
 
 class RetentionFailed(JobFailed):
     """Some deletions failed (exit 1); ``result`` is the full report, printed with ``--json``."""
@@ -177,22 +190,46 @@ def plan_retention(
     keep: int = DEFAULT_KEEP,
     families: Sequence[str] | None = None,
     target: str = "",
+    listed: Collection[str] = (),
 ) -> Plan:
     """Decide, per family in scope, which images stay and which go, and what happens to their snapshots.
 
     ``images`` must be every image the store has (not only the families in scope): a snapshot is only
     deleted when none of them still references it.
+
+    Args:
+        families: the families named (``--family``): every managed image of theirs is covered.
+        listed: families ``deployments/families.yaml`` lists; without ``families``, the scope is these and
+            the families bakery built itself (an image without ``foreign``).
     """
     keep = check_keep(keep)
     managed = [i for i in images if i.managed and i.family is not None]
-    scope = sorted(set(families) if families else {i.family for i in managed if i.family is not None})
+    named = set(families or ())
+    if named:
+        scope = sorted(named)
+        covered = set(scope)
+    else:
+        built = {i.family for i in managed if not i.foreign and i.family is not None}
+        present = {i.family for i in managed if i.family is not None}
+        scope = sorted(built | (set(listed) & present))
+        covered = set(listed)  # listed families: every managed image; built ones: only bakery's own builds
     decisions: list[Decision] = []
     for family in scope:
-        members = sorted(
-            (i for i in managed if i.family == family), key=lambda i: (i.created, i.version, i.ref), reverse=True
-        )
+        members = [i for i in managed if i.family == family and (family in covered or not i.foreign)]
+        members.sort(key=lambda i: (i.created, i.version, i.ref), reverse=True)
         decisions.extend(_decide_family(members, usage, keep))
         decisions.extend(_lookalikes(images, family, scope))
+        decisions.extend(
+            Decision(i, "skip", (f"not built by bakery ({i.foreign}); only with --family {family}",))
+            for i in managed
+            if i.family == family and i not in members
+        )
+    if not named:
+        decisions.extend(
+            Decision(i, "skip", (f"not built by bakery ({i.foreign}); only with --family {i.family}",))
+            for i in managed
+            if i.family not in scope
+        )
     deleted = {d.image.ref for d in decisions if d.action == "delete"}
     return Plan(
         target=target,
@@ -201,6 +238,41 @@ def plan_retention(
         decisions=tuple(decisions),
         snapshots=tuple(_decide_snapshots(images, deleted)),
     )
+
+
+def confirm(plan: Plan, recheck: Callable[[ImageRecord], list[str]], workers: int = DELETE_WORKERS) -> Plan:
+    """The plan with each deletion read again (``ImageStore.recheck``): one that must stay after all (shared,
+    promoted or launched meanwhile) becomes a ``keep`` with those reasons, and its snapshots stay."""
+    doomed = [d.image for d in plan.deletions]
+    vetoes = {image.ref: reasons for image, reasons in zip(doomed, recheck_all(recheck, doomed, workers), strict=True)}
+    decisions = tuple(
+        Decision(d.image, "keep", tuple(vetoes[d.image.ref])) if vetoes.get(d.image.ref) else d for d in plan.decisions
+    )
+    kept = {ref for ref, reasons in vetoes.items() if reasons}
+    snapshots = tuple(
+        SnapshotDecision(s.snapshot_id, False, s.images, f"still used by {', '.join(sorted(kept & set(s.images)))}")
+        if s.delete and kept & set(s.images)
+        else s
+        for s in plan.snapshots
+    )
+    return replace(plan, decisions=decisions, snapshots=snapshots)
+
+
+def recheck_all(
+    recheck: Callable[[ImageRecord], list[str]], images: Sequence[ImageRecord], workers: int = DELETE_WORKERS
+) -> list[list[str]]:
+    """``recheck`` over ``images``, a few at once; an image that cannot be read again stays (that reason)."""
+
+    def safe(image: ImageRecord) -> list[str]:
+        try:
+            return recheck(image)
+        except Exception as exc:
+            return [f"could not be read again before deletion: {_one_line(exc)}"]
+
+    if not images:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(images)), thread_name_prefix="bakery-recheck") as pool:
+        return list(pool.map(safe, images))
 
 
 def _decide_family(members: list[ImageRecord], usage: Usage, keep: int) -> list[Decision]:
@@ -292,13 +364,18 @@ def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Out
     """Deregister every image the plan deletes, then delete the snapshots whose images are all gone."""
     outcome = Outcome()
     doomed = [d.image for d in plan.deletions]
-    for image, result in zip(doomed, bounded_map(store.delete_image, doomed, workers), strict=True):
+
+    def delete_unless_changed(image: ImageRecord) -> str:
+        reasons = store.recheck(image)  # read again just before: promoted, launched or shared since the plan
+        return f"kept: {'; '.join(reasons)}" if reasons else store.delete_image(image)
+
+    for image, result in zip(doomed, bounded_map(delete_unless_changed, doomed, workers), strict=True):
         outcome.images[image.ref] = result
     snapshots = []
     for snapshot in plan.snapshots:
         if not snapshot.delete:
             continue
-        blocking = [r for r in snapshot.images if outcome.images.get(r, "").startswith("failed")]
+        blocking = [r for r in snapshot.images if not _ok(outcome.images.get(r, ""))]
         if blocking:
             outcome.snapshots[snapshot.snapshot_id] = f"kept: {', '.join(blocking)} was not deregistered"
         else:
@@ -380,17 +457,22 @@ def summary(plan: Plan, family: str, outcome: Outcome | None = None) -> str:
     if skipped:
         line += f"; {len(skipped)} unmanaged image{'s' if len(skipped) > 1 else ''} left alone"
     if outcome is not None:
-        done = sum(not outcome.images.get(d.image.ref, "").startswith("failed") for d in gone)
-        failed = len(gone) - done
+        done = sum(_ok(outcome.images.get(d.image.ref, "")) for d in gone)
+        changed = sum(outcome.images.get(d.image.ref, "").startswith("kept") for d in gone)
+        failed = len(gone) - done - changed
         snaps_done = sum(outcome.snapshots.get(s.snapshot_id, "") in ("deleted", "already gone") for s in snaps)
         line += f"; deleted {done}/{len(gone)} images" + (f" and {snaps_done} snapshots" if snaps else "")
+        if changed:
+            line += f", {changed} kept (changed since the plan)"
         if failed:
             line += f", {failed} FAILED"
     return line
 
 
-REASON_KINDS = ("newest", "production", "staging", "rollback", "in use", "pinned", "state")
+REASON_KINDS = ("newest", "production", "staging", "rollback", "in use", "shared", "changed", "pinned", "state")
 _PREFIXES = {
+    "shared": "shared",
+    "stage changed": "changed",
     "newest": "newest",
     "status production": "production",
     "current staging": "staging",

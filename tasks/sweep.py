@@ -5,25 +5,29 @@ A run labels everything it creates (``bakery.run-id``/``bakery.expires-at`` on D
 runs, so the sweep finds those past their ``expires-at`` (or older than ``--max-age`` when one is given)
 and removes them. Packer's own temporary AWS resources (``packer_<time-ordered uuid>`` key pairs and
 security groups, builder instances) are removed when older than the max age (default 24 h). Per-run key
-directories under ``$TMPDIR/bakery-keys`` older than the max age go too, unless their run still has
+directories under the private keys root (``tasks.request.keys_root``) past their ``expires-at`` (or, without one,
+older than the max age) go too, unless their run still has
 live resources. Nothing without these marks is ever listed, let alone removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from tasks.errors import JobFailed
-from tasks.request import keys_root
+from tasks.errors import JobFailed, UsageError
+from tasks.request import keys_root, private_dir
 
 DEFAULT_MAX_AGE = timedelta(hours=24)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,21 +130,44 @@ def live_runs(leftovers: Iterable[Leftover]) -> set[str]:
 
 
 def find_key_dirs(rules: Rules, keep_runs: set[str], root: Path | None = None) -> list[Leftover]:
-    """``$TMPDIR/bakery-keys/<run-id>`` directories (ours, not symlinks) and whether they are stale."""
+    """Per-run key directories below the private keys root (ours, never symlinks) and whether they are
+    stale: past the ``expires-at`` their run wrote (a key kept with a kept instance), else by age. A root
+    that fails the private-directory check is not looked into at all (logged)."""
     root = root or keys_root()
+    if not root.exists():
+        return []
+    try:
+        private_dir(root, create=False)
+    except UsageError as exc:
+        log.warning("sweep: not looking into %s: %s", root, exc)
+        return []
     found = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(root.iterdir()):
             info = entry.lstat()
-            if entry.is_symlink() or not entry.is_dir() or info.st_uid != os.getuid():
+            if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 continue
             created = datetime.fromtimestamp(info.st_mtime, UTC)
-            item = Leftover("local", "key-dir", str(entry), entry.name, entry.name, created, labelled=False)
+            expires = _key_dir_expiry(entry)
+            item = Leftover(
+                "local", "key-dir", str(entry), entry.name, entry.name, created, expires, labelled=expires is not None
+            )
             item = decide(item, rules)
             if item.remove and entry.name in keep_runs:
                 item = replace(item, remove=False, reason="its run still has live resources")
             found.append(item)
     return found
+
+
+def _key_dir_expiry(directory: Path) -> datetime | None:
+    """The ``expires-at`` a run wrote into its key directory (a regular file, never followed as a link)."""
+    path = directory / "expires-at"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd) as handle:
+        return parse_time(handle.read(100))
 
 
 def remove_key_dirs(leftovers: Sequence[Leftover]) -> dict[str, str]:
@@ -151,6 +178,8 @@ def remove_key_dirs(leftovers: Sequence[Leftover]) -> dict[str, str]:
             results[key(item)] = "already gone"
             continue
         try:
+            if path.is_symlink():  # replaced by a link since it was found: never followed
+                raise OSError(f"{path} is now a symlink; left alone")
             shutil.rmtree(path)
         except OSError as exc:
             results[key(item)] = f"failed: {exc}"
@@ -334,8 +363,9 @@ def render(doc: dict[str, Any]) -> str:
     return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}{notes}"
 
 
-def open_sources(target: str) -> list[Source]:
-    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both)."""
+def open_sources(target: str, include_packer: bool = False) -> list[Source]:
+    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both).
+    ``include_packer``: AWS, also Packer's untagged temporary resources (maybe another tool's)."""
     from tasks.inputs import check_target
 
     if check_target(target) == "aws":
@@ -343,5 +373,5 @@ def open_sources(target: str) -> list[Source]:
         from tasks.aws_sweep import AwsLeftovers
 
         require_configured()
-        return [AwsLeftovers()]
+        return [AwsLeftovers(include_packer=include_packer)]
     return [DockerLeftovers()]

@@ -270,6 +270,7 @@ def build_tags(image: dict[str, Any], family: str, version: str, now: datetime |
         "Version": version,
         "BuildTime": built,
         aws.TAG_MANAGED_BY: managed if is_managed(managed) else aws.MANAGED_BY_BAKERY,
+        aws.TAG_BUILT_FAMILY: family,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,9 @@ LABEL_FAMILY = "bakery.family"
 LABEL_IMAGE = "bakery.image"
 # Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
 MANAGED_LABEL = "managed-by"
+# The family an image was built as; retention counts an image as bakery's own build only when this equals
+# its repository (a child image inherits the label under another name).
+FAMILY_LABEL = "name"
 TEST_USER = "bakery"
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -49,6 +53,38 @@ def client() -> docker.DockerClient:
         return docker.from_env()
     except docker.errors.DockerException as exc:
         raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
+
+
+# Limits of a test container: it is the image under test, not a trusted process.
+TEST_MEMORY = os.environ.get("BAKERY_TEST_MEMORY", "2g")
+TEST_PIDS = int(os.environ.get("BAKERY_TEST_PIDS", "2048"))
+# no-new-privileges blocks setuid programs, sudo included: checks then run as the login user (the report
+# says so). BAKERY_TEST_NO_NEW_PRIVILEGES=0 for specs that need root facts on the Docker target.
+NO_NEW_PRIVILEGES = os.environ.get("BAKERY_TEST_NO_NEW_PRIVILEGES", "1") != "0"
+
+
+SYSTEMD_HIERARCHY = "/sys/fs/cgroup/systemd"
+
+
+def container_limits(cgroup_version: str) -> dict[str, Any]:
+    """What keeps a test container off the host: memory and process limits, ``no-new-privileges`` (unless
+    turned off: it also stops sudo, so checks run as the login user), and on cgroup v1 a private cgroup
+    namespace with the engine's own read-only cgroup mounts: no resource controller of the host is
+    writable. systemd still needs its ``name=systemd`` hierarchy writable to start; that one (it has no
+    controller, so nothing in it lifts a limit) is bound from the host. (A bind of the whole host tree
+    ``:ro`` is not read-only below its top: each controller is a submount, writable as root.) On cgroup v2
+    Docker mounts a private namespace read-only, where systemd cannot start (moby/moby#46763), so there
+    the host namespace and a read-write ``/sys/fs/cgroup`` remain."""
+    limits: dict[str, Any] = {"mem_limit": TEST_MEMORY, "pids_limit": TEST_PIDS}
+    if NO_NEW_PRIVILEGES:
+        limits["security_opt"] = ["no-new-privileges"]
+    if cgroup_version == "2":
+        limits["cgroupns"] = "host"
+        limits["volumes"] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
+    else:
+        limits["cgroupns"] = "private"
+        limits["volumes"] = {SYSTEMD_HIERARCHY: {"bind": SYSTEMD_HIERARCHY, "mode": "rw"}}
+    return limits
 
 
 def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
@@ -95,7 +131,7 @@ class DockerTarget:
         labels = built.labels or {}
         wanted = {
             MANAGED_LABEL: labels.get(MANAGED_LABEL) if is_managed(labels.get(MANAGED_LABEL)) else "bakery",
-            "name": family,
+            FAMILY_LABEL: family,
             "version": version,
         }
         if all(labels.get(k) == v for k, v in wanted.items()):
@@ -134,10 +170,6 @@ class DockerTarget:
 
     def launch(self, image: Image, run: Run) -> Instance:
         """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
-        cgroup_v2 = str(self.engine.info().get("CgroupVersion", "1")) == "2"
-        options: dict[str, Any] = {}
-        if cgroup_v2:
-            options["cgroupns"] = "host"
         container = self.engine.containers.run(
             image.id,
             entrypoint=["/sbin/init"],
@@ -147,10 +179,9 @@ class DockerTarget:
             hostname=f"{run.family}-test",
             labels=run_labels(run, image.id),
             ports={"22/tcp": ("127.0.0.1", None)},
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw" if cgroup_v2 else "ro"}},
             tmpfs={"/run": "", "/run/lock": ""},
             stop_signal="SIGRTMIN+3",
-            **options,
+            **container_limits(str(self.engine.info().get("CgroupVersion", "1"))),
         )
         instance = Instance(self.name, container.id, image.id, run.run_id)
         try:

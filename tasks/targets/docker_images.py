@@ -20,7 +20,7 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.retention import ImageRecord, is_managed
-from tasks.targets.docker import MANAGED_LABEL, client
+from tasks.targets.docker import FAMILY_LABEL, MANAGED_LABEL, client
 
 STAGE_TAGS = ("production", "staging", "superseded", "latest")
 
@@ -50,6 +50,7 @@ def records_from_images(images: list[dict[str, Any]], created: dict[str, datetim
         for repo, names in by_repo.items():
             stage = next((s for s in ("production", "staging", "superseded") if s in names), None)
             pins = ("tagged latest",) if "latest" in names and stage != "production" else ()
+            foreign = built_as(labels, repo)
             for version in sorted(names - set(STAGE_TAGS)):
                 records.append(
                     ImageRecord(
@@ -62,9 +63,22 @@ def records_from_images(images: list[dict[str, Any]], created: dict[str, datetim
                         stage=stage,
                         managed=is_managed(labels.get(MANAGED_LABEL)),
                         pins=pins,
+                        foreign=foreign,
                     )
                 )
     return records
+
+
+def built_as(labels: dict[str, str], repository: str) -> str:
+    """Why an image is not bakery's own build of ``repository`` (empty when it is). bakery labels what it
+    builds ``name=<family>`` (packer/docker.pkr.hcl, ``DockerTarget.adopt_build``); an image built ``FROM``
+    it inherits that label under another repository name, so the two must agree."""
+    name = labels.get(FAMILY_LABEL)
+    if name == repository:
+        return ""
+    if not name:
+        return f"no {FAMILY_LABEL} label"
+    return f"label {FAMILY_LABEL}={name} but repository {repository}: built from a bakery image, not by bakery"
 
 
 class DockerImages:
@@ -108,3 +122,25 @@ class DockerImages:
 
     def delete_snapshot(self, snapshot_id: str) -> str:
         raise NotImplementedError("Docker images have no snapshots")
+
+    def recheck(self, image: ImageRecord) -> list[str]:
+        """The image's stage tags and its containers, read again: what changed since the plan."""
+        try:
+            found = self.engine.api.inspect_image(image.ref)
+        except docker.errors.ImageNotFound:
+            return []  # gone already: the deletion says so
+        repo = image.ref.rpartition(":")[0]
+        names = {t.rpartition(":")[2] for t in found.get("RepoTags") or [] if t.rpartition(":")[0] == repo}
+        stage = next((s for s in ("production", "staging", "superseded") if s in names), None)
+        reasons = []
+        if stage != image.stage:
+            reasons.append(f"stage changed since the plan: now {stage or 'none'}")
+        if "latest" in names and "tagged latest" not in image.pins:
+            reasons.append("tagged latest since the plan")
+        users = [
+            f"container {(c.get('Names') or [c['Id'][:12]])[0].lstrip('/')} ({c.get('State', '?')})"
+            for c in self.engine.api.containers(all=True)
+            if c.get("ImageID") == found["Id"]
+        ]
+        reasons.extend(f"in use since the plan: {use}" for use in users)
+        return reasons

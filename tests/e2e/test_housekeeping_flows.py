@@ -44,6 +44,9 @@ class BrokenStore:
         self.deleted.append(snapshot_id)
         return "deleted"
 
+    def recheck(self, image: ImageRecord) -> list[str]:
+        return []  # nothing changed since the plan
+
 
 DRIVER = """
 import json, sys

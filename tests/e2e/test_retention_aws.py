@@ -104,8 +104,8 @@ def build_account() -> Account:
     acct.ami(
         "a13-newest", "app-base", "1.13", day=13, status="staging", extra={"bakery:staged-at": "2026-01-18T00:00:00Z"}
     )
-    for n in range(1, 5):
-        acct.ami(f"web{n}", "app-base-web", f"2.{n}", day=n)
+    for n in range(1, 5):  # built by bakery: its own mark, so retention without --family covers them
+        acct.ami(f"web{n}", "app-base-web", f"2.{n}", day=n, extra={"bakery:family": "app-base-web"})
     acct.share_snapshot("a06-shared", "a07-shared-disabled")
     acct.share_snapshot("a08-shared-with-newest", "a13-newest")
     ec2.disable_image(ImageId=acct.ids["a07-shared-disabled"])
@@ -244,3 +244,70 @@ def test_every_family_dry_run_table(moto: CountingMotoServer, bake: Bake) -> Non
     assert " delete " in web1
     assert len(acct.ec2.describe_images(Owners=["self"])["Images"]) == 18  # a dry run changes nothing
     assert moto.counter.calls["DeregisterImage"] == 0
+
+
+# --- what bakery owns (issue 11, item 4) ------------------------------------------------------------------------
+
+
+def test_without_family_another_pipelines_amis_are_not_touched(moto: CountingMotoServer, bake: Bake) -> None:
+    """ManagedBy=packer is what any Packer pipeline may set: without --family, retention covers only AMIs
+    bakery marked as its own build (and families.yaml's families); the other pipeline's only when named."""
+    acct = Account(boto3.client("ec2"))
+    for n in range(1, 4):
+        acct.ami(f"ours{n}", "own-web", f"1.{n}", day=n, extra={"bakery:family": "own-web"})
+        acct.ami(f"theirs{n}", "other-pipeline", f"1.{n}", day=n)
+    dry = bake("--json", "retention", "--target", "aws", "--keep", "1", "--apply")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    doc = json.loads(dry.stdout)
+    assert sorted(doc["deleted_images"]) == sorted([acct.ids["ours1"], acct.ids["ours2"]])
+    rows = by_label(acct, doc)
+    for n in range(1, 4):
+        assert rows[f"theirs{n}"]["decision"] == "skip"
+        assert "only with --family other-pipeline" in rows[f"theirs{n}"]["reason"]
+    remaining = {i["ImageId"] for i in acct.ec2.describe_images(Owners=["self"])["Images"]}
+    assert {acct.ids[f"theirs{n}"] for n in range(1, 4)} <= remaining
+    named = bake("--json", "retention", "--target", "aws", "--family", "other-pipeline", "--keep", "1")
+    assert named.returncode == 0, named.stderr[-3000:]
+    planned = {r["image"] for r in json.loads(named.stdout)["images"] if r["decision"] == "delete"}
+    assert planned == {acct.ids["theirs1"], acct.ids["theirs2"]}
+
+
+def test_public_and_shared_amis_are_kept(moto: CountingMotoServer, bake: Bake) -> None:
+    """A public AMI and one with a launch permission for another account are kept (reason shared), with
+    their snapshots, dry run and --apply alike."""
+    acct = Account(boto3.client("ec2"))
+    for n in range(1, 5):
+        acct.ami(f"v{n}", "own-shared", f"1.{n}", day=n, extra={"bakery:family": "own-shared"})
+    acct.ec2.modify_image_attribute(ImageId=acct.ids["v1"], LaunchPermission={"Add": [{"Group": "all"}]})
+    acct.ec2.modify_image_attribute(ImageId=acct.ids["v2"], LaunchPermission={"Add": [{"UserId": "111122223333"}]})
+    applied = bake("--json", "retention", "--target", "aws", "--family", "own-shared", "--keep", "1", "--apply")
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    doc = json.loads(applied.stdout)
+    rows = by_label(acct, doc)
+    assert rows["v1"]["decision"] == "keep" and rows["v1"]["reason"].startswith("shared")
+    assert rows["v2"]["decision"] == "keep" and "shared: launch permission for 111122223333" in rows["v2"]["reason"]
+    assert doc["deleted_images"] == [acct.ids["v3"]]
+    snaps = {s["SnapshotId"] for s in acct.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert acct.snapshots["v1"] in snaps and acct.snapshots["v2"] in snaps
+
+
+def test_an_ami_launched_after_the_plan_is_skipped(moto: CountingMotoServer) -> None:
+    """The plan says delete; an instance is launched from the AMI before the deletion: it is skipped with
+    that reason (the AMI and its snapshot stay)."""
+    from tasks import retention
+    from tasks.aws_images import AwsImages
+
+    acct = Account(boto3.client("ec2"))
+    for n in range(1, 4):
+        acct.ami(f"v{n}", "own-late", f"1.{n}", day=n, extra={"bakery:family": "own-late"})
+    store = AwsImages(acct.ec2, boto3.client("autoscaling"))
+    images, usage = store.inventory()
+    plan = retention.plan_retention(images, usage, keep=1, families=["own-late"])
+    assert {d.image.ref for d in plan.deletions} == {acct.ids["v1"], acct.ids["v2"]}
+    acct.ec2.run_instances(ImageId=acct.ids["v1"], MinCount=1, MaxCount=1)
+    acct.ec2.create_tags(Resources=[acct.ids["v2"]], Tags=[{"Key": "status", "Value": "production"}])
+    outcome = retention.execute(plan, store)
+    assert outcome.images[acct.ids["v1"]].startswith("kept: in use since the plan: instance i-")
+    assert outcome.images[acct.ids["v2"]] == "kept: stage changed since the plan: now production"
+    remaining = {i["ImageId"] for i in acct.ec2.describe_images(Owners=["self"])["Images"]}
+    assert {acct.ids["v1"], acct.ids["v2"]} <= remaining

@@ -42,8 +42,8 @@ from tasks.targets.docker import DockerTarget
 
 run_id = sys.argv[1]
 target = DockerTarget()
-with keys.run_keypair(run_id) as (private_key, public_key):
-    run = Run(run_id, "sweeptest", Path("."), datetime.now(UTC) + timedelta(seconds=3), private_key, public_key)
+with keys.run_keypair(run_id) as key:
+    run = Run(run_id, "sweeptest", Path("."), datetime.now(UTC) + timedelta(seconds=3), key.private_key, key.public_key)
     instance = target.launch(target.image(sys.argv[2]), run)
     print(instance.id, flush=True)
     time.sleep(600)
@@ -76,7 +76,7 @@ def containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 def killed_run(tmp_path: Path) -> tuple[str, str]:
     """A run that launched its test container and then was SIGKILLed; returns (run id, container id)."""
     run_id = str(uuid.uuid4())
-    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "BAKERY_KEYS_DIR": str(tmp_path / "bakery-keys"), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, run_id, BASE],
         cwd=REPO,
@@ -105,7 +105,7 @@ def test_docker_sweep_removes_what_a_killed_run_left(
     assert (keys / run_id).is_dir()  # no hook ran: the key directory is still there
     old = time.time() - 2 * 86400
     os.utime(keys / run_id, (old, old))
-    (keys / "fresh-run").mkdir()  # old, but its run's container has not expired: it stays
+    (keys / "fresh-run").mkdir(mode=0o700)  # old, but its run's container has not expired: it stays
     os.utime(keys / "fresh-run", (old, old))
 
     now = datetime.now(UTC)
@@ -123,7 +123,7 @@ def test_docker_sweep_removes_what_a_killed_run_left(
     containers.extend([builder, keep, plain])
     time.sleep(4)  # the killed run's container expires 3 s after its launch
 
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("BAKERY_KEYS_DIR", str(keys))
     with moto_server() as moto:
         moto.reset()
         dry = bake("--json", "sweep", "--target", "docker")
@@ -189,7 +189,7 @@ def run_leftovers(ec2: Any, image: str, run_id: str, tags: dict[str, str]) -> di
 def test_aws_sweep_removes_what_a_killed_run_left(
     moto: CountingMotoServer, bake: Bake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # only this test's key directories
+    monkeypatch.setenv("BAKERY_KEYS_DIR", str(tmp_path / "bakery-keys"))  # only this test's key directories
     ec2 = boto3.client("ec2")
     image = ec2.register_image(Name="base")["ImageId"]
     now = datetime.now(UTC)
@@ -214,7 +214,13 @@ def test_aws_sweep_removes_what_a_killed_run_left(
     )["Instances"][0]["InstanceId"]
     ec2_backend().get_instance(builder).launch_time = now - timedelta(days=2)  # test seam: moto stamps "now"
 
-    dry = bake("--json", "sweep", "--target", "aws")
+    # by default only what carries bakery's run tags: Packer's untagged leftovers may be another tool's
+    default = bake("--json", "sweep", "--target", "aws")
+    assert default.returncode == 0, default.stderr[-3000:]
+    listed = {row["id"]: row["decision"] for row in json.loads(default.stdout)["resources"]}
+    assert listed == {**{killed[k]: "remove" for k in killed}, **{fresh[k]: "keep" for k in fresh}}
+
+    dry = bake("--json", "sweep", "--target", "aws", "--packer-leftovers")
     assert dry.returncode == 0, dry.stderr[-3000:]
     plan = {row["id"]: (row["decision"], row["reason"]) for row in json.loads(dry.stdout)["resources"]}
     expected = {
@@ -233,7 +239,7 @@ def test_aws_sweep_removes_what_a_killed_run_left(
     assert plan[young_builder][1].startswith("only ")
     assert plan[fresh["security-group"]][1] == "expires in 1h59m"
 
-    applied = bake("--json", "sweep", "--target", "aws", "--apply")
+    applied = bake("--json", "sweep", "--target", "aws", "--apply", "--packer-leftovers")
     assert applied.returncode == 0, applied.stderr[-3000:]
     result = json.loads(applied.stdout)
     assert {r["id"]: r["result"] for r in result["resources"] if r["decision"] == "remove"} == {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -151,9 +150,7 @@ class AwsLeaks:
 def aws_leaks(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AwsLeaks:
     """On a fresh moto; per-run key directories go below this test's own temporary directory, so a run
     of anyone else on this machine cannot be mistaken for a leak."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("BAKERY_KEYS_DIR", str(tmp_path / "keys"))
     leaks = AwsLeaks(aws_env)
     leaks.assert_none()
     return leaks

@@ -35,7 +35,7 @@ def test_cancelling_a_run_through_prefect_tears_down_its_instance(
     )
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
-    with process_worker(server, tmp_path, TMPDIR=str(tmp_path)) as log:
+    with process_worker(server, tmp_path, BAKERY_KEYS_DIR=str(tmp_path / "bakery-keys")) as log:
         deadline = time.monotonic() + 600
         while not labelled_containers(engine, f"bakery.run-id={run_id}"):
             state = api.get(f"/flow_runs/{run_id}").json()["state"]["type"]

@@ -61,7 +61,7 @@ def test_secrets_stay_out_of_logs_artifacts_and_reports(
         **session_bake.env(),
         "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": aws_secret,
-        "TMPDIR": str(tmp_path),
+        "BAKERY_KEYS_DIR": str(tmp_path / "bakery-keys"),
     }
     keys_root = tmp_path / "bakery-keys"
     stop, seen = threading.Event(), dict[str, int]()

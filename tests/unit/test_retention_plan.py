@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from tasks.retention import (
     ImageRecord,
     Outcome,
     check_keep,
+    confirm,
     document,
     execute,
     family_of,
@@ -153,6 +155,10 @@ class FakeStore:
         self.snapshots = {s for i in images for s in i.snapshots}
         self.broken = broken
         self.snapshot_calls: list[str] = []
+        self.changed: dict[str, list[str]] = {}  # ref -> what a re-read finds changed since the plan
+
+    def recheck(self, image: ImageRecord) -> list[str]:
+        return self.changed.get(image.ref, [])
 
     def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
         return list(self.images.values()), {}
@@ -298,3 +304,60 @@ def test_never_leaves_a_snapshot_of_a_deleted_image_unless_still_referenced(
     for ref in broken & {d.image.ref for d in plan.deletions}:
         assert ref in store.images
         assert set(store.images[ref].snapshots) <= store.snapshots
+
+
+def img(ref: str, family: str, version: str, day: int) -> ImageRecord:
+    return ImageRecord(ref, ref, ref, family, version, T0 + timedelta(days=day), stage="testing")
+
+
+# --- ownership, sharing, re-reading before deletion (issue 11, item 4) ---------------------------------------
+
+
+def owned_and_child(n: int = 3) -> list[ImageRecord]:
+    """app-base built by bakery; myapp built FROM it by someone else (its labels say name=app-base)."""
+    base = [img(f"app-base:{i}", "app-base", f"{i}", day=i) for i in range(1, n + 1)]
+    child = [
+        replace(img(f"myapp:{i}", "myapp", f"{i}", day=i), foreign="label name=app-base but repository myapp")
+        for i in range(1, n + 1)
+    ]
+    return base + child
+
+
+def test_without_family_only_bakery_built_families() -> None:
+    plan = plan_retention(owned_and_child(), {}, keep=1)
+    assert plan.families == ("app-base",)
+    assert {d.image.ref for d in plan.deletions} == {"app-base:1", "app-base:2"}
+    skipped = {d.image.ref: d.reason for d in plan.decisions if d.action == "skip"}
+    assert set(skipped) == {"myapp:1", "myapp:2", "myapp:3"}
+    assert "only with --family myapp" in skipped["myapp:1"]
+
+
+def test_listed_or_named_family_is_covered() -> None:
+    listed = plan_retention(owned_and_child(), {}, keep=1, listed=["myapp"])
+    assert {d.image.ref for d in listed.deletions} == {"app-base:1", "app-base:2", "myapp:1", "myapp:2"}
+    named = plan_retention(owned_and_child(), {}, keep=1, families=["myapp"])
+    assert {d.image.ref for d in named.deletions} == {"myapp:1", "myapp:2"}
+
+
+def test_confirm_keeps_what_changed_and_its_snapshots() -> None:
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 5)]
+    plan = plan_retention(images, {}, keep=1)
+    changes = {"ami-1": ["shared: public"], "ami-2": ["stage changed since the plan: now production"]}
+    confirmed = confirm(plan, lambda image: changes.get(image.ref, []))
+    decided = {d.image.ref: (d.action, d.reason) for d in confirmed.decisions}
+    assert decided["ami-1"] == ("keep", "shared: public")
+    assert decided["ami-2"] == ("keep", "stage changed since the plan: now production")
+    assert decided["ami-3"][0] == "delete"
+    assert {s.snapshot_id: s.delete for s in confirmed.snapshots} == {"snap-1": False, "snap-2": False, "snap-3": True}
+
+
+def test_execute_rereads_each_image_just_before_deleting_it() -> None:
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 4)]
+    store = FakeStore(images)
+    plan = plan_retention(images, {}, keep=1)
+    store.changed["ami-1"] = ["in use since the plan: instance i-1 (running)"]
+    outcome = execute(plan, store)
+    assert outcome.images == {"ami-1": "kept: in use since the plan: instance i-1 (running)", "ami-2": "deleted"}
+    assert "ami-1" in store.images
+    assert outcome.snapshots["snap-1"].startswith("kept")
+    assert outcome.failures == []

@@ -90,6 +90,7 @@ def test_key_dirs(tmp_path: Path) -> None:
     age(root / "fresh", timedelta(hours=1))
     (root / "a-file").write_text("not a key dir")
     (root / "link").symlink_to(tmp_path)
+    root.chmod(0o700)
     found = {i.name: i for i in find_key_dirs(RULES, {"live-run"}, root)}
     assert sorted(found) == ["fresh", "live-run", "stale"]
     assert found["stale"].remove and found["stale"].reason == "2d old, older than 1d"

@@ -322,6 +322,7 @@ def test_build_tags_keep_the_templates_build_time_and_manager() -> None:
         "Version": "1.2.0",
         "BuildTime": "1796120000",
         "ManagedBy": "Packer",
+        "bakery:family": "web",  # bakery's own mark: retention without --family covers only these
     }
     # A template without tags, or whose ManagedBy names another tool: bakery's own values.
     other = {"CreationDate": "2026-12-01T10:00:00.000Z", "Tags": [{"Key": "ManagedBy", "Value": "terraform"}]}
