@@ -320,7 +320,7 @@ def rebuild(
         fan_out: run each family's pipeline as an image-pipeline deployment run, which any free worker
             takes, and wait for them (empty: when this rebuild runs from a deployment); false: in-process.
     """
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
 
     families = lib.load_families(families_file)
     if target is not None:
@@ -333,7 +333,7 @@ def rebuild(
         raise UsageError(f"{families_file}: no family lists target {target!r}")
     run_id = str(flow_run.id or "local")
     slots = threading.BoundedSemaphore(max_parallel)
-    fanned = lib.fans_out(fan_out, flow_run.deployment_id)
+    fanned = lib.fans_out(fan_out, deployment.id)
     rebuild_name = str(flow_run.name or run_id)
 
     def child_name(spec: lib.FamilySpec, target: str) -> str:
