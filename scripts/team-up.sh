@@ -98,6 +98,8 @@ if [ ! -f "$PG_DATA/PG_VERSION" ]; then
   "$VENV_BIN/python" -c "import secrets; print(secrets.token_urlsafe(24))" >"$PASSWORD_FILE"
   umask 022
   if [ "$(id -u)" = 0 ]; then chown -R "$PG_OS_USER" "$PG_DIR"; chmod o+x "$TEAM_DIR"; fi
+  as_pg test -r "$PASSWORD_FILE" \
+    || die "$TEAM_DIR: the user $PG_OS_USER cannot reach it (a parent directory is closed to it): choose another --dir"
   as_pg "$BIN/initdb" -D "$PG_DATA" -U prefect --pwfile="$PASSWORD_FILE" --auth=scram-sha-256 \
     --encoding=UTF8 --no-instructions >"$PG_DIR/initdb.log"
   echo "initialised PostgreSQL in $PG_DATA (user prefect, run as $PG_OS_USER)"
