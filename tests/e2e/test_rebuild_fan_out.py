@@ -1,4 +1,4 @@
-"""The weekly rebuild fanned out over a team's workers (issue 12): a real `prefect server start`, the
+"""The weekly rebuild fanned out over a team's workers (issue 12): scripts/team-up.sh's server on PostgreSQL, the
 deployments of prefect.yaml, two process workers with their own working directory and BAKERY_STATE_DIR (two
 "machines"), and a weekly-rebuild run started through the API that runs each family as an image-pipeline
 deployment run, waits for them and summarises each with its child run."""
@@ -18,9 +18,22 @@ import pytest
 
 from bench._servers import PrefectServer
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
+from tests.e2e.team_fixtures import running_team
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
+pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: below)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrefectServer]:
+    """The team's server as scripts/team-up.sh brings it up: on PostgreSQL, with the pool and deployments."""
+    with running_team() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in api.post("/deployments/filter", json={}).json()}
 
 
 @pytest.fixture

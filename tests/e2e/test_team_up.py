@@ -4,8 +4,6 @@ directory, `prefect server start` on it, the pool and the deployments; run twice
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,28 +11,14 @@ import httpx
 import pytest
 
 from bench._servers import free_port
-from tests.e2e.conftest import REPO
+from tests.e2e.team_fixtures import reachable_team_dir, team_env, team_up
 
 pytestmark = pytest.mark.e2e
-SCRIPT = REPO / "scripts" / "team-up.sh"
-
-
-def team_up(team_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "--dir", str(team_dir), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.fixture
 def team_dir() -> Iterator[Path]:
-    """A directory PostgreSQL's own user can reach (pytest's tmp_path is closed to all but root)."""
-    with tempfile.TemporaryDirectory(prefix="bakery-team-") as tmp:
-        os.chmod(tmp, 0o711)
+    with reachable_team_dir() as tmp:
         yield Path(tmp) / "team"
 
 
@@ -42,12 +26,7 @@ def test_team_up_brings_up_postgres_the_server_and_the_deployments_and_down_stop
     team_dir: Path, tmp_path: Path
 ) -> None:
     server_port, pg_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-        "BAKERY_SERVER_PORT": str(server_port),
-        "BAKERY_PG_PORT": str(pg_port),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-    }
+    env = team_env(tmp_path / "prefect-home", server_port, pg_port)
     try:
         first = team_up(team_dir, env, "--workers", "0")
         assert first.returncode == 0, first.stdout + first.stderr
