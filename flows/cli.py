@@ -311,6 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--max-age", default="7d", metavar="D", help="build a family whose current image is older (default: 7d)"
     )
+    where = rebuild.add_mutually_exclusive_group()
+    where.add_argument(
+        "--fan-out",
+        dest="fan_out",
+        action="store_const",
+        const=True,
+        help="each family as an image-pipeline deployment run that any worker takes (needs the deployments)",
+    )
+    where.add_argument(
+        "--in-process",
+        dest="fan_out",
+        action="store_const",
+        const=False,
+        help="each family's pipeline in this process (the default from a shell)",
+    )
     _blocks(rebuild, secrets=True)
     rebuild.set_defaults(handler=cmd_rebuild)
 
@@ -738,6 +753,7 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         max_parallel=args.max_parallel,
         force=args.force,
         max_age=args.max_age,
+        fan_out=args.fan_out,
         **_block_params(args, secrets=True),
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import uuid4
 
 from prefect import flow
+from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
@@ -26,6 +27,7 @@ from tasks.locks import family_lock
 from tasks.request import DEFAULT_SPEC, AwsOptions, PipelineRequest, expires_at, prepare, run_workdir
 from tasks.steps import (
     adopt_image,
+    artifact_key,
     build_image,
     instance_endpoint,
     launch_instance,
@@ -365,7 +367,20 @@ def image_pipeline(
             image = build_stage(chosen, request, run_id)
             tested = test_stage(chosen, image, request, run_id)
     result = {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
-    return {**result, "commit": built_commit} if built_commit else result
+    result = {**result, "commit": built_commit} if built_commit else result
+    publish_pipeline_result(request.family, result)
+    return result
+
+
+PIPELINE_RESULT_FIELDS = ("version", "image", "image_id", "stage", "result", "commit")
+
+
+def publish_pipeline_result(family: str, result: dict[str, Any]) -> None:
+    """The pipeline's result as a one-row table artifact ``<family>-pipeline-result``, so a run that
+    started this one as a deployment run on another machine (the fanned-out weekly rebuild) reads it
+    from the server: flow results are not shared between workers."""
+    row = {k: str(result[k]) for k in PIPELINE_RESULT_FIELDS if k in result}
+    create_table_artifact([row], key=artifact_key(family, "pipeline-result"), description="the pipeline's result")
 
 
 @flow(name="image-build", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])

@@ -12,10 +12,13 @@ A failed family does not stop the others; the flow fails at the end if any did.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import threading
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -29,11 +32,15 @@ from tasks import promotion
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName, check_target, parse_duration
-from tasks.promotion import StagedImage, utcnow
+from tasks.promotion import StagedImage, human, utcnow
 from tasks.request import prepare
 from tasks.steps import artifact_key
 
 MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
+PIPELINE_DEPLOYMENT = "image-pipeline/image-pipeline"  # prefect.yaml: flow name / deployment name
+# How long a fanned-out rebuild waits for one family's pipeline run: twice the pipeline's build time
+# limit (the build, then the test and stage, and a wait for a free worker).
+PIPELINE_WAIT = 2 * parse_duration(inspect.signature(image_pipeline.fn).parameters["build_timeout"].default, "")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -48,6 +55,7 @@ def rebuild_family(
     force: bool = False,
     max_age: timedelta = lib.DEFAULT_MAX_AGE,
     blocks: dict[str, Any] | None = None,
+    pipeline_run_name: str = "",
 ) -> lib.FamilySummary:
     """One family on one target: note the production, decide, run the pipeline, compare, summarise.
 
@@ -58,6 +66,8 @@ def rebuild_family(
         force: build even when nothing changed.
         max_age: build when the current image is older than this.
         blocks: ``aws_credentials`` and ``secret_vars`` for the pipeline (Prefect block names).
+        pipeline_run_name: run the pipeline as this ``image-pipeline`` deployment run (any worker takes
+            it) and wait for it; empty: run it here, in-process.
     """
     logger = get_run_logger()
     now = utcnow()
@@ -92,19 +102,12 @@ def rebuild_family(
         summary.result = "skipped"
         summary.version = decision.compared_version
         return summary
+    parameters = pipeline_parameters(spec, target, blocks)
     try:
-        result = image_pipeline(
-            target=check_target(target),
-            family=spec.family,
-            template_dir=spec.template_dir,
-            spec=spec.spec,
-            spec_vars_file=spec.spec_vars_file,
-            spec_vars=dict(spec.spec_vars),
-            variables=dict(spec.variables),
-            var_files=list(spec.var_files),
-            only=spec.only or "",
-            **(blocks or {}),
-        )
+        if pipeline_run_name:
+            result = run_pipeline_deployment(parameters, pipeline_run_name, summary)
+        else:
+            result = image_pipeline(**parameters)
     except Exception as exc:
         summary.message = _first_line(exc)
         logger.error("rebuild of %s on %s failed: %s", spec.family, target, summary.message)
@@ -114,6 +117,62 @@ def rebuild_family(
     summary.image = str(result.get("image_id", ""))
     _compare(summary, store, before, result, run_id)
     return summary
+
+
+def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any] | None) -> dict[str, Any]:
+    """The image_pipeline parameters of one family, the same in-process and as a deployment run (block
+    names only: secret-named Packer variables are refused as parameters by tasks/request.py)."""
+    return {
+        "target": check_target(target),
+        "family": spec.family,
+        "template_dir": spec.template_dir,
+        "spec": spec.spec,
+        "spec_vars_file": spec.spec_vars_file,
+        "spec_vars": dict(spec.spec_vars),
+        "variables": dict(spec.variables),
+        "var_files": list(spec.var_files),
+        "only": spec.only or "",
+        **(blocks or {}),
+    }
+
+
+def run_pipeline_deployment(parameters: dict[str, Any], name: str, summary: lib.FamilySummary) -> dict[str, Any]:
+    """Run the ``image-pipeline`` deployment as a child of this run, wait for it and return its result
+    (read from its ``<family>-pipeline-result`` artifact: flow results stay on the worker that ran it)."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call in a sync task
+        PIPELINE_DEPLOYMENT, parameters=parameters, flow_run_name=name, timeout=PIPELINE_WAIT.total_seconds()
+    )
+    summary.pipeline_run, summary.pipeline_run_id = child.name, str(child.id)
+    state = child.state
+    if state is None or not state.is_final():
+        raise JobFailed(
+            f"the {PIPELINE_DEPLOYMENT} run {child.name} did not end within {human(PIPELINE_WAIT)} "
+            f"(state {state.type.value if state else 'unknown'}); it goes on without the rebuild"
+        )
+    if not state.is_completed():
+        raise JobFailed(f"the {PIPELINE_DEPLOYMENT} run {child.name} ended {state.type.value}: {state.message or ''}")
+    return pipeline_result(child.id, parameters["family"])
+
+
+def pipeline_result(run_id: UUID, family: str) -> dict[str, Any]:
+    """The result row a completed ``image-pipeline`` run published (flows/pipeline.py publish_pipeline_result)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    key = artifact_key(family, "pipeline-result")
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=[key])
+            )
+        )
+    if not found or not isinstance(found[0].data, str):
+        raise JobFailed(f"the {PIPELINE_DEPLOYMENT} run {run_id} completed without its {key} artifact")
+    rows = json.loads(found[0].data)
+    return dict(rows[0]) if rows else {}
 
 
 def _decide(
@@ -221,9 +280,10 @@ def rebuild_one(
     force: bool = False,
     max_age: timedelta = lib.DEFAULT_MAX_AGE,
     blocks: dict[str, Any] | None = None,
+    pipeline_run_name: str = "",
 ) -> dict[str, Any]:
     with slots:
-        summary = rebuild_family(spec, target, run_id, force, max_age, blocks)
+        summary = rebuild_family(spec, target, run_id, force, max_age, blocks, pipeline_run_name)
     create_markdown_artifact(
         summary.to_markdown(),
         key=artifact_key(spec.family, target, "rebuild"),
@@ -241,6 +301,7 @@ def rebuild(
     max_age: str = "7d",
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
+    fan_out: bool | None = None,
 ) -> dict[str, Any]:
     """Rebuild every family that changed (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
 
@@ -256,8 +317,10 @@ def rebuild(
         max_age: build a family whose current image is older than this (90s, 15m, 2h, 7d), changed or not.
         aws_credentials: a Prefect AwsCredentials block for the AWS builds (empty: the standard chain).
         secret_vars: Packer variables from Prefect Secret blocks ({variable: block name}) for every build.
+        fan_out: run each family's pipeline as an image-pipeline deployment run, which any free worker
+            takes, and wait for them (empty: when this rebuild runs from a deployment); false: in-process.
     """
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
 
     families = lib.load_families(families_file)
     if target is not None:
@@ -270,10 +333,18 @@ def rebuild(
         raise UsageError(f"{families_file}: no family lists target {target!r}")
     run_id = str(flow_run.id or "local")
     slots = threading.BoundedSemaphore(max_parallel)
+    fanned = lib.fans_out(fan_out, deployment.id)
+    rebuild_name = str(flow_run.name or run_id)
+
+    def child_name(spec: lib.FamilySpec, target: str) -> str:
+        return f"{spec.family}-{target}-of-rebuild-{rebuild_name}" if fanned else ""
+
     blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
     uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
     with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
-        futures = [rebuild_one.submit(spec, t, slots, run_id, force, oldest, blocks) for spec, t in jobs]
+        futures = [
+            rebuild_one.submit(spec, t, slots, run_id, force, oldest, blocks, child_name(spec, t)) for spec, t in jobs
+        ]
         results = [future.result() for future in futures]
     rows = [r.pop("row") for r in results]
     create_table_artifact(rows, key="rebuild-summary", description=f"weekly rebuild of {len(rows)} image(s)")

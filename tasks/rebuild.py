@@ -232,6 +232,8 @@ class FamilySummary:
     production_built: datetime | None = None
     production_age_days: float | None = None
     decision: Decision | None = None
+    pipeline_run: str = ""  # the image-pipeline deployment run that built it, when the rebuild fanned out
+    pipeline_run_id: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -270,6 +272,8 @@ class FamilySummary:
         lines.append(f"- **result**: {self.result}" + (f" — {self.message}" if self.message else ""))
         if self.decision is not None:
             lines.append(f"- **decision**: {self.decision.text}")
+        if self.pipeline_run:
+            lines.append(f"- **pipeline run**: `{self.pipeline_run}`")
         if self.result == "skipped":
             return "\n".join(lines) + "\n"
         if self.version:
@@ -297,6 +301,7 @@ class FamilySummary:
             "new version": self.version if self.result == "staged" else "-",
             "base changed": {True: "yes", False: "no", None: "?"}[self.base_changed],
             "package changes": str(self.packages.count) if self.packages else "?",
+            "pipeline run": self.pipeline_run or "-",
             "production": self.production or "-",
             "production age": (
                 ("STALE " if self.stale else "") + human(timedelta(days=self.production_age_days))
@@ -304,6 +309,12 @@ class FamilySummary:
                 else "-"
             ),
         }
+
+
+def fans_out(fan_out: bool | None, deployment_id: str | None) -> bool:
+    """Whether the rebuild runs each family as an ``image-pipeline`` deployment run (any free worker takes
+    it) rather than in its own process: as asked, else when the rebuild itself runs from a deployment."""
+    return bool(deployment_id) if fan_out is None else fan_out
 
 
 def production_of(images: list[StagedImage]) -> StagedImage | None:
