@@ -3,8 +3,8 @@
 #   scripts/setup.sh          what `bake` needs to run: packer, docker.io (and a running dockerd), debootstrap,
 #                             and bakery installed in .venv
 #   scripts/setup.sh --test   that, plus what the test suite needs: bakery's dev extras (pytest, ruff, mypy,
-#                             moto, playwright), chromium (the UI test's headless browser) and iproute2 (the
-#                             network-namespace test)
+#                             moto, playwright), chromium (the UI test's headless browser), iproute2 (the
+#                             network-namespace test) and postgresql (the team test's database)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ -n "$for_tests" ]; then
   need chromium chromium # the UI test's headless browser (driven by playwright; never `playwright install`)
   need ip iproute2       # the AWS network-namespace test
+  # the team test's PostgreSQL (scripts/team-up.sh starts it): Debian keeps initdb off PATH
+  command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"

@@ -15,7 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-BIN=/usr/local/bin
+# PostgreSQL's server binaries: BAKERY_PG_BIN, else where initdb is on PATH, else Debian's newest
+# /usr/lib/postgresql/<version>/bin (the postgresql package does not put initdb on PATH).
+pg_bin() {
+  if [ -n "${BAKERY_PG_BIN:-}" ]; then echo "$BAKERY_PG_BIN"; return; fi
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+BIN=$(pg_bin)
 VENV_BIN="$REPO/.venv/bin"
 TEAM_DIR=${BAKERY_TEAM_DIR:-$REPO/.team}
 PG_PORT=${BAKERY_PG_PORT:-55432}
@@ -37,7 +44,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$WORKERS" in ''|*[!0-9]*) die "--workers $WORKERS: expected a number (0 or more)" ;; esac
-for tool in initdb pg_ctl postgres; do [ -x "$BIN/$tool" ] || die "$BIN/$tool not found (PostgreSQL's binaries)"; done
+for tool in initdb pg_ctl postgres; do [ -x "$BIN/$tool" ] || die "$BIN/$tool not found: install PostgreSQL (Debian: apt-get install postgresql; scripts/setup.sh --test does) or set BAKERY_PG_BIN"; done
 [ -x "$VENV_BIN/prefect" ] || die "$VENV_BIN/prefect not found: run scripts/setup.sh first"
 "$VENV_BIN/python" -c "import asyncpg" 2>/dev/null || die "asyncpg is not installed in .venv: run scripts/setup.sh"
 
