@@ -44,6 +44,22 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="lint warnings are errors")
 
 
+def _registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        metavar="HOST[:PORT][/PREFIX]",
+        help="docker: push images to this registry and keep their stages there as tags (default: "
+        "$BAKERY_REGISTRY; unset: the local engine only). Credentials: docker login / $DOCKER_CONFIG",
+    )
+
+
+def _registry_param(args: argparse.Namespace, target: str) -> str:
+    """``--registry`` (else ``$BAKERY_REGISTRY``) checked, as the flow parameter (exit 2 on a bad one)."""
+    from tasks.request import check_registry_for
+
+    return str(check_registry_for(target, args.registry) or "")
+
+
 def _spec_vars(parser: argparse.ArgumentParser, *names: str) -> None:
     """``--vars FILE`` and ``--spec-var K=V`` (the .Vars of a templated goss spec)."""
     parser.add_argument("--vars", dest="spec_vars_file", metavar="FILE", help="YAML/JSON variables for the spec")
@@ -210,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _testing(run)
     _aws(run)
     _blocks(run, secrets=True)
+    _registry(run)
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="init (>=1.7), validate, fmt -check and lint the templates")
@@ -219,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="validate and build; the image is left at testing")
     _selection(build)
     _blocks(build, secrets=True)
+    _registry(build)
     build.set_defaults(handler=cmd_build)
 
     test = sub.add_parser("test", help="launch, verify and tear down a test instance of an image")
@@ -227,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _testing(test)
     _aws(test)
     _blocks(test)
+    _registry(test)
     test.set_defaults(handler=cmd_test)
 
     verify = sub.add_parser("verify", help="check an existing host against a spec over SSH; launches nothing")
@@ -263,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--apply", action="store_true", help="delete what the plan says (default: dry run)")
     keep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     _blocks(keep)
+    _registry(keep)
     keep.set_defaults(handler=cmd_retention)
 
     sweep = sub.add_parser("sweep", help="remove what crashed runs left behind (past expires-at)")
@@ -294,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="promote before the soak is over (recorded)")
     promote.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
     _blocks(promote)
+    _registry(promote)
     promote.set_defaults(handler=cmd_promote)
 
     back = sub.add_parser("rollback", help="the previous production image becomes production again")
@@ -301,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--family", required=True, help="image family")
     back.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
     _blocks(back)
+    _registry(back)
     back.set_defaults(handler=cmd_rollback)
 
     rebuild = sub.add_parser("rebuild", help="the weekly rebuild of every family, run now")
@@ -379,6 +401,7 @@ def _request(args: argparse.Namespace, **extra: Any) -> Any:
         version_var=args.version_var,
         lint_ignore=args.lint_ignore,
         strict=args.strict,
+        registry=getattr(args, "registry", None),
         **extra,
     )
 
@@ -467,6 +490,7 @@ def _selection_params(request: Any) -> dict[str, Any]:
         "version_var": request.version_var or "",
         "lint_ignore": list(request.lint_ignore),
         "strict": request.strict,
+        "registry": str(request.registry or ""),
     }
 
 
@@ -522,6 +546,7 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         ssh_timeout=args.ssh_timeout,
         keep_on_failure=args.keep_on_failure,
         aws=_aws_options(args),
+        registry=args.registry,
     )
     _load_spec(request)
     _check_aws_configured(request.target)
@@ -538,6 +563,7 @@ def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
         ttl=args.ttl,
         keep_on_failure=args.keep_on_failure,
         aws=request.aws if request.target == "aws" else None,
+        registry=str(request.registry or ""),
         **_block_params(args),
     )
 
@@ -631,6 +657,11 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
     if args.family:
         check_family(args.family)
     keep = check_keep(args.keep)
+    if args.registry:
+        from tasks.errors import UsageError
+
+        _registry_param(args, args.target)  # a bad value is named first
+        raise UsageError(f"--registry {args.registry!r}: retention in a registry is not available yet")
     open_store(args.target)  # no engine or no AWS setup: one clear line, before Prefect starts
     _prefect_ready()
     from flows.retention import image_retention
@@ -701,8 +732,13 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
     from flows.promote import check_promote_request
 
     target, family, image = check_promote_request(args.target, args.family, args.image, args.to, args.min_soak)
+    registry = _registry_param(args, target)
     _aws_configured(target)
-    if target == "docker" and image:
+    if registry and image:
+        from tasks.promotion.registry import split_reference
+
+        split_reference(image)  # not family:version or family@digest: one line, before Prefect starts
+    elif target == "docker" and image:
         from tasks.promotion.docker import DockerStages
 
         DockerStages().find(image)  # no such image: one line, before Prefect starts
@@ -718,6 +754,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         min_soak=args.min_soak,
         force=args.force,
         publish_ssm=args.publish_ssm,
+        registry=registry,
         **_block_params(args),
     )
 
@@ -727,12 +764,15 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
     target = check_target(args.target)
     check_family(args.family)
+    registry = _registry_param(args, target)
     _aws_configured(target)
     _prefect_ready()
     from flows.promote import rollback
 
     quiet_user_error_tracebacks()
-    return rollback(target=target, family=args.family, publish_ssm=args.publish_ssm, **_block_params(args))
+    return rollback(
+        target=target, family=args.family, publish_ssm=args.publish_ssm, registry=registry, **_block_params(args)
+    )
 
 
 def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:

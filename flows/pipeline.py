@@ -260,12 +260,15 @@ def image_test(
     aws_credentials: str | None = None,
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Test an existing image: launch a test instance, verify it over SSH, tear it down.
 
     ``aws``: how an AWS test instance is launched and reached (subnet, instance type, SSH user, address
     and CIDR, instance profile, host key source); ignored by other targets. ``aws_credentials``: the name
-    of a Prefect AwsCredentials block (empty: the standard credential chain).
+    of a Prefect AwsCredentials block (empty: the standard credential chain). ``registry``: Docker only,
+    ``HOST[:PORT][/PREFIX]`` the image is read from (by tag or digest) and staged in (empty:
+    ``$BAKERY_REGISTRY``, else the local engine).
     """
     request = prepare(
         target=target,
@@ -276,9 +279,10 @@ def image_test(
         ttl=ttl,
         keep_on_failure=keep_on_failure,
         aws=aws,
+        registry=registry,
     )
     with block_credentials(request.target, aws_credentials):
-        chosen = get_target(target, request.aws)
+        chosen = get_target(target, request.aws, request.registry)
         found = chosen.image(image)  # type: ignore[attr-defined]
         return test_stage(chosen, found, request, _run_id())
 
@@ -306,6 +310,7 @@ def image_pipeline(
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
     commit: str = "",
+    registry: str = "",
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -337,6 +342,8 @@ def image_pipeline(
         spec_vars: spec variables over the file's ({name: value}, a dotted name sets a nested value).
         commit: the git commit this build is for (a CI pipeline sets it); the checkout the run starts in
             must be at it. Empty: whatever the checkout holds.
+        registry: Docker only: ``HOST[:PORT][/PREFIX]`` to push the image to, test it from (by digest)
+            and keep its stages in (empty: ``$BAKERY_REGISTRY``, else the local engine only).
     """
     built_commit = check_commit(commit)
     request = prepare(
@@ -358,10 +365,11 @@ def image_pipeline(
         version_var=version_var or None,
         lint_ignore=lint_ignore,
         strict=strict,
+        registry=registry,
     )
     run_id = _run_id()
     with block_credentials(request.target, aws_credentials, secret_vars):
-        chosen = get_target(request.target, request.aws)
+        chosen = get_target(request.target, request.aws, request.registry)
         _preflight(chosen)  # a bad --subnet is exit 2 before anything is built
         with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
             image = build_stage(chosen, request, run_id)
@@ -400,11 +408,13 @@ def image_build(
     secret_vars: dict[str, str] | None = None,
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``.
 
     ``aws_credentials`` names a Prefect AwsCredentials block, ``secret_vars`` Packer variables read from
-    Prefect Secret blocks ({variable: block name}), as for ``image_pipeline``.
+    Prefect Secret blocks ({variable: block name}), ``registry`` where a Docker image is pushed, as for
+    ``image_pipeline``.
     """
     request = prepare(
         target=target,
@@ -418,10 +428,11 @@ def image_build(
         version_var=version_var or None,
         lint_ignore=lint_ignore,
         strict=strict,
+        registry=registry,
     )
     run_id = _run_id()
     with block_credentials(request.target, aws_credentials, secret_vars), family_lock(request.family):
-        image = build_stage(get_target(request.target), request, run_id)
+        image = build_stage(get_target(request.target, registry=request.registry), request, run_id)
     return {
         "version": request.version,
         "image": image.name,

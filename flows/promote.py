@@ -21,6 +21,7 @@ from tasks import inputs, promotion
 from tasks.errors import UsageError
 from tasks.inputs import TargetName
 from tasks.promotion import PromoteTo, PromotionRecord
+from tasks.request import check_registry_for
 from tasks.steps import artifact_key
 
 
@@ -60,12 +61,13 @@ def promote_image(
     force: bool,
     publish_ssm: bool,
     run_id: str,
+    registry: str = "",
 ) -> dict[str, Any]:
     from tasks.promotion.aws import ProblemAfterPromotion
 
     try:
         with _aws_errors(target, "promoting"):
-            store = promotion.store_for(target, publish_ssm=publish_ssm)
+            store = promotion.store_for(target, publish_ssm=publish_ssm, registry=registry)
             record = promotion.promote(
                 store,
                 to=to,
@@ -83,12 +85,12 @@ def promote_image(
 
 
 @task(name="rollback", cache_policy=NO_CACHE)
-def rollback_family(target: str, family: str, publish_ssm: bool, run_id: str) -> dict[str, Any]:
+def rollback_family(target: str, family: str, publish_ssm: bool, run_id: str, registry: str = "") -> dict[str, Any]:
     from tasks.promotion.aws import ProblemAfterPromotion
 
     try:
         with _aws_errors(target, "rolling back"):
-            store = promotion.store_for(target, publish_ssm=publish_ssm)
+            store = promotion.store_for(target, publish_ssm=publish_ssm, registry=registry)
             record = promotion.rollback(store, family=family, run_id=run_id)
     except ProblemAfterPromotion as exc:
         _publish(exc.record)  # the stages did change: the record says how
@@ -122,6 +124,7 @@ def promote(
     force: bool = False,
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Promote an image: testing → staging, or staging → production after the soak.
 
@@ -134,12 +137,17 @@ def promote(
         force: promote to production before the soak is over (recorded on the image and in the record).
         publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
         aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
+        registry: Docker only: ``HOST[:PORT][/PREFIX]`` whose tags hold the stages (empty:
+            ``$BAKERY_REGISTRY``, else the local engine); works from any machine that reaches it.
     """
     if image:
         family = None
     checked, family, image = check_promote_request(target, family, image, to, min_soak)
+    checked_registry = check_registry_for(checked, registry)
     with block_credentials(checked, aws_credentials):
-        return promote_image(checked, family, image, to, min_soak, force, publish_ssm, _run_id())
+        return promote_image(
+            checked, family, image, to, min_soak, force, publish_ssm, _run_id(), str(checked_registry or "")
+        )
 
 
 @flow(name="rollback")
@@ -148,6 +156,7 @@ def rollback(
     family: str = "app-base",
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Make the most recently superseded image production again; the current one becomes superseded.
 
@@ -156,8 +165,11 @@ def rollback(
         family: the image family to roll back.
         publish_ssm: AWS only: also write the production AMI id to SSM /bakery/<family>/production.
         aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
+        registry: Docker only: ``HOST[:PORT][/PREFIX]`` whose tags hold the stages (empty:
+            ``$BAKERY_REGISTRY``, else the local engine).
     """
     checked = inputs.check_target(target)
     inputs.check_family(family)
+    checked_registry = check_registry_for(checked, registry)
     with block_credentials(checked, aws_credentials):
-        return rollback_family(checked, family, publish_ssm, _run_id())
+        return rollback_family(checked, family, publish_ssm, _run_id(), str(checked_registry or ""))

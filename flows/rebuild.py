@@ -132,6 +132,7 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
         "variables": dict(spec.variables),
         "var_files": list(spec.var_files),
         "only": spec.only or "",
+        **({"registry": spec.registry} if spec.registry and target == "docker" else {}),
         **(blocks or {}),
     }
 

@@ -4,7 +4,8 @@
 #                             and bakery installed in .venv
 #   scripts/setup.sh --test   that, plus what the test suite needs: bakery's dev extras (pytest, ruff, mypy,
 #                             moto, playwright), chromium (the UI test's headless browser), iproute2 (the
-#                             network-namespace test) and postgresql (the team test's database)
+#                             network-namespace test), postgresql (the team test's database) and
+#                             docker-registry (Distribution: the registry tests' image registry)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ for_tests=
 for arg in "$@"; do
   case "$arg" in
     --test) for_tests=1 ;;
-    -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown option $arg (expected --test or nothing)"; exit 2 ;;
   esac
 done
@@ -28,6 +29,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ -n "$for_tests" ]; then
   need chromium chromium # the UI test's headless browser (driven by playwright; never `playwright install`)
   need ip iproute2       # the AWS network-namespace test
+  need docker-registry docker-registry # the registry tests' registry (tests/registry_fixture.py starts it)
   # the team test's PostgreSQL (scripts/team-up.sh starts it): Debian keeps initdb off PATH
   command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fi

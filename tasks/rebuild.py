@@ -43,7 +43,18 @@ STALE_AFTER = timedelta(days=90)
 # The Prefect event a rebuild emits for a production older than STALE_AFTER (deployments/automations.yaml).
 STALE_EVENT = "bakery.production.stale"
 DEFAULT_FAMILIES = "deployments/families.yaml"
-_KEYS = {"family", "template_dir", "var_files", "variables", "spec", "spec_vars_file", "spec_vars", "targets", "only"}
+_KEYS = {
+    "family",
+    "template_dir",
+    "var_files",
+    "variables",
+    "spec",
+    "spec_vars_file",
+    "spec_vars",
+    "targets",
+    "only",
+    "registry",
+}
 DEFAULT_MAX_AGE = timedelta(days=7)
 PENDING_SHOWN = 10
 
@@ -59,6 +70,7 @@ class FamilySpec:
     only: str | None = None
     spec_vars_file: str = ""
     spec_vars: dict[str, str] = field(default_factory=dict)
+    registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
 
 
 def load_families(path: str | Path) -> list[FamilySpec]:
@@ -99,6 +111,11 @@ def load_families(path: str | Path) -> list[FamilySpec]:
         if not isinstance(spec_vars, dict):
             raise UsageError(f"{where}.spec_vars: expected a mapping of NAME: VALUE")
         check_no_secret_spec_vars({str(k): "" for k in spec_vars}, f"{where}.spec_vars:")
+        registry = entry.get("registry") or ""
+        if registry:
+            from tasks.image_registry import parse_registry
+
+            registry = str(parse_registry(str(registry), f"{where}.registry:"))
         families.append(
             FamilySpec(
                 family=family,
@@ -110,6 +127,7 @@ def load_families(path: str | Path) -> list[FamilySpec]:
                 only=str(entry["only"]) if entry.get("only") else None,
                 spec_vars_file=str(entry.get("spec_vars_file") or ""),
                 spec_vars={str(k): str(v) for k, v in spec_vars.items()},
+                registry=registry,
             )
         )
     return families

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from tasks import inputs
 from tasks.errors import UsageError
+from tasks.image_registry import Registry, resolve_registry
 
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
 
@@ -103,6 +104,7 @@ class PipelineRequest:
     strict: bool = False
     spec_vars_file: Path | None = None  # --vars: the .Vars of a templated spec
     spec_vars: dict[str, str] = field(default_factory=dict)  # --spec-var K=V, over the file's
+    registry: Registry | None = None  # --registry / BAKERY_REGISTRY: push and stage there (docker only)
 
     def spec_variables(self) -> dict[str, Any]:
         from tasks.verify.spec import spec_variables
@@ -176,11 +178,13 @@ def prepare(
     version_var: str | None = None,
     lint_ignore: list[str] | tuple[str, ...] | None = None,
     strict: bool = False,
+    registry: str | None = None,
 ) -> PipelineRequest:
     """Every check that needs no engine: names, values, durations, files that must exist."""
     from tasks import lint  # the HCL parser: only for requests that build
 
     checked_target = inputs.check_target(target)
+    checked_registry = check_registry_for(checked_target, registry)
     inputs.check_family(family)
     version = inputs.check_version(version) if version else inputs.default_version()
     directory = Path(template_dir)
@@ -233,7 +237,18 @@ def prepare(
         version_var=version_var or None,
         lint_ignore=lint.check_rule_names(list(lint_ignore or [])),
         strict=strict,
+        registry=checked_registry,
     )
+
+
+def check_registry_for(target: str, registry: str | None, where: str = "--registry") -> Registry | None:
+    """The registry of a request (``registry``, else ``$BAKERY_REGISTRY``), checked; only the Docker
+    target has one (an AWS request ignores ``$BAKERY_REGISTRY`` and refuses ``--registry``)."""
+    if target != "docker":
+        if registry:
+            raise UsageError(f"{where} {registry!r}: only the docker target pushes to a registry")
+        return None
+    return resolve_registry(registry, where)
 
 
 def state_dir() -> Path:

@@ -121,3 +121,12 @@ def ec2_inventory(url: str) -> dict[str, list[str]]:
         ),
         "images": sorted(i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]),
     }
+
+
+@pytest.fixture
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on 127.0.0.1:<free port>, deletes enabled, for one test."""
+    from tests.registry_server import running_registry
+
+    with running_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host

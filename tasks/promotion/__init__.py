@@ -514,8 +514,13 @@ def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> No
     record.production = new.id
 
 
-def store_for(target: str, *, publish_ssm: bool = False) -> StageStore:
-    """The stage store of a target name (``docker`` or ``aws``)."""
+def store_for(target: str, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
+    """The stage store of a target name (``docker`` or ``aws``); with a ``registry`` (docker only) its tags."""
+    if target == "docker" and registry:
+        from tasks.image_registry import parse_registry
+        from tasks.promotion.registry import RegistryStages
+
+        return RegistryStages(parse_registry(registry))
     if target == "docker":
         from tasks.promotion.docker import DockerStages
 

@@ -18,6 +18,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
+from tasks.image_registry import Registry, RegistryError
 from tasks.retention import is_managed
 from tasks.sweep import PACKER_BUILDER_PREFIX
 from tasks.targets.base import Image, Instance, Run, SshEndpoint
@@ -99,13 +100,32 @@ def run_labels(run: Run, image_id: str = "") -> dict[str, str]:
 
 
 class DockerTarget:
-    """Images are ``<family>:<version>``; stages are tags on the same image id."""
+    """Images are ``<family>:<version>``; stages are tags on the same image id.
+
+    With a ``registry`` the registry is the source of truth: a build is pushed as
+    ``<registry>/[<prefix>/]<family>:<version>`` and the image's id is the pushed manifest digest; the
+    test container starts from that digest (pulled by digest); stages are registry tags
+    (``tasks.promotion.registry``).
+    """
 
     name = "docker"
 
-    def __init__(self, engine: docker.DockerClient | None = None, boot_timeout: float = 60) -> None:
+    def __init__(
+        self, engine: docker.DockerClient | None = None, boot_timeout: float = 60, registry: Registry | None = None
+    ) -> None:
         self.engine = engine or client()
         self.boot_timeout = boot_timeout
+        self.registry = registry
+
+    def _stages(self) -> Any:
+        """Where stages live: the registry's tags and record, else the engine's tags and the local record."""
+        if self.registry is not None:
+            from tasks.promotion.registry import RegistryStages
+
+            return RegistryStages(self.registry)
+        from tasks.promotion.docker import DockerStages
+
+        return DockerStages(self.engine)
 
     def image_from_artifact(self, artifact_id: str, family: str, version: str) -> Image:
         try:
@@ -136,18 +156,76 @@ class DockerTarget:
         }
         if all(labels.get(k) == v for k, v in wanted.items()):
             built.tag(family, version)
-            return self._image(self.engine.images.get(built.id), family, version)
-        changes = [f"LABEL {k}={json.dumps(v)}" for k, v in wanted.items()]
-        container = self.engine.api.create_container(built.id, name=f"{PACKER_BUILDER_PREFIX}{run_id}")
+            adopted = self._image(self.engine.images.get(built.id), family, version)
+        else:
+            changes = [f"LABEL {k}={json.dumps(v)}" for k, v in wanted.items()]
+            container = self.engine.api.create_container(built.id, name=f"{PACKER_BUILDER_PREFIX}{run_id}")
+            try:
+                committed = self.engine.api.commit(container["Id"], repository=family, tag=version, changes=changes)
+            finally:
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.engine.api.remove_container(container["Id"], force=True, v=True)
+            adopted = self._image(self.engine.images.get(committed["Id"]), family, version)
+        if self.registry is None:
+            return adopted
+        return self.push(adopted, run_id)
+
+    def push(self, image: Image, run_id: str) -> Image:
+        """``<family>:<version>`` pushed as ``<registry>/[<prefix>/]<family>:<version>`` (credentials: the
+        engine's, from ``docker login`` / ``$DOCKER_CONFIG``); the image's id becomes the pushed digest,
+        recorded in the registry's stage record. A failed push leaves no stage tag."""
+        assert self.registry is not None
+        from tasks.promotion.registry import RegistryStages
+
+        repository = self.registry.image(image.family)
+        self.engine.images.get(image.id).tag(repository, image.version)
+        digest = ""
         try:
-            committed = self.engine.api.commit(container["Id"], repository=family, tag=version, changes=changes)
+            for line in self.engine.images.push(repository, tag=image.version, stream=True, decode=True):
+                if line.get("error"):
+                    raise RegistryError(f"registry {self.registry}: pushing {image.name}: {line['error']}")
+                digest = str((line.get("aux") or {}).get("Digest") or digest)
+        except docker.errors.APIError as exc:
+            raise RegistryError(f"registry {self.registry}: pushing {image.name}: {exc.explanation or exc}") from None
         finally:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.engine.api.remove_container(container["Id"], force=True, v=True)
-        return self._image(self.engine.images.get(committed["Id"]), family, version)
+            with contextlib.suppress(docker.errors.APIError):
+                self.engine.api.remove_image(f"{repository}:{image.version}", noprune=True)
+        if not digest:
+            raise RegistryError(f"registry {self.registry}: pushing {image.name}: the engine reported no digest")
+        RegistryStages(self.registry).record_push(digest, image.family, image.version, run_id)
+        return Image(
+            target=self.name,
+            id=digest,
+            family=image.family,
+            version=image.version,
+            name=image.name,
+            created=image.created,
+            stage="testing",
+        )
+
+    def pull(self, image: Image) -> str:
+        """The image pulled by its digest from the registry; returns the engine's image id."""
+        assert self.registry is not None
+        reference = f"{self.registry.image(image.family)}@{image.id}"
+        try:
+            return str(self.engine.images.pull(reference).id)
+        except docker.errors.APIError as exc:
+            raise RegistryError(f"registry {self.registry}: pulling {reference}: {exc.explanation or exc}") from None
 
     def image(self, reference: str) -> Image:
-        """An image by id or ``family:version``."""
+        """An image by id or ``family:version`` (with a registry: ``family:version`` or ``family@digest``
+        in the registry)."""
+        if self.registry is not None:
+            found_in_registry = self._stages().find(reference)
+            return Image(
+                target=self.name,
+                id=found_in_registry.id,
+                family=found_in_registry.family,
+                version=found_in_registry.version,
+                name=found_in_registry.name,
+                created=found_in_registry.created or datetime.now(UTC),
+                stage=found_in_registry.stage,
+            )
         try:
             found = self.engine.images.get(reference)
         except docker.errors.ImageNotFound as exc:
@@ -170,8 +248,9 @@ class DockerTarget:
 
     def launch(self, image: Image, run: Run) -> Instance:
         """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
+        local_id = self.pull(image) if self.registry is not None else image.id
         container = self.engine.containers.run(
-            image.id,
+            local_id,
             entrypoint=["/sbin/init"],
             command=[],
             detach=True,
@@ -240,22 +319,16 @@ class DockerTarget:
     def set_stage(self, image: Image, stage: str, run_id: str) -> None:
         """Pointer tags ``<family>:staging`` / ``:production`` (+ ``latest``) / ``:superseded``, and the
         stage with its time (``staged-at``: the soak starts here) in the family's promotion record."""
-        from tasks.promotion.docker import DockerStages
-
-        DockerStages(self.engine).write_stage(image.id, image.family, image.version, stage, run_id)
+        self._stages().write_stage(image.id, image.family, image.version, stage, run_id)
 
     def current_stage(self, image: Image) -> str | None:
         """The pointer tags first, the family's promotion record for what tags cannot say (``failed``, an
         older ``superseded``)."""
-        from tasks.promotion.docker import DockerStages
-
-        return DockerStages(self.engine).stage_of(image.id, image.family)
+        return str(self._stages().stage_of(image.id, image.family))
 
     def record_test_result(self, image: Image, result: str, run_id: str) -> None:
         """``last_tested``/``last_result``/``last_test_run`` in the family's promotion record; no tag moves."""
-        from tasks.promotion.docker import DockerStages
-
-        DockerStages(self.engine).record_test(image.id, image.family, image.version, result, run_id)
+        self._stages().record_test(image.id, image.family, image.version, result, run_id)
 
 
 def _stage_from_tags(tags: list[str], family: str) -> str | None:

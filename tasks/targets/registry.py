@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from tasks.errors import UsageError
+from tasks.image_registry import Registry
 from tasks.request import AwsOptions
 from tasks.targets.base import Target
 
 
-def get_target(name: str, aws: AwsOptions | None = None) -> Target:
-    """The target called ``name``; ``aws`` configures how AWS test instances are launched."""
+def get_target(name: str, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
+    """The target called ``name``; ``aws`` configures how AWS test instances are launched, ``registry``
+    where Docker images are pushed and staged (none: the local engine only)."""
     if name == "docker":
         from tasks.targets.docker import DockerTarget
 
-        return DockerTarget()
+        return DockerTarget(registry=registry)
     if name == "aws":
         from tasks.targets.aws import AwsTarget
 

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMAND_OF = {"packer": "packer", "docker.io": "dockerd", "debootstrap": "debootstrap", "chromium": "chromium"}
 COMMAND_OF["iproute2"] = "ip"
 COMMAND_OF["postgresql"] = "initdb"
+COMMAND_OF["docker-registry"] = "docker-registry"
 # Debian's postgresql keeps initdb off PATH: setup.sh also looks there, so this host decides.
 POSTGRESQL = set() if glob.glob("/usr/lib/postgresql/*/bin/initdb") else {"postgresql"}
 TOOLS = ("bash", "sh", "env", "id", "seq", "sleep", "touch", "mkdir", "head", "sed", "cat", "dirname", "chmod")
@@ -92,7 +93,7 @@ def test_the_run_path_installs_what_running_needs_and_no_browser(checkout: Path)
 def test_the_test_path_adds_the_browser_and_the_dev_extras(checkout: Path) -> None:
     setup(checkout)
     calls = setup(checkout, "--test")
-    assert installed(calls) == {"chromium", "iproute2"} | POSTGRESQL
+    assert installed(calls) == {"chromium", "iproute2", "docker-registry"} | POSTGRESQL
     assert "pip install -q -e .[dev]" in calls
     assert setup(checkout, "--test") == []  # idempotent
     assert setup(checkout) == []  # the dev install holds everything running needs

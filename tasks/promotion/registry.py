@@ -1,0 +1,267 @@
+"""Stages of Docker images in a registry (``--registry``): tags written by digest, the record beside them.
+
+In the family's repository ``[PREFIX/]<family>``:
+
+- ``<version>`` — what the build pushed (one per build);
+- ``production`` and ``latest``, ``staging``, ``superseded`` — pointer tags, each written by digest
+  (the manifest read by digest, stored under the tag: ``RegistryClient.tag``);
+- ``bakery-stages`` — the family's stage record: an OCI manifest whose config blob
+  (``application/vnd.bakery.stages.v1+json``) is the same JSON document ``tasks.promotion.docker``
+  keeps on disk (per image digest: version, stage, staged/promoted/superseded times, last test; the
+  history; a promotion's intent). Every worker reads the same record from the registry.
+
+The registry API removes a tag only with its manifest, so a pointer tag keeps naming its last image
+until another takes it (``staging`` may still name the image that became production). So the
+``production`` tag decides production (at most one image), and the record decides every other stage.
+
+Writes of one family are serialised by an ``flock`` on the machine doing them; two machines promoting
+the same family at the same instant are not kept apart yet (the last record written wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import JobFailed, UsageError
+from tasks.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
+from tasks.promotion import (
+    TAG_FORCED,
+    Intent,
+    PromotionRecord,
+    StagedImage,
+    iso,
+    parse_time,
+    utcnow,
+)
+from tasks.promotion.docker import _FIELDS, HISTORY_LIMIT, _flock, records_dir
+
+RECORD_TAG = "bakery-stages"
+RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+POINTER_TAGS = {"production": ("production", "latest"), "staging": ("staging",), "superseded": ("superseded",)}
+NOT_VERSIONS = frozenset({"production", "latest", "staging", "superseded", RECORD_TAG})
+
+
+class RegistryStages:
+    """The ``StageStore`` of a registry: any machine that reaches it reads and moves the same stages."""
+
+    target = "docker"
+
+    def __init__(self, registry: Registry, client: RegistryClient | None = None, locks: Path | None = None) -> None:
+        self.registry = registry
+        self.client = client or RegistryClient(registry)
+        self.locks = locks or records_dir()
+
+    # -- the record -------------------------------------------------------------------------------
+
+    def read_record(self, family: str) -> dict[str, Any]:
+        repository = self.registry.repository(family)
+        data: dict[str, Any] = {}
+        if self.client.digest_of(repository, RECORD_TAG) is not None:
+            manifest = self.client.manifest(repository, RECORD_TAG).json()
+            config = manifest.get("config") or {}
+            if config.get("mediaType") != RECORD_MEDIA_TYPE:
+                raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG} is not a bakery stage record")
+            try:
+                data = json.loads(self.client.blob(repository, str(config.get("digest"))))
+            except json.JSONDecodeError as exc:
+                raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG}: unreadable ({exc})") from None
+        data.setdefault("family", family)
+        data.setdefault("images", {})
+        data.setdefault("history", [])
+        return data
+
+    def write_record(self, family: str, data: dict[str, Any]) -> None:
+        repository = self.registry.repository(family)
+        content = json.dumps(data, indent=2, sort_keys=True).encode()
+        config_digest = self.client.upload_blob(repository, content)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": RECORD_MEDIA_TYPE, "digest": config_digest, "size": len(content)},
+                "layers": [],
+            }
+        ).encode()
+        self.client.put_manifest(repository, RECORD_TAG, Manifest(body, OCI_MANIFEST, sha256_digest(body)))
+
+    @contextlib.contextmanager
+    def update(self, family: str) -> Iterator[dict[str, Any]]:
+        with _flock(self.locks / f"registry-{family}.record.lock", timeout=30):
+            data = self.read_record(family)
+            yield data
+            self.write_record(family, data)
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def _pointers(self, family: str) -> dict[str, str]:
+        """Pointer tag → digest, for the ones that exist."""
+        repository = self.registry.repository(family)
+        found = {}
+        for tag in ("production", "staging", "superseded"):
+            digest = self.client.digest_of(repository, tag)
+            if digest:
+                found[tag] = digest
+        return found
+
+    def _staged(
+        self, digest: str, family: str, version: str, data: dict[str, Any], pointers: dict[str, str]
+    ) -> StagedImage:
+        entry = data["images"].get(digest, {})
+        version = version or str(entry.get("version") or "")
+        return StagedImage(
+            id=digest,
+            family=family,
+            version=version,
+            name=f"{family}:{version}" if version else digest[:19],
+            stage=stage_in_registry(digest, pointers, entry.get("stage")),
+            created=parse_time(entry.get("pushed_at")),
+            staged_at=parse_time(entry.get("staged_at")),
+            promoted_at=parse_time(entry.get("promoted_at")),
+            superseded_at=parse_time(entry.get("superseded_at")),
+        )
+
+    def find(self, reference: str) -> StagedImage:
+        """``<family>:<version>`` or ``<family>@sha256:…`` in the registry."""
+        family, version, digest = split_reference(reference)
+        repository = self.registry.repository(family)
+        if not digest:
+            digest = self.client.digest_of(repository, version) or ""
+            if not digest:
+                raise UsageError(f"--image {reference!r}: no such tag in registry {self.registry}")
+        data = self.read_record(family)
+        if not version:
+            version = str(data["images"].get(digest, {}).get("version") or "")
+        return self._staged(digest, family, version, data, self._pointers(family))
+
+    def family_images(self, family: str) -> list[StagedImage]:
+        repository = self.registry.repository(family)
+        data = self.read_record(family)
+        pointers = self._pointers(family)
+        images: dict[str, StagedImage] = {}
+        for tag in sorted(self.client.tags(repository)):
+            if tag in NOT_VERSIONS:
+                continue
+            digest = self.client.digest_of(repository, tag)
+            if digest and digest not in images:
+                images[digest] = self._staged(digest, family, tag, data, pointers)
+        return list(images.values())
+
+    def stage_of(self, digest: str, family: str) -> str:
+        data = self.read_record(family)
+        return stage_in_registry(digest, self._pointers(family), data["images"].get(digest, {}).get("stage"))
+
+    def record_push(self, digest: str, family: str, version: str, run_id: str) -> None:
+        with self.update(family) as data:
+            entry = data["images"].setdefault(digest, {})
+            entry.update({"version": version, "pushed_at": iso(utcnow()), "pushed_by_run": run_id})
+
+    def record_test(self, digest: str, family: str, version: str, result: str, run_id: str) -> None:
+        with self.update(family) as data:
+            entry = data["images"].setdefault(digest, {})
+            if version:
+                entry.setdefault("version", version)
+            entry.update({"last_tested": iso(utcnow()), "last_result": result, "last_test_run": run_id})
+
+    @contextlib.contextmanager
+    def lock(self, family: str, run_id: str) -> Iterator[None]:
+        with _flock(self.locks / f"registry-{family}.promote.lock", timeout=120):
+            yield
+
+    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
+        self.write_stage(image.id, image.family, image.version, stage, run_id, tags)
+
+    def write_stage(
+        self, digest: str, family: str, version: str, stage: str, run_id: str, tags: dict[str, str] | None = None
+    ) -> None:
+        """Move the pointer tags for ``stage`` (by digest), then record the stage and its time."""
+        if not DIGEST_RE.fullmatch(digest):
+            raise JobFailed(f"registry {self.registry}: {digest!r} is not a sha256 digest")
+        repository = self.registry.repository(family)
+        for tag in POINTER_TAGS.get(stage, ()):
+            self.client.tag(repository, digest, tag)
+        times = dict(tags or {})
+        if stage == "staging":
+            times.setdefault("bakery:staged-at", iso(utcnow()))
+        with self.update(family) as data:
+            entry = data["images"].setdefault(digest, {})
+            if version:
+                entry["version"] = version
+            entry["stage"] = stage
+            entry["run_id"] = run_id
+            for key, value in times.items():
+                if key in _FIELDS:
+                    entry[_FIELDS[key]] = value
+            if stage in ("staging", "production"):
+                entry["forced"] = times.get(TAG_FORCED) == "true"
+            data["history"].append(
+                {"at": iso(utcnow()), "image": digest, "version": version, "stage": stage, "run_id": run_id}
+            )
+            del data["history"][:-HISTORY_LIMIT]
+
+    def write_intent(self, family: str, intent: Intent) -> None:
+        with self.update(family) as data:
+            data["intent"] = {**asdict(intent), "old": list(intent.old)}
+
+    def read_intent(self, family: str) -> Intent | None:
+        found = self.read_record(family).get("intent")
+        if not isinstance(found, dict) or not found.get("run_id"):
+            return None
+        return Intent(**{**found, "family": family, "old": tuple(found.get("old") or ())})
+
+    def clear_intent(self, family: str, intent: Intent) -> None:
+        with self.update(family) as data:
+            if (data.get("intent") or {}).get("run_id") == intent.run_id:
+                del data["intent"]
+
+    def families_with_intent(self) -> list[str]:
+        """Not listed from a registry (that needs its catalog): an intent is found by the next promote or
+        rollback of its family."""
+        return []
+
+    def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
+        repository = self.registry.repository(family)
+        found = self.client.digest_of(repository, "production")
+        if found != production.id:
+            raise JobFailed(
+                f"registry {self.registry}: {repository}:production is {found}, expected {production.id[:19]}"
+            )
+        record.published[f"{self.registry.image(family)}:production"] = production.id
+        record.published[f"{self.registry.image(family)}:latest"] = production.id
+
+
+def stage_in_registry(digest: str, pointers: dict[str, str], recorded: str | None) -> str:
+    """The ``production`` tag decides production; the record every other stage (a pointer tag may lag),
+    the other pointer tags only what the record does not know."""
+    if pointers.get("production") == digest:
+        return "production"
+    if recorded == "production":
+        return "superseded"  # the production tag moved elsewhere
+    if recorded:
+        return recorded
+    for stage in ("staging", "superseded"):
+        if pointers.get(stage) == digest:
+            return stage
+    return "testing"
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """``family:version`` → (family, version, ""); ``family@sha256:…`` → (family, "", digest)."""
+    from tasks.inputs import check_family
+
+    family, at, digest = reference.partition("@")
+    version = ""
+    if at:
+        if not DIGEST_RE.fullmatch(digest):
+            raise UsageError(f"--image {reference!r}: expected <family>@sha256:<64 hex digits>")
+    else:
+        family, colon, version = reference.rpartition(":")
+        if not colon or not version:
+            raise UsageError(f"--image {reference!r}: with --registry, give <family>:<version> or <family>@sha256:…")
+    check_family(family)
+    return family, version, digest
