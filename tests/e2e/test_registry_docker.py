@@ -1,0 +1,96 @@
+"""`--registry`: a build pushed to a real registry, tested from its digest, staged and promoted there.
+
+The registry is Debian's docker-registry on 127.0.0.1 (tests/registry_server.py); the engine pushes to
+it without any daemon change (127.0.0.0/8 registries are insecure-allowed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tasks.image_registry import RegistryClient, parse_registry
+from tasks.promotion.registry import RegistryStages
+from tests.e2e.conftest import Bake, labelled_containers
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def family(engine: docker.DockerClient) -> Iterator[str]:
+    """A family of this test only; every local image of it is removed afterwards."""
+    name = f"registry-{uuid.uuid4().hex[:6]}"
+    yield name
+    for image in engine.images.list():
+        if any(name in reference for reference in (image.tags or []) + (image.attrs.get("RepoDigests") or [])):
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(image.id, force=True)
+
+
+def local_images_of(engine: docker.DockerClient, family: str) -> list[str]:
+    return [
+        reference
+        for image in engine.images.list()
+        for reference in (image.tags or []) + (image.attrs.get("RepoDigests") or [])
+        if family in reference
+    ]
+
+
+def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry_alone(
+    bake: Bake, engine: docker.DockerClient, registry_host: str, family: str, tmp_path: Path
+) -> None:
+    registry = f"{registry_host}/bakery"
+    repository = f"bakery/{family}"
+    client = RegistryClient(parse_registry(registry))
+
+    built = bake(
+        "--json", "run", "--family", family, "--version", "1.0", "--ssh-timeout", "90s", "--registry", registry,
+        timeout=900,
+    )  # fmt: skip
+
+    assert built.returncode == 0, built.stderr[-4000:]
+    summary = json.loads(built.stdout)
+    digest = summary["image_id"]
+    assert digest.startswith("sha256:") and summary["stage"] == "staging"
+    assert client.digest_of(repository, "1.0") == digest  # pushed
+    assert client.digest_of(repository, "staging") == digest  # staged by digest, in the registry
+    assert client.digest_of(repository, "production") is None
+    # the test container was started from the pushed digest: the engine pulled it by that digest
+    assert f"{registry_host}/{repository}@{digest}" in local_images_of(engine, family)
+    assert labelled_containers(engine, f"bakery.family={family}") == []
+    record = RegistryStages(parse_registry(registry)).read_record(family)
+    assert record["images"][digest]["stage"] == "staging" and record["images"][digest]["staged_at"]
+    assert [(entry["image"], entry["stage"]) for entry in record["history"]] == [
+        (digest, "testing"),
+        (digest, "staging"),
+    ]
+
+    # another machine: no image of the family in its engine, its own state directory
+    for image in {engine.images.get(reference).id for reference in local_images_of(engine, family)}:
+        engine.images.remove(image, force=True)
+    assert local_images_of(engine, family) == []
+    elsewhere = Bake(bake.api_url, tmp_path / "other-machine")
+
+    promoted = elsewhere(
+        "--json", "promote", "--family", family, "--to", "production", "--force", "--registry", registry
+    )
+
+    assert promoted.returncode == 0, promoted.stderr[-4000:]
+    record_of_promotion = json.loads(promoted.stdout)
+    assert (record_of_promotion["name"], record_of_promotion["production"]) == (f"{family}:1.0", digest)
+    assert client.digest_of(repository, "production") == digest
+    assert client.digest_of(repository, "latest") == digest
+    assert local_images_of(engine, family) == []  # nothing was pulled to promote
+    history = RegistryStages(parse_registry(registry)).read_record(family)["history"]
+    assert [entry["stage"] for entry in history][-1] == "production"
+    assert history[-1]["image"] == digest
+
+    unknown = elsewhere("promote", "--image", f"{family}:9.9", "--to", "production", "--registry", registry)
+    assert unknown.returncode == 2, unknown.stderr[-2000:]
+    assert f"--image '{family}:9.9': no such tag in registry {registry}" in unknown.stderr
