@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from flows.cli import main
-from tasks.errors import UsageError
+from tasks.errors import JobFailed, UsageError
 from tasks.image_registry import (
     Manifest,
     Registry,
@@ -221,3 +221,31 @@ def test_the_production_tag_decides_production_and_the_record_the_rest() -> None
     assert stage_in_registry(digest, {"production": other}, "production") == "superseded"
     assert stage_in_registry(digest, {"staging": digest}, None) == "staging"
     assert stage_in_registry(digest, {}, None) == "testing"
+
+
+def test_promotion_and_rollback_run_on_registry_stages(registry_host: str, tmp_path: Path) -> None:
+    """The promotion algorithm on the registry's store: soak, switch, rollback; tags follow by digest."""
+    from datetime import timedelta
+
+    from tasks import promotion
+
+    registry = parse_registry(registry_host)
+    stages = RegistryStages(registry, locks=tmp_path)
+    first = push_artifact(stages.client, "app", "1.0", b'{"v": 1}')
+    second = push_artifact(stages.client, "app", "2.0", b'{"v": 2}')
+    for digest, version in ((first, "1.0"), (second, "2.0")):
+        stages.write_stage(digest, "app", version, "testing", "build")
+        promotion.promote(stages, to="staging", run_id="stage", image=f"app:{version}")
+        with pytest.raises(JobFailed, match="soak"):
+            promotion.promote(stages, to="production", run_id="early", family="app", min_soak=timedelta(hours=1))
+        promotion.promote(stages, to="production", run_id="p", family="app", min_soak=timedelta(0))
+    assert stages.client.digest_of("app", "production") == second
+    assert {i.version: i.stage for i in stages.family_images("app")} == {"1.0": "superseded", "2.0": "production"}
+
+    back = promotion.rollback(stages, family="app", run_id="back")
+
+    assert back.production == first
+    assert stages.client.digest_of("app", "production") == first == stages.client.digest_of("app", "latest")
+    assert stages.client.digest_of("app", "superseded") == second
+    assert {i.version: i.stage for i in stages.family_images("app")} == {"1.0": "production", "2.0": "superseded"}
+    assert stages.read_intent("app") is None
