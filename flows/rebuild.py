@@ -76,7 +76,10 @@ def rebuild_family(
     images: list[StagedImage] = []
     before: StagedImage | None = None
     try:
-        store = promotion.store_for(target)
+        from tasks.request import check_registry_for
+
+        registry = check_registry_for(target, spec.registry or None, f"{spec.family}: registry")
+        store = promotion.store_for(target, registry=str(registry or ""))
         images = store.family_images(spec.family)
         before = lib.production_of(images)
     except Exception as exc:

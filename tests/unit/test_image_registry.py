@@ -249,3 +249,22 @@ def test_promotion_and_rollback_run_on_registry_stages(registry_host: str, tmp_p
     assert stages.client.digest_of("app", "superseded") == second
     assert {i.version: i.stage for i in stages.family_images("app")} == {"1.0": "production", "2.0": "superseded"}
     assert stages.read_intent("app") is None
+
+
+def test_a_family_names_its_registry_in_the_families_file(tmp_path: Path) -> None:
+    from flows.rebuild import pipeline_parameters
+    from tasks.rebuild import load_families
+
+    path = tmp_path / "families.yaml"
+    path.write_text(
+        "families:\n  - family: app\n    registry: 127.0.0.1:5000/team\n    targets: [docker, aws]\n  - family: other\n"
+    )
+    app, other = load_families(path)
+    assert app.registry == "127.0.0.1:5000/team" and other.registry == ""
+    assert pipeline_parameters(app, "docker", None)["registry"] == "127.0.0.1:5000/team"
+    assert "registry" not in pipeline_parameters(app, "aws", None)
+    assert "registry" not in pipeline_parameters(other, "docker", None)
+    path.write_text("families:\n  - family: app\n    registry: https://registry.example.com\n")
+    with pytest.raises(UsageError) as raised:
+        load_families(path)
+    assert str(raised.value).startswith(f"{path}: families[0].registry: 'https://registry.example.com': no scheme")
