@@ -657,12 +657,8 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
     if args.family:
         check_family(args.family)
     keep = check_keep(args.keep)
-    if args.registry:
-        from tasks.errors import UsageError
-
-        _registry_param(args, args.target)  # a bad value is named first
-        raise UsageError(f"--registry {args.registry!r}: retention in a registry is not available yet")
-    open_store(args.target)  # no engine or no AWS setup: one clear line, before Prefect starts
+    registry = _registry_param(args, args.target)
+    open_store(args.target, registry, args.family)  # no engine or no AWS setup: one clear line, before Prefect starts
     _prefect_ready()
     from flows.retention import image_retention
 
@@ -671,7 +667,12 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
         args,
         render,
         lambda: image_retention(
-            target=args.target, family=args.family, keep=keep, apply=args.apply, **_block_params(args)
+            target=args.target,
+            family=args.family,
+            keep=keep,
+            apply=args.apply,
+            registry=registry,
+            **_block_params(args),
         ),
     )
     return doc if args.json else {"applied": doc["applied"], "deleted": len(doc["deleted_images"])}

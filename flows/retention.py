@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from flows.blocks import block_credentials
 from tasks import retention
 from tasks.housekeeping import apply_retention, report_retention, take_inventory
 from tasks.inputs import TargetName, check_family, check_target
 from tasks.rebuild import DEFAULT_FAMILIES, load_families
+from tasks.request import check_registry_for
 
 
 @flow(name="retention")
@@ -26,6 +28,7 @@ def image_retention(
     apply: bool = False,
     aws_credentials: str | None = None,
     families_file: str = DEFAULT_FAMILIES,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given.
 
@@ -34,13 +37,17 @@ def image_retention(
     again just before it is made.
 
     ``aws_credentials``: AWS only, a Prefect AwsCredentials block name (empty: the standard chain).
+    ``registry``: Docker only, ``HOST[:PORT][/PREFIX]``: the registry's version tags instead of the local
+    engine's (empty: ``$BAKERY_REGISTRY``, else the engine); deleted by digest through the registry API,
+    never a digest another tag names; blob space comes back with the registry's garbage collection.
     """
     check_target(target)
     if family:
         check_family(family)
     keep = retention.check_keep(keep)
+    checked_registry = str(check_registry_for(target, registry) or "")
     with block_credentials(target, aws_credentials):
-        store = retention.open_store(target)
+        store = retention.open_store(target, checked_registry, family)
         images, usage = take_inventory(store)
         listed = [f.family for f in load_families(families_file)] if Path(families_file).is_file() else []
         plan = retention.plan_retention(
@@ -51,6 +58,11 @@ def image_retention(
             return report_retention(plan, None, False, family)
         outcome = apply_retention(store, plan)
     doc = report_retention(plan, outcome, True, family)
+    if checked_registry and plan.deletions:
+        from tasks.registry_images import GARBAGE_COLLECTION_NOTE
+
+        doc["note"] = f"registry {checked_registry}: {GARBAGE_COLLECTION_NOTE} (registry garbage-collect)"
+        get_run_logger().info("%s", doc["note"])
     if outcome.failures:
         raise retention.RetentionFailed(
             f"{len(outcome.failures)} deletions failed: {'; '.join(outcome.failures[:3])}", doc

@@ -536,10 +536,16 @@ def render(doc: Mapping[str, Any]) -> str:
     return text
 
 
-def open_store(target: str) -> ImageStore:
-    """The image store of ``target`` (checked first: a bad target or missing AWS setup is a UsageError)."""
+def open_store(target: str, registry: str = "", family: str | None = None) -> ImageStore:
+    """The image store of ``target`` (checked first: a bad target or missing AWS setup is a UsageError);
+    with a ``registry`` (docker only) the registry's repositories (``family``'s alone when given)."""
     from tasks.inputs import check_target
 
+    if registry:
+        from tasks.image_registry import parse_registry
+        from tasks.registry_images import RegistryImages
+
+        return RegistryImages(parse_registry(registry), [family] if family else None)
     if check_target(target) == "aws":
         from tasks.aws_images import AwsImages, require_configured
 

@@ -268,3 +268,44 @@ def test_a_family_names_its_registry_in_the_families_file(tmp_path: Path) -> Non
     with pytest.raises(UsageError) as raised:
         load_families(path)
     assert str(raised.value).startswith(f"{path}: families[0].registry: 'https://registry.example.com': no scheme")
+
+
+def test_retention_in_a_registry_deletes_by_digest_only_what_no_other_tag_names(
+    registry_host: str, tmp_path: Path
+) -> None:
+    from tasks import retention
+    from tasks.registry_images import RegistryImages
+
+    registry = parse_registry(f"{registry_host}/bk")
+    store = RegistryImages(registry, ["app"])
+    stages = RegistryStages(registry, store.client, locks=tmp_path)
+    digests = {}
+    for n in range(1, 6):
+        digests[n] = push_artifact(store.client, "bk/app", f"{n}.0", json.dumps({"n": n}).encode())
+        stages.record_push(digests[n], "app", f"{n}.0", "build")
+    store.client.tag("bk/app", digests[2], "2.0-again")  # an old digest another version tag also names
+    push_artifact(store.client, "bk/app", "0.9", b'{"by": "someone else"}')  # not pushed by bakery
+    stages.write_stage(digests[5], "app", "5.0", "production", "p")
+    stages.write_stage(digests[4], "app", "4.0", "staging", "s")
+    store.client.tag("bk/app", digests[3], "latest-ish")
+
+    images, usage = store.inventory()
+    plan = retention.plan_retention(images, usage, keep=1, families=["app"], target="docker")
+    plan = retention.confirm(plan, store.recheck)
+    actions = {d.image.ref: (d.action, d.reason) for d in plan.decisions}
+
+    assert actions["app:5.0"][0] == "keep" and "status production" in actions["app:5.0"][1]
+    assert actions["app:4.0"][0] == "keep" and "current staging image" in actions["app:4.0"][1]
+    assert actions["app:1.0"][0] == "delete"
+    assert actions["app:2.0"] == ("keep", "digest also tagged 2.0-again (deleting it would remove those tags too)")
+    assert actions["app:3.0"][0] == "keep" and "latest-ish" in actions["app:3.0"][1]
+    assert actions["app:0.9"][0] == "skip"  # not bakery's push: never deleted
+
+    outcome = retention.execute(plan, store)
+
+    assert outcome.images == {"app:1.0": "deleted"}
+    assert store.client.digest_of("bk/app", "1.0") is None
+    assert store.client.digest_of("bk/app", "2.0") == digests[2] == store.client.digest_of("bk/app", "2.0-again")
+    assert store.client.digest_of("bk/app", "production") == digests[5]
+    assert store.client.digest_of("bk/app", "0.9") is not None
+    assert stages.read_record("app")["images"][digests[1]]["stage"] == "deleted"

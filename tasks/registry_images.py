@@ -1,0 +1,131 @@
+"""Images in a registry for retention (``bake retention --registry``): version tags, deleted by digest.
+
+One record per ``<family>:<version>`` tag of the family's repository; its stage comes from the family's
+stage record and the ``production`` tag (``tasks.promotion.registry``). Only digests bakery pushed (in
+the family's stage record) are managed: anything else in the repository is never touched. Deleting is
+``DELETE /v2/<repository>/manifests/<digest>``, which removes every tag naming that digest, so a
+deletion is refused while any other tag (another version, a stage tag, ``latest``) points at the same
+digest. The registry frees the blobs only when its garbage collection runs (Distribution:
+``registry garbage-collect <config>``); the deletion says so. The registry needs deletes enabled
+(``storage: delete: enabled: true``); without, a deletion fails with that line.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.image_registry import Registry, RegistryClient, RegistryError, next_page
+from tasks.promotion import parse_time
+from tasks.promotion.registry import NOT_VERSIONS, RegistryStages, stage_in_registry
+from tasks.retention import ImageRecord
+
+GARBAGE_COLLECTION_NOTE = "blob space comes back when the registry's garbage collection runs"
+EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+class RegistryImages:
+    """The version tags of bakery's families in one registry, as an ``ImageStore``."""
+
+    target = "docker"
+
+    def __init__(self, registry: Registry, families: list[str] | None = None) -> None:
+        self.registry = registry
+        self.client = RegistryClient(registry)
+        self.stages = RegistryStages(registry, self.client)
+        self.families = families
+
+    def family_names(self) -> list[str]:
+        """The named families, else every repository ``[PREFIX/]<family>`` of the registry's catalog."""
+        if self.families:
+            return list(self.families)
+        lead = f"{self.registry.prefix}/" if self.registry.prefix else ""
+        names: list[str] = []
+        url: str | None = "/v2/_catalog?n=100"
+        while url:
+            response = self.client.request("GET", url, "listing the repositories (catalog)")
+            for repository in response.json().get("repositories") or []:
+                rest = repository[len(lead) :] if repository.startswith(lead) else None
+                if rest and "/" not in rest:
+                    names.append(rest)
+            url = next_page(response.headers.get("link", ""))
+        return names
+
+    def _tags_by_digest(self, family: str) -> dict[str, list[str]]:
+        repository = self.registry.repository(family)
+        found: dict[str, list[str]] = {}
+        for tag in self.client.tags(repository):
+            digest = self.client.digest_of(repository, tag)
+            if digest:
+                found.setdefault(digest, []).append(tag)
+        return found
+
+    def family_records(self, family: str) -> list[ImageRecord]:
+        record = self.stages.read_record(family)
+        by_digest = self._tags_by_digest(family)
+        pointers = {
+            tag: d for d, tags in by_digest.items() for tag in tags if tag in ("production", "staging", "superseded")
+        }
+        images = []
+        for digest, tags in by_digest.items():
+            entry: dict[str, Any] = record["images"].get(digest) or {}
+            stage = stage_in_registry(digest, pointers, entry.get("stage"))
+            since = entry.get("superseded_at") if stage == "superseded" else entry.get("staged_at")
+            pins = ("tagged latest",) if "latest" in tags and stage != "production" else ()
+            for version in sorted(set(tags) - NOT_VERSIONS):
+                images.append(
+                    ImageRecord(
+                        ref=f"{family}:{version}",
+                        image_id=digest,
+                        name=f"{family}:{version}",
+                        family=family,
+                        version=version,
+                        created=parse_time(entry.get("pushed_at")) or EPOCH,
+                        stage=stage,
+                        managed=bool(entry),
+                        pins=pins,
+                        stage_since=parse_time(since),
+                    )
+                )
+        return images
+
+    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        images = [image for family in self.family_names() for image in self.family_records(family)]
+        return images, {}  # a registry knows no containers: what runs from an image is the engines' business
+
+    def recheck(self, image: ImageRecord) -> list[str]:
+        """Read again just before deleting: the stage now, and every other tag naming the same digest."""
+        family = str(image.family)
+        repository = self.registry.repository(family)
+        if self.client.digest_of(repository, image.version) != image.image_id:
+            return [] if self.client.digest_of(repository, image.version) is None else ["retagged since the plan"]
+        others = sorted(
+            tag
+            for tag in self.client.tags(repository)
+            if tag != image.version and self.client.digest_of(repository, tag) == image.image_id
+        )
+        reasons = (
+            [f"digest also tagged {', '.join(others)} (deleting it would remove those tags too)"] if others else []
+        )
+        stage = self.stages.stage_of(image.image_id, family)
+        if stage != (image.stage or "testing"):
+            reasons.append(f"stage changed since the plan: now {stage}")
+        return reasons
+
+    def delete_image(self, image: ImageRecord) -> str:
+        family = str(image.family)
+        repository = self.registry.repository(family)
+        if self.client.digest_of(repository, image.version) is None:
+            return "already gone"
+        self.client.delete_manifest(repository, image.image_id)
+        try:
+            with self.stages.update(family) as data:
+                entry = data["images"].get(image.image_id)
+                if isinstance(entry, dict):
+                    entry["stage"] = "deleted"
+        except RegistryError:
+            pass  # the manifest is gone; the record only says so
+        return "deleted"
+
+    def delete_snapshot(self, snapshot_id: str) -> str:
+        raise NotImplementedError("registry images have no snapshots")
