@@ -94,3 +94,41 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
     unknown = elsewhere("promote", "--image", f"{family}:9.9", "--to", "production", "--registry", registry)
     assert unknown.returncode == 2, unknown.stderr[-2000:]
     assert f"--image '{family}:9.9': no such tag in registry {registry}" in unknown.stderr
+
+    # that machine tests the production image from the registry: pulled by digest, its stage stays
+    tested = elsewhere("--json", "test", "--image", f"{family}:1.0", "--ssh-timeout", "90s", "--registry", registry)
+    assert tested.returncode == 0, tested.stderr[-4000:]
+    assert json.loads(tested.stdout)["image_id"] == digest
+    assert f"{registry_host}/{repository}@{digest}" in local_images_of(engine, family)
+    assert client.digest_of(repository, "production") == digest
+    assert RegistryStages(parse_registry(registry)).read_record(family)["images"][digest]["last_result"] == "passed"
+
+    # retention in the registry keeps its production image
+    kept = elsewhere("--json", "retention", "--family", family, "--keep", "1", "--registry", registry)
+    assert kept.returncode == 0, kept.stderr[-4000:]
+    (row,) = json.loads(kept.stdout)["images"]
+    assert row["image"] == f"{family}:1.0" and row["decision"] == "keep" and "status production" in row["reason"]
+
+
+def test_a_failed_push_is_one_line_and_leaves_no_stage(
+    engine: docker.DockerClient, base_image: str, family: str, tmp_path: Path
+) -> None:
+    from tasks.image_registry import RegistryError
+    from tasks.targets.docker import DockerTarget
+    from tests.registry_server import free_port
+
+    container = engine.containers.create(base_image, command=["true"])
+    try:
+        container.commit(repository=family, tag="1.0", changes=["LABEL managed-by=bakery", f"LABEL name={family}"])
+    finally:
+        container.remove(force=True)
+    registry = parse_registry(f"127.0.0.1:{free_port()}")  # nothing listens there
+    target = DockerTarget(engine, registry=registry)
+    image = target._image(engine.images.get(f"{family}:1.0"), family, "1.0")
+
+    with pytest.raises(RegistryError) as raised:
+        target.push(image, "run-1")
+
+    assert str(raised.value).startswith(f"registry {registry}: pushing {family}:1.0: ")
+    assert "\n" not in str(raised.value)
+    assert all(not tag.startswith(registry.host) for tag in engine.images.get(f"{family}:1.0").tags)
