@@ -12,7 +12,6 @@ line (``RegistryError``, exit 1) naming the registry and what was asked.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import json
@@ -316,7 +315,3 @@ def next_page(link: str) -> str | None:
         if match:
             return match.group(1)
     return None
-
-
-def basic_auth(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -309,3 +309,16 @@ def test_retention_in_a_registry_deletes_by_digest_only_what_no_other_tag_names(
     assert store.client.digest_of("bk/app", "production") == digests[5]
     assert store.client.digest_of("bk/app", "0.9") is not None
     assert stages.read_record("app")["images"][digests[1]]["stage"] == "deleted"
+
+
+def test_credentials_come_from_dockers_config_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.image_registry import docker_config_auth
+
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"https://registry.example.com/v1/": {"auth": "dXNlcjpwdw=="}, "other:5000": {}}})
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert docker_config_auth("registry.example.com") == "dXNlcjpwdw=="
+    assert docker_config_auth("other:5000") is None
+    client = RegistryClient(parse_registry("registry.example.com/team"))
+    assert client._headers()["Authorization"] == "Basic dXNlcjpwdw=="
