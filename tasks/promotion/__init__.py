@@ -275,7 +275,12 @@ def promote(
     with store.lock(chosen_family, run_id):
         found = resume_unfinished(store, chosen_family, run_id)
         moment = now or utcnow()
-        candidate = _resolve(store, family, image, wanted)
+        try:
+            candidate = _resolve(store, family, image, wanted)
+        except JobFailed as exc:
+            if not found:
+                raise
+            raise JobFailed(f"{exc}{_first(found)}") from exc
         record = PromotionRecord(
             action="promote",
             target=store.target,
@@ -350,7 +355,7 @@ def rollback(store: StageStore, *, family: str, run_id: str, now: datetime | Non
         images = store.family_images(family)
         superseded = [i for i in images if i.stage == "superseded"]
         if not superseded:
-            raise JobFailed(f"{store.target}: family {family} has no superseded image to roll back to")
+            raise JobFailed(f"{store.target}: family {family} has no superseded image to roll back to{_first(found)}")
         back = _newest(superseded, "superseded_at")
         record = PromotionRecord(
             action="rollback",
@@ -436,6 +441,12 @@ def _undo_switch(
         f"{record.action} of {new.label} failed ({error}); undone: {olds} production again, "
         f"{new.label} back at {intent.was}"
     ) from error
+
+
+def _first(found: list[str]) -> str:
+    """What resuming a killed switch did, for the error of a command that then failed: its last line must
+    say it too (the warning logged at once is not shown everywhere)."""
+    return f" (first {'; '.join(found)})" if found else ""
 
 
 def resume_unfinished(store: StageStore, family: str, run_id: str) -> list[str]:
