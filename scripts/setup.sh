@@ -29,7 +29,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ -n "$for_tests" ]; then
   need chromium chromium # the UI test's headless browser (driven by playwright; never `playwright install`)
   need ip iproute2       # the AWS network-namespace test
-  need docker-registry docker-registry # the registry tests' registry (tests/registry_fixture.py starts it)
+  need docker-registry docker-registry # the registry tests' registry (tests/registry_server.py starts it)
   # the team test's PostgreSQL (scripts/team-up.sh starts it): Debian keeps initdb off PATH
   command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fi
