@@ -64,6 +64,29 @@ _FIELDS = {
 HISTORY_LIMIT = 500
 
 
+def record_stage(
+    data: dict[str, Any], image_id: str, version: str, stage: str, run_id: str, tags: dict[str, str] | None
+) -> None:
+    """One stage change in a family's record (``images`` and ``history``), kept locally or in a registry."""
+    times = dict(tags or {})
+    if stage == "staging":
+        times.setdefault(TAG_STAGED_AT, iso(utcnow()))
+    entry = data["images"].setdefault(image_id, {})
+    if version:
+        entry["version"] = version
+    entry["stage"] = stage
+    entry["run_id"] = run_id
+    for key, value in times.items():
+        if key in _FIELDS:
+            entry[_FIELDS[key]] = value
+    if stage in ("staging", "production"):
+        entry["forced"] = times.get(TAG_FORCED) == "true"
+    data["history"].append(
+        {"at": iso(utcnow()), "image": image_id, "version": version, "stage": stage, "run_id": run_id}
+    )
+    del data["history"][:-HISTORY_LIMIT]
+
+
 def records_dir() -> Path:
     return state_dir() / "docker"
 
@@ -240,24 +263,8 @@ class DockerStages:
             self._untag_if_here(found, family, "superseded")
         elif stage == "superseded":
             found.tag(family, "superseded")
-        times = dict(tags or {})
-        if stage == "staging":
-            times.setdefault(TAG_STAGED_AT, iso(utcnow()))
         with self.record(family).update() as data:
-            entry = data["images"].setdefault(image_id, {})
-            if version:
-                entry["version"] = version
-            entry["stage"] = stage
-            entry["run_id"] = run_id
-            for key, value in times.items():
-                if key in _FIELDS:
-                    entry[_FIELDS[key]] = value
-            if stage in ("staging", "production"):
-                entry["forced"] = times.get(TAG_FORCED) == "true"
-            data["history"].append(
-                {"at": iso(utcnow()), "image": image_id, "version": version, "stage": stage, "run_id": run_id}
-            )
-            del data["history"][:-HISTORY_LIMIT]
+            record_stage(data, image_id, version, stage, run_id, tags)
 
     def _untag_if_here(self, found: Any, family: str, tag: str) -> None:
         """Remove ``family:tag`` when it names this image (never the image's last tag)."""

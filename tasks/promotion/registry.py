@@ -30,7 +30,6 @@ from typing import Any
 from tasks.errors import JobFailed, UsageError
 from tasks.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
 from tasks.promotion import (
-    TAG_FORCED,
     Intent,
     PromotionRecord,
     StagedImage,
@@ -38,7 +37,7 @@ from tasks.promotion import (
     parse_time,
     utcnow,
 )
-from tasks.promotion.docker import _FIELDS, HISTORY_LIMIT, _flock, records_dir
+from tasks.promotion.docker import _flock, record_stage, records_dir
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
@@ -185,24 +184,8 @@ class RegistryStages:
         repository = self.registry.repository(family)
         for tag in POINTER_TAGS.get(stage, ()):
             self.client.tag(repository, digest, tag)
-        times = dict(tags or {})
-        if stage == "staging":
-            times.setdefault("bakery:staged-at", iso(utcnow()))
         with self.update(family) as data:
-            entry = data["images"].setdefault(digest, {})
-            if version:
-                entry["version"] = version
-            entry["stage"] = stage
-            entry["run_id"] = run_id
-            for key, value in times.items():
-                if key in _FIELDS:
-                    entry[_FIELDS[key]] = value
-            if stage in ("staging", "production"):
-                entry["forced"] = times.get(TAG_FORCED) == "true"
-            data["history"].append(
-                {"at": iso(utcnow()), "image": digest, "version": version, "stage": stage, "run_id": run_id}
-            )
-            del data["history"][:-HISTORY_LIMIT]
+            record_stage(data, digest, version, stage, run_id, tags)
 
     def write_intent(self, family: str, intent: Intent) -> None:
         with self.update(family) as data:
