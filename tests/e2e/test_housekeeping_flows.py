@@ -55,7 +55,7 @@ from tests.e2e.test_housekeeping_flows import BrokenStore
 from flows.cli import main
 
 store = BrokenStore()
-retention.open_store = lambda target: store
+retention.open_store = lambda *args, **kwargs: store  # (target, registry, family)
 code = main(sys.argv[1:])
 print("DELETED " + json.dumps(sorted(store.deleted)), file=sys.stderr)
 sys.exit(code)
