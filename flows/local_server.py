@@ -131,6 +131,9 @@ def _port_for(home: Path) -> int:
     previous = _last_port(home)
     if previous:
         with socket.socket() as sock:
+            # As the server's own listener does (uvicorn sets it): a killed server's connections left in
+            # TIME_WAIT must not make its port look taken, or the UI address changes after a crash.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, previous))
                 return previous
