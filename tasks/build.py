@@ -17,9 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import hcl2
-
-from tasks import inputs, lint, packer
+from tasks import hcl, inputs, lint, packer
 from tasks.errors import JobFailed, UsageError
 from tasks.request import PipelineRequest, check_no_secrets, expires_at
 
@@ -277,7 +275,7 @@ def var_file_values(path: Path) -> dict[str, str]:
     anyway: ``packer validate`` names that problem)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        document = json.loads(text) if str(path).endswith(".json") else hcl2.loads(text)
+        document = json.loads(text) if str(path).endswith(".json") else hcl.loads_document(text)
     except Exception:  # unreadable or not HCL/JSON: packer validate reports it
         return {}
     values = {}

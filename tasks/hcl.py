@@ -19,8 +19,13 @@ _PARSE_LOCK = threading.Lock()
 
 def load_document(path: Path) -> dict[str, Any]:
     """One HCL2 file as python-hcl2's dictionary (expressions as ``${...}`` strings)."""
-    with open(path) as handle, _PARSE_LOCK:
-        return dict(hcl2.load(handle))
+    return loads_document(path.read_text())
+
+
+def loads_document(text: str) -> dict[str, Any]:
+    """One HCL2 text as python-hcl2's dictionary."""
+    with _PARSE_LOCK:
+        return dict(hcl2.loads(text))
 
 
 def parse_tree(text: str) -> Tree:
