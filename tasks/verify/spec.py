@@ -106,7 +106,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
             continue
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
-        if isinstance(key, list | dict):
+        if isinstance(key, list | dict | set):
             loader.issues.append((line, "a key must be a scalar (quote it)"))
             continue
         if key in own:
@@ -163,6 +163,9 @@ def _yaml(text: str, source: str, problems: list[Problem]) -> Any:
         return None
     except yaml.YAMLError as exc:
         problems.append(Problem(source, None, "", f"YAML syntax error: {exc}"))
+        return None
+    except (ValueError, TypeError) as exc:  # an explicit tag on a value it cannot take: `!!int abc`
+        problems.append(Problem(source, None, "", f"YAML value error: {exc}"))
         return None
     finally:
         loader.dispose()
@@ -396,6 +399,8 @@ def read_vars(path: str | os.PathLike[str]) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise UsageError(f"{where}: vars file: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, TypeError) as exc:  # an explicit tag on a value it cannot take: `!!int abc`
+        raise UsageError(f"{source}: vars file: YAML value error: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -745,8 +745,15 @@ def _missing(path: str) -> str:
 
 def render(text: str, variables: Mapping[str, Any], source: str = "<spec>") -> str:
     """``text`` rendered with ``.Vars`` = ``variables`` and ``.Env`` = the environment."""
-    nodes = parse(text)
     data = {"Vars": dict(variables), "Env": dict(os.environ)}
     renderer = _Renderer(data)
-    renderer.run(nodes, data, {"$": data})
+    try:
+        renderer.run(parse(text), data, {"$": data})
+    except TemplateError:
+        raise
+    except RecursionError:
+        raise TemplateError("template: nested too deeply") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, UnicodeError) as exc:
+        # a malformed literal or a helper given what it cannot take: a spec problem, never a traceback
+        raise TemplateError(f"template: {exc}") from None
     return "".join(renderer.out)

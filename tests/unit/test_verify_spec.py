@@ -361,3 +361,27 @@ def test_the_goss_resource_types_a_host_can_be_asked_about() -> None:
     assert "unsupported attribute" in error("http:\n  https://x/: {status: 200, proxy: 'http://p:3128'}\n")
     assert "bad http name" in error("http:\n  ftp://x/: {status: 200}\n")
     assert "bad addr name" in error("addr:\n  example.org:22: {reachable: true}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("file:\n  /etc/hosts:\n    size: !!int abc\n", "YAML value error"),
+        ("file:\n  ? !!set {a: null}\n  : {exists: true}\n", "YAML value error"),
+        ('package:\n  {{ "\\xZZ" }}: {installed: true}\n', "template:"),
+        ("package:\n  {{ 'ab' }}: {installed: true}\n", "template:"),
+        ('package:\n  {{ values "x" }}: {installed: true}\n', "template:"),
+        ('package:\n  {{ printf "%c" -1 }}: {installed: true}\n', "template:"),
+    ],
+)
+def test_malformed_values_and_templates_are_spec_problems_not_tracebacks(text: str, expected: str) -> None:
+    assert expected in error_with_line(text)
+
+
+def test_a_vars_file_with_a_bad_tagged_value_is_exit_2(tmp_path: Path) -> None:
+    from tasks.verify.spec import read_vars
+
+    bad = tmp_path / "vars.yaml"
+    bad.write_text("port: !!int abc\n")
+    with pytest.raises(UsageError, match=r"vars\.yaml: vars file: YAML value error"):
+        read_vars(bad)
