@@ -149,8 +149,19 @@ def _prefect_command() -> list[str]:
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "prefect"]
 
 
+# What the detached server may inherit from the first command's shell. It outlives that command by days,
+# so nothing else: no cloud credentials, no PKR_VAR_ secrets, no webhook addresses in /proc/<pid>/environ.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "SSL_CERT_FILE"})
+
+
 def _server_env(home: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in _INHERITED
+        or k.startswith("LC_")
+        or (k.startswith("PREFECT_") and k not in ("PREFECT_API_URL", "PREFECT_API_KEY"))
+    }
     env.update(
         PREFECT_HOME=str(home / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
