@@ -188,9 +188,16 @@ def ensure_running(announce: bool = True) -> tuple[ServerRecord, bool]:
     with _locked(home):
         previous = read_record(home)
         if previous and is_our_process(previous):
-            # Another command is starting it (we waited for its lock) or it is busy: give it its time.
-            _wait_healthy(previous, None, home / "server.log")
-            return previous, False
+            # Another command is starting it (we waited for its lock) or it is busy: give it its time,
+            # then replace it (a hung server would otherwise cost every later command the whole wait).
+            try:
+                _wait_healthy(previous, None, home / "server.log")
+                return previous, False
+            except JobFailed:
+                log_line = f"the local Prefect server (pid {previous.pid}) stopped answering; starting a new one"
+                print(f"bake: {log_line}", file=sys.stderr)
+                _stop(previous)
+                _record_file(home).unlink(missing_ok=True)
         port = _port_for(home)
         log = home / "server.log"
         old_umask = os.umask(0o077)

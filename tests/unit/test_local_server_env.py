@@ -24,3 +24,49 @@ def test_the_server_inherits_no_credentials_or_packer_secrets(monkeypatch: pytes
     assert env["PATH"] and env["PREFECT_LOGGING_LEVEL"] == "DEBUG" and env["LC_ALL"] == "C.UTF-8"
     assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
     assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4321/api"
+
+
+FAKE_SERVER = """
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("BAKERY_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(local_server, "START_TIMEOUT", 1.0)
+    fake = tmp_path / "fake_prefect.py"
+    fake.write_text(FAKE_SERVER)
+    monkeypatch.setattr(local_server, "_prefect_command", lambda: [sys.executable, str(fake)])
+    home = local_server._private_home()
+    # A recorded "prefect server start" that is alive but never answers (a hung server).
+    hung = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "server", "start", "--port", "1"],
+        start_new_session=True,
+    )
+    try:
+        local_server._write_record(home, local_server.ServerRecord(pid=hung.pid, port=1))
+        record, started = local_server.ensure_running(announce=False)
+        try:
+            assert started and record.pid != hung.pid
+            assert hung.wait(timeout=30) is not None  # the hung one was stopped
+            assert local_server.running(home) == record
+        finally:
+            local_server._stop(record)
+    finally:
+        hung.kill()
