@@ -422,6 +422,9 @@ _CONDITION = re.compile(r"(>=|<=|!=|==|=|>|<)?\s*([^\s<>=!]\S*)")
 def parse_constraint(text: str) -> tuple[tuple[Condition, ...], ...]:
     alternatives: list[tuple[Condition, ...]] = []
     for alternative in text.split("||"):
+        leftover = re.sub(r"[\s,]", "", _CONDITION.sub("", alternative))
+        if leftover:  # a dangling operator would otherwise weaken the check silently
+            raise ValueError(f"cannot read {leftover!r} in {alternative.strip()!r}")
         conditions: list[Condition] = []
         for op, version_text in _CONDITION.findall(alternative.strip()):
             version, given = parse_version(version_text, wildcards=True)

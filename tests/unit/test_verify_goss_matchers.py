@@ -38,6 +38,8 @@ def test_semver_constraint(constraint: str, found: object, ok: bool) -> None:
 def test_semver_bad_constraint_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="bad semver constraint"):
         matcher("list", {"semver-constraint": ">=banana"})
+    with pytest.raises(SpecError, match="bad semver constraint"):  # a dangling operator, not a weaker range
+        matcher("list", {"semver-constraint": ">=1.0.0 <"})
     assert parse_version("v2.3")[0][:3] == (2, 3, 0)
 
 
