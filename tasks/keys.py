@@ -38,14 +38,15 @@ def run_keypair(run_id: str, expires_at: datetime | None = None) -> Iterator[Run
     root = private_dir(keys_root())
     directory = root / run_id
     os.mkdir(directory, 0o700)  # never an existing one: a run id is new
-    private_dir(directory, create=False)
-    if expires_at is not None:
-        (directory / EXPIRES_FILE).write_text(expires_at.astimezone(UTC).isoformat(timespec="seconds") + "\n")
-    key = RunKey(*ssh.generate_keypair(directory))
+    key: RunKey | None = None
     try:
+        private_dir(directory, create=False)
+        if expires_at is not None:
+            (directory / EXPIRES_FILE).write_text(expires_at.astimezone(UTC).isoformat(timespec="seconds") + "\n")
+        key = RunKey(*ssh.generate_keypair(directory))
         yield key
     finally:
-        if not key.keep:
+        if key is None or not key.keep:  # also a half-made directory (a full disk while writing the key)
             remove_run_keys(run_id)
 
 

@@ -97,3 +97,16 @@ def test_sweep_never_follows_a_symlink(tmp_path: Path, monkeypatch: pytest.Monke
     real.symlink_to(victim)
     assert remove_key_dirs([item])[f"key-dir {real}"].startswith("failed")
     assert (victim / "precious").exists()
+
+
+def test_a_key_that_cannot_be_written_leaves_no_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAKERY_KEYS_DIR", str(tmp_path / "keys"))
+
+    def disk_full(directory: Path) -> tuple[Path, str]:
+        (directory / "id_ed25519").write_text("half a key")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keys.ssh, "generate_keypair", disk_full)
+    with pytest.raises(OSError, match="No space"), keys.run_keypair("run-1"):
+        pass
+    assert not keys.run_key_dir("run-1").exists()
