@@ -124,7 +124,14 @@ def rebuild_family(
 
 def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any] | None) -> dict[str, Any]:
     """The image_pipeline parameters of one family, the same in-process and as a deployment run (block
-    names only: secret-named Packer variables are refused as parameters by tasks/request.py)."""
+    names only: secret-named Packer variables are refused as parameters by tasks/request.py). The registry
+    is resolved here, ``$BAKERY_REGISTRY`` included: a child run on another worker must build into the
+    registry this rebuild read the stages from, not into its own worker's default."""
+    from tasks.request import check_registry_for
+
+    registry = (
+        check_registry_for(target, spec.registry or None, f"{spec.family}: registry") if target == "docker" else None
+    )
     return {
         "target": check_target(target),
         "family": spec.family,
@@ -135,7 +142,7 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
         "variables": dict(spec.variables),
         "var_files": list(spec.var_files),
         "only": spec.only or "",
-        **({"registry": spec.registry} if spec.registry and target == "docker" else {}),
+        **({"registry": str(registry)} if registry else {}),
         **(blocks or {}),
     }
 

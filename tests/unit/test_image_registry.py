@@ -264,6 +264,10 @@ def test_a_family_names_its_registry_in_the_families_file(tmp_path: Path) -> Non
     assert pipeline_parameters(app, "docker", None)["registry"] == "127.0.0.1:5000/team"
     assert "registry" not in pipeline_parameters(app, "aws", None)
     assert "registry" not in pipeline_parameters(other, "docker", None)
+    with pytest.MonkeyPatch.context() as env:  # the rebuild's own default travels with the child run
+        env.setenv("BAKERY_REGISTRY", "127.0.0.1:5001")
+        assert pipeline_parameters(other, "docker", None)["registry"] == "127.0.0.1:5001"
+        assert "registry" not in pipeline_parameters(other, "aws", None)
     path.write_text("families:\n  - family: app\n    registry: https://registry.example.com\n")
     with pytest.raises(UsageError) as raised:
         load_families(path)
