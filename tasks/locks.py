@@ -348,7 +348,7 @@ class _Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        self.thread.join()  # a beat in flight lands before the record is cleared and the slot released
 
 
 class _QuietTimedOutAttempts(logging.Filter):
@@ -431,7 +431,7 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
     lease_id = str(acquired.lease_id)
     since = _now()
 
-    def record() -> None:
+    def record(renewal: bool = False) -> None:
         now = _now()
         holder = Holder(
             family=family,
@@ -444,17 +444,22 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
             expires=_iso(now + _lease()),
         )
         with get_client(sync_client=True) as client:
-            if client.read_variable_by_name(holder_variable(family)) is None:
+            current = client.read_variable_by_name(holder_variable(family))
+            if current is None:
+                if renewal:  # cleared: we are releasing, or a reclaimer judged us gone; never re-create it
+                    return
                 with contextlib.suppress(Exception):
                     client.create_variable(VariableCreate(name=holder_variable(family), value=holder.to_value()))
                     return
+            elif renewal and getattr(Holder.from_value(current.value), "lease_id", None) != lease_id:
+                return  # another holder's record now: a late beat must not overwrite it
             client.update_variable(VariableUpdate(name=holder_variable(family), value=holder.to_value()))
 
     try:
         record()
         with (
             maintain_concurrency_lease(acquired.lease_id, PREFECT_LEASE_SECONDS, raise_on_lease_renewal_failure=False),
-            _Heartbeat(record),
+            _Heartbeat(lambda: record(renewal=True)),
         ):
             log.info("holding the build slot of family %s (global concurrency limit %s)", family, name)
             yield
