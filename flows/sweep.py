@@ -77,11 +77,23 @@ def sweep_leftovers(
     with block_credentials(target, aws_credentials):
         sources = sweep.open_sources(target, include_packer=packer_leftovers)
         plan = find_leftovers(sources, rules)
-        notes = resume_promotions(target, apply) + release_family_slots(apply, max_age)
-        if not apply:
-            return {**report_sweep(plan, target, None), "notes": notes}
-        results = remove_leftovers(plan, sources)
-    doc = {**report_sweep(plan, target, results), "notes": notes}
+        results = remove_leftovers(plan, sources) if apply else None
+        # After the removal, and each on its own: a promotion that cannot be resumed or a Prefect API blip
+        # must not stop the sweep from removing what it found.
+        notes: list[str] = []
+        side_failures: list[str] = []
+        for what, job in (
+            ("resuming killed promotions", lambda: resume_promotions(target, apply)),
+            ("giving back build slots", lambda: release_family_slots(apply, max_age)),
+        ):
+            try:
+                notes += job()
+            except Exception as exc:
+                side_failures.append(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    doc = {**report_sweep(plan, target, results), "notes": notes + side_failures}
+    if not apply:
+        return doc
+    doc["failures"] = [*doc["failures"], *side_failures]
     if doc["failures"]:
         raise sweep.SweepFailed(f"{len(doc['failures'])} removals failed: {'; '.join(doc['failures'][:3])}", doc)
     return doc
