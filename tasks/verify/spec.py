@@ -222,13 +222,13 @@ class _Document:
         return out
 
 
-def _read(source: str) -> str | None:
+def _read(source: str, what: str = "spec") -> str | None:
     try:
         with open(source, encoding="utf-8") as handle:
             return handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"{source}: cannot read spec: {reason}") from None
+        raise UsageError(f"{source}: cannot read {what}: {reason}") from None
 
 
 def _spec_file(path: str) -> str:
@@ -392,7 +392,7 @@ def _plain(value: Any) -> Any:
 def read_vars(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A ``--vars`` file: a YAML or JSON mapping."""
     source = os.fspath(path)
-    text = _read(source)
+    text = _read(source, "vars file")
     try:
         data = yaml.safe_load(text or "")
     except yaml.YAMLError as exc:
@@ -416,7 +416,7 @@ def spec_variables(
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"--var {assignment!r}: expected NAME=VALUE")
+            raise UsageError(f"spec variable {assignment!r} (--spec-var, --var of bake spec): expected NAME=VALUE")
         target = variables
         *parents, leaf = name.strip().split(".")
         for parent in parents:

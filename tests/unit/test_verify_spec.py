@@ -385,3 +385,12 @@ def test_a_vars_file_with_a_bad_tagged_value_is_exit_2(tmp_path: Path) -> None:
     bad.write_text("port: !!int abc\n")
     with pytest.raises(UsageError, match=r"vars\.yaml: vars file: YAML value error"):
         read_vars(bad)
+
+
+def test_vars_problems_name_the_vars_file_and_the_spec_variable(tmp_path: Path) -> None:
+    from tasks.verify.spec import read_vars, spec_variables
+
+    with pytest.raises(UsageError, match=r"nope\.yaml: cannot read vars file"):
+        read_vars(tmp_path / "nope.yaml")
+    with pytest.raises(UsageError, match=r"spec variable 'oops' \(--spec-var"):
+        spec_variables(None, ["oops"])
