@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -579,7 +580,7 @@ class _Renderer:
         self.data = data
         self.out: list[str] = []
 
-    def run(self, nodes: list[_Node], dot: Any, scope: dict[str, Any]) -> None:
+    def run(self, nodes: list[_Node], dot: Any, scope: ChainMap[str, Any]) -> None:
         for node in nodes:
             if node.kind == "text":
                 self.out.append(node.text)
@@ -590,7 +591,7 @@ class _Renderer:
                     self.out.append(show(value))
             elif node.kind in ("if", "with"):
                 assert node.pipeline is not None
-                inner = dict(scope)
+                inner = scope.new_child()
                 value = self.pipeline(node.pipeline, dot, inner)
                 if truthy(value):
                     self.run(node.body, value if node.kind == "with" else dot, inner)
@@ -599,7 +600,7 @@ class _Renderer:
             elif node.kind == "range":
                 self.range(node, dot, scope)
 
-    def range(self, node: _Node, dot: Any, scope: dict[str, Any]) -> None:
+    def range(self, node: _Node, dot: Any, scope: ChainMap[str, Any]) -> None:
         assert node.pipeline is not None
         names = node.pipeline.declare
         collection = self.pipeline(_Pipeline([], False, node.pipeline.commands, node.line), dot, scope)
@@ -614,17 +615,17 @@ class _Renderer:
         else:
             raise TemplateError(f"template: range can't iterate over {show(collection)!r}", node.line)
         if not pairs:
-            self.run(node.otherwise, dot, dict(scope))
+            self.run(node.otherwise, dot, scope.new_child())
             return
         for key, item in pairs:
-            inner = dict(scope)
+            inner = scope.new_child()
             if len(names) == 1:
                 inner[names[0]] = item
             elif len(names) == 2:
                 inner[names[0]], inner[names[1]] = key, item
             self.run(node.body, item, inner)
 
-    def pipeline(self, pipeline: _Pipeline, dot: Any, scope: dict[str, Any]) -> Any:
+    def pipeline(self, pipeline: _Pipeline, dot: Any, scope: ChainMap[str, Any]) -> Any:
         value: Any = None
         for position, command in enumerate(pipeline.commands):
             piped = position > 0
@@ -633,12 +634,16 @@ class _Renderer:
             if len(pipeline.declare) != 1:
                 raise TemplateError("template: too many variables in declaration", pipeline.line)
             name = pipeline.declare[0]
-            if pipeline.assign and name not in scope:
+            if not pipeline.assign:
+                scope[name] = value  # := declares in the innermost block
+            elif name in scope:
+                # = changes the variable where it was declared, as Go does (also from inside if/range/with)
+                next(m for m in scope.maps if name in m)[name] = value
+            else:
                 raise TemplateError(f"template: undefined variable {name}", pipeline.line)
-            scope[name] = value
         return value
 
-    def command(self, command: list[Operand], dot: Any, scope: dict[str, Any], piped: Any, line: int) -> Any:
+    def command(self, command: list[Operand], dot: Any, scope: ChainMap[str, Any], piped: Any, line: int) -> Any:
         head = command[0]
         if head[0] == "func":
             name = head[1]
@@ -663,7 +668,9 @@ class _Renderer:
             raise TemplateError(f"template: can't give arguments to a non-function {_describe(head)}", line)
         return self.operand(head, dot, scope, line)
 
-    def lazy(self, name: str, operands: list[Operand], dot: Any, scope: dict[str, Any], piped: Any, line: int) -> Any:
+    def lazy(
+        self, name: str, operands: list[Operand], dot: Any, scope: ChainMap[str, Any], piped: Any, line: int
+    ) -> Any:
         def thunk(operand: Operand) -> Callable[[], Any]:
             return lambda: self.operand(operand, dot, scope, line)
 
@@ -679,7 +686,7 @@ class _Renderer:
                 return value
         return value
 
-    def operand(self, operand: Operand, dot: Any, scope: dict[str, Any], line: int) -> Any:
+    def operand(self, operand: Operand, dot: Any, scope: ChainMap[str, Any], line: int) -> Any:
         kind = operand[0]
         if kind == "lit":
             return operand[1]
@@ -697,7 +704,7 @@ class _Renderer:
                 raise TemplateError(f"template: undefined variable {name}", line)
             return self.fields(base, names, line, name)
         if kind == "sub":
-            value = self.pipeline(operand[1], dot, dict(scope))
+            value = self.pipeline(operand[1], dot, scope.new_child())
             return self.fields(value, operand[2], line, "(...)")
         raise TemplateError(f"template: bad operand {operand!r}", line)
 
@@ -748,7 +755,7 @@ def render(text: str, variables: Mapping[str, Any], source: str = "<spec>") -> s
     data = {"Vars": dict(variables), "Env": dict(os.environ)}
     renderer = _Renderer(data)
     try:
-        renderer.run(parse(text), data, {"$": data})
+        renderer.run(parse(text), data, ChainMap({"$": data}))
     except TemplateError:
         raise
     except RecursionError:

@@ -91,3 +91,16 @@ def test_a_goss_file_with_a_vars_file_shape() -> None:
     )
     variables = {"os": "debian", "debian": {"packages": {"nginx": ["1.22"], "curl": []}}}
     assert render(text, variables) == "package:\n  curl:\n    installed: true\n  nginx:\n    installed: true\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{ $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}", "2"),
+        ("{{ $x := 0 }}{{ range (list 1 2 3) }}{{ $x = . }}{{ end }}{{ $x }}", "3"),
+        ("{{ $x := 0 }}{{ with 7 }}{{ $x = . }}{{ end }}{{ $x }}", "7"),
+        ("{{ $x := 0 }}{{ if true }}{{ $x := 5 }}{{ $x }}{{ end }}{{ $x }}", "50"),  # := shadows
+    ],
+)
+def test_assignment_in_a_block_changes_the_outer_variable_as_in_go(text: str, expected: str) -> None:
+    assert render(text, {}) == expected
