@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from bench._servers import PrefectServer
-from tests.e2e.conftest import REPO, labelled_containers
+from tests.e2e.conftest import REPO
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
+from tests.support import containers_of
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
@@ -72,7 +73,7 @@ def test_pipeline_run_started_through_the_api_completes_on_a_process_worker(
     manifest = next(a for a in artifacts if a["key"] == "app-base-manifest")
     assert "docker.base" in str(manifest["data"])
     assert run["work_pool_name"] == "bakery-process"
-    assert labelled_containers(engine, f"bakery.run-id={run_id}") == []  # torn down
+    assert containers_of(engine, run_id=run_id) == []  # torn down
 
 
 def test_ui_shows_the_pipeline_form_with_the_target_choice(

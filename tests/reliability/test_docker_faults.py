@@ -21,6 +21,7 @@ import pytest
 from tasks.targets.docker import DockerTarget
 from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
+from tests.support import wait_for_command_in_test_container
 
 pytestmark = pytest.mark.e2e
 TARGET = "docker"
@@ -193,21 +194,12 @@ def test_sshd_late_by_20s_still_passes(
     leaks.assert_none()
 
 
-def _wait_for_run_container(engine: docker.DockerClient, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if engine.containers.list(filters={"label": "bakery.family=" + IMAGE_FAMILY}):
-            return
-        time.sleep(0.2)
-    raise AssertionError("the run never launched its test container")
-
-
 def test_sigterm_during_verify_tears_down(
     session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
     """SIGTERM (a worker stopping, a CI job cancelled): the flow's finally/on_crashed remove the container."""
     spec = tmp_path / "slow.yaml"
-    spec.write_text("command:\n  slow:\n    exec: sleep 60\n    exit-status: 0\n    timeout: 90000\n")
+    spec.write_text("command:\n  slow:\n    exec: sleep 62\n    exit-status: 0\n    timeout: 90000\n")
     proc = subprocess.Popen(
         [BAKE, "test", "--image", built_image, "--spec", str(spec)],
         cwd=REPO,
@@ -218,8 +210,12 @@ def test_sigterm_during_verify_tears_down(
         start_new_session=True,
     )
     try:
-        _wait_for_run_container(engine)
-        time.sleep(3)  # into the verify step
+        wait_for_command_in_test_container(  # in the verify step: the slow check runs
+            engine,
+            "sleep 62",
+            family=IMAGE_FAMILY,
+            alive=lambda: "" if proc.poll() is None else f"the run ended ({proc.returncode}) before its check ran",
+        )
         proc.send_signal(signal.SIGTERM)
         _, _err = proc.communicate(timeout=60)
     finally:
