@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from bench._servers import PrefectServer
 from tests.e2e.conftest import REPO
 from tests.e2e.deployment_fixtures import process_worker
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments

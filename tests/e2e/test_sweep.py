@@ -24,8 +24,8 @@ import boto3
 import docker
 import pytest
 
-from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from tests.e2e.conftest import REPO, Bake
+from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""tasks.verify against a real sshd in a real container built to a known state (tests/e2e/verify_host.py)."""
+"""tasks.verify against a real sshd in a real container built to a known state (tests/support/verify_host.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from tasks import ssh
 from tasks.errors import JobFailed
 from tasks.verify import TYPES, VerifyResult, parse_spec, report, verify, verify_endpoint
-from tests.e2e.verify_host import APP_CONF, SECRET, Host, StartHost, fifty_checks, write_spec
+from tests.support.verify_host import APP_CONF, SECRET, Host, StartHost, fifty_checks, write_spec
 
-pytest_plugins = ("tests.e2e.verify_host",)  # the known-state host's fixtures
+pytest_plugins = ("tests.support.verify_host",)  # the known-state host's fixtures
 pytestmark = pytest.mark.e2e
 
 

@@ -11,9 +11,9 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
 from tests.support import containers_of, wait_for_command_in_test_container
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
