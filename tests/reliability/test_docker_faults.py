@@ -194,12 +194,15 @@ def test_sshd_late_by_20s_still_passes(
     leaks.assert_none()
 
 
-def test_sigterm_during_verify_tears_down(
-    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
-) -> None:
-    """SIGTERM (a worker stopping, a CI job cancelled): the flow's finally/on_crashed remove the container."""
-    spec = tmp_path / "slow.yaml"
-    spec.write_text("command:\n  slow:\n    exec: sleep 62\n    exit-status: 0\n    timeout: 90000\n")
+SLOW_CHECK_SECONDS = 45
+
+
+def sigterm_during_a_check(session_bake: Bake, built_image: str, engine: docker.DockerClient, spec: Path) -> float:
+    """`bake test` with one slow check, SIGTERMed while that check runs (seen in the container, not
+    guessed); returns the seconds from the signal to the exit."""
+    spec.write_text(
+        f"command:\n  slow:\n    exec: sleep {SLOW_CHECK_SECONDS}\n    exit-status: 0\n    timeout: 90000\n"
+    )
     proc = subprocess.Popen(
         [BAKE, "test", "--image", built_image, "--spec", str(spec)],
         cwd=REPO,
@@ -212,14 +215,39 @@ def test_sigterm_during_verify_tears_down(
     try:
         wait_for_command_in_test_container(  # in the verify step: the slow check runs
             engine,
-            "sleep 62",
+            f"sleep {SLOW_CHECK_SECONDS}",
             family=IMAGE_FAMILY,
             alive=lambda: "" if proc.poll() is None else f"the run ended ({proc.returncode}) before its check ran",
         )
         proc.send_signal(signal.SIGTERM)
-        _, _err = proc.communicate(timeout=60)
+        signalled = time.monotonic()
+        proc.communicate(timeout=SLOW_CHECK_SECONDS + 60)
+        seconds = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    return seconds
+
+
+def test_sigterm_during_verify_tears_down(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM (a worker stopping, a CI job cancelled) while a check runs: the run exits non-zero and its
+    container and key are removed."""
+    sigterm_during_a_check(session_bake, built_image, engine, tmp_path / "slow.yaml")
+    leaks.assert_none()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SIGTERM is acted on only when the running check ends (measured: the check's 62 s, then exit -15 "
+    "with no line on stderr); a stopping worker or cancelled CI job waits up to the check's timeout",
+)
+def test_sigterm_during_verify_exits_promptly(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM while a check runs: the run stops within 20 s, not when the check ends."""
+    seconds = sigterm_during_a_check(session_bake, built_image, engine, tmp_path / "slow.yaml")
+    assert seconds < 20, f"exited {seconds:.0f} s after SIGTERM (the check takes {SLOW_CHECK_SECONDS} s)"
     leaks.assert_none()
