@@ -21,6 +21,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script inside the namespace: the shared test helpers by path
+from tests.aws_seam import FIXTURE  # noqa: E402  (the shipped packer/ templates as moto builds them)
 from tests.support.servers import free_port  # noqa: E402
 
 BAKE = str(Path(sys.executable).parent / "bake")
@@ -83,9 +84,7 @@ def main(out: Path) -> None:
             )
 
         started = time.monotonic()
-        built = bake(
-            "--json", "build", "--target", "aws", "--template-dir", "tests/fixtures/packer-aws", "--version", version
-        )
+        built = bake("--json", "build", "--target", "aws", "--template-dir", FIXTURE, "--version", version)
         result["build"] = {
             "code": built.returncode,
             "seconds": time.monotonic() - started,
