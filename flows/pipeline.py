@@ -23,9 +23,9 @@ from flows.checkout import check_commit
 from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName
-from tasks.locks import family_lock
 from tasks.request import DEFAULT_SPEC, AwsOptions, PipelineRequest, expires_at, prepare, run_workdir
-from tasks.steps import (
+from tasks.steps.locks import family_lock
+from tasks.steps.pipeline import (
     adopt_image,
     artifact_key,
     build_image,
@@ -65,7 +65,7 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
         if parameters.get("target") == "aws":
             _remove_aws_run_resources(run_id, parameters.get("aws_credentials"))
             return
-        from tasks.targets.docker import DockerTarget
+        from tasks.targets.docker.instances import DockerTarget
 
         removed = DockerTarget().teardown_run(run_id)
         if removed:
@@ -80,10 +80,10 @@ def _remove_aws_run_resources(run_id: str, block_name: str | None = None, timeou
     Only when AWS is configured here (a region is set); short client timeouts and a bounded wait, and a
     failure is logged, never raised: ``bake sweep --target aws`` finds whatever is left.
     """
-    from tasks import aws
+    from tasks.targets.aws import client as aws
 
     try:
-        from tasks.targets.aws import AwsTarget, ec2_client
+        from tasks.targets.aws.instances import AwsTarget, ec2_client
 
         with contextlib.ExitStack() as stack:
             if block_name:
@@ -470,8 +470,8 @@ def _record_inputs(request: PipelineRequest, image: Image, built_from: provenanc
 
 
 def _ensure_docker_base(target: Target) -> None:
-    from tasks.baseimage import ensure_base_image
-    from tasks.targets.docker import DockerTarget
+    from tasks.targets.docker.baseimage import ensure_base_image
+    from tasks.targets.docker.instances import DockerTarget
 
     if isinstance(target, DockerTarget):
         ensure_base_image(target.engine)

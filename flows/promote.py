@@ -22,7 +22,7 @@ from tasks.errors import UsageError
 from tasks.inputs import TargetName
 from tasks.promotion import PromoteTo, PromotionRecord
 from tasks.request import check_registry_for
-from tasks.steps import artifact_key
+from tasks.steps.pipeline import artifact_key
 
 
 def _run_id() -> str:
@@ -33,7 +33,7 @@ def _aws_errors(target: str, doing: str) -> AbstractContextManager[None]:
     """botocore's errors as one clear line (exit 1), like the AWS target's own calls."""
     if target != "aws":
         return nullcontext()
-    from tasks.targets.aws import aws_errors
+    from tasks.targets.aws.instances import aws_errors
 
     return aws_errors(doing)
 
@@ -63,7 +63,7 @@ def promote_image(
     run_id: str,
     registry: str = "",
 ) -> dict[str, Any]:
-    from tasks.promotion.aws import ProblemAfterPromotion
+    from tasks.targets.aws.stages import ProblemAfterPromotion
 
     try:
         with _aws_errors(target, "promoting"):
@@ -86,7 +86,7 @@ def promote_image(
 
 @task(name="rollback", cache_policy=NO_CACHE)
 def rollback_family(target: str, family: str, publish_ssm: bool, run_id: str, registry: str = "") -> dict[str, Any]:
-    from tasks.promotion.aws import ProblemAfterPromotion
+    from tasks.targets.aws.stages import ProblemAfterPromotion
 
     try:
         with _aws_errors(target, "rolling back"):

@@ -34,7 +34,7 @@ from tasks.errors import JobFailed, UsageError
 from tasks.inputs import TargetName, check_target, parse_duration
 from tasks.promotion import StagedImage, human, utcnow
 from tasks.request import prepare
-from tasks.steps import artifact_key
+from tasks.steps.pipeline import artifact_key
 
 MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
 PIPELINE_DEPLOYMENT = "image-pipeline/image-pipeline"  # prefect.yaml: flow name / deployment name

@@ -17,8 +17,8 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows.blocks import block_credentials
 from tasks import sweep
-from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
+from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
@@ -45,7 +45,7 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
 @task(name="release-family-slots", cache_policy=NO_CACHE)
 def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
     """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
-    from tasks.locks import sweep_family_slots
+    from tasks.steps.locks import sweep_family_slots
 
     logger = get_run_logger()
     rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)

@@ -542,15 +542,15 @@ def open_store(target: str, registry: str = "", family: str | None = None) -> Im
     from tasks.inputs import check_target
 
     if registry:
-        from tasks.image_registry import parse_registry
-        from tasks.registry_images import RegistryImages
+        from tasks.targets.docker.image_registry import parse_registry
+        from tasks.targets.docker.registry_images import RegistryImages
 
         return RegistryImages(parse_registry(registry), [family] if family else None)
     if check_target(target) == "aws":
-        from tasks.aws_images import AwsImages, require_configured
+        from tasks.targets.aws.images import AwsImages, require_configured
 
         require_configured()
         return AwsImages()
-    from tasks.targets.docker_images import DockerImages
+    from tasks.targets.docker.images import DockerImages
 
     return DockerImages()

@@ -208,7 +208,7 @@ class DockerLeftovers:
 
     def __init__(self, engine: Any = None) -> None:
         if engine is None:
-            from tasks.targets.docker import client
+            from tasks.targets.docker.instances import client
 
             engine = client()
         self.engine = engine
@@ -369,8 +369,8 @@ def open_sources(target: str, include_packer: bool = False) -> list[Source]:
     from tasks.inputs import check_target
 
     if check_target(target) == "aws":
-        from tasks.aws_images import require_configured
-        from tasks.aws_sweep import AwsLeftovers
+        from tasks.targets.aws.images import require_configured
+        from tasks.targets.aws.leftovers import AwsLeftovers
 
         require_configured()
         return [AwsLeftovers(include_packer=include_packer)]

@@ -528,16 +528,16 @@ def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> No
 def store_for(target: str, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
     """The stage store of a target name (``docker`` or ``aws``); with a ``registry`` (docker only) its tags."""
     if target == "docker" and registry:
-        from tasks.image_registry import parse_registry
-        from tasks.promotion.registry import RegistryStages
+        from tasks.targets.docker.image_registry import parse_registry
+        from tasks.targets.docker.registry_stages import RegistryStages
 
         return RegistryStages(parse_registry(registry))
     if target == "docker":
-        from tasks.promotion.docker import DockerStages
+        from tasks.targets.docker.stages import DockerStages
 
         return DockerStages()
     if target == "aws":
-        from tasks.promotion.aws import AmiStages
+        from tasks.targets.aws.stages import AmiStages
 
         return AmiStages(publish_ssm=publish_ssm)
     from tasks.errors import UsageError

@@ -463,8 +463,8 @@ _STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
 def _aws_production(family: str) -> Production:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from tasks import aws
-    from tasks.promotion.aws import seed_lookup
+    from tasks.targets.aws import client as aws
+    from tasks.targets.aws.stages import seed_lookup
 
     try:
         found = seed_lookup(aws.client("ec2", region=aws.region()), family)

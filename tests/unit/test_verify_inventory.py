@@ -302,7 +302,7 @@ def test_aws_production_is_the_seeds_lookup(monkeypatch: pytest.MonkeyPatch) -> 
                 ]
             }
 
-    from tasks import aws
+    from tasks.targets.aws import client as aws
 
     monkeypatch.setattr(aws, "client", lambda service, region=None: Ec2())
     found = inventory.production_image("aws", "a")

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from tasks import retention, sweep
 from tasks.retention import ImageRecord, ImageStore, Outcome, Plan
-from tasks.steps import artifact_key
+from tasks.steps.pipeline import artifact_key
 
 
 @task(name="inventory", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

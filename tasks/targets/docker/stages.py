@@ -175,7 +175,7 @@ class DockerStages:
 
     def __init__(self, engine: docker.DockerClient | None = None, records: Path | None = None) -> None:
         if engine is None:
-            from tasks.targets.docker import client
+            from tasks.targets.docker.instances import client
 
             engine = client()
         self.engine = engine

@@ -20,7 +20,7 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.retention import ImageRecord, is_managed
-from tasks.targets.docker import FAMILY_LABEL, MANAGED_LABEL, client
+from tasks.targets.docker.instances import FAMILY_LABEL, MANAGED_LABEL, client
 
 STAGE_TAGS = ("production", "staging", "superseded", "latest")
 

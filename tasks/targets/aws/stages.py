@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import aws, holders
+from tasks import holders
 from tasks.errors import JobFailed, UsageError
 from tasks.promotion import (
     TAG_INTENT,
@@ -42,6 +42,7 @@ from tasks.promotion import (
     parse_time,
     utcnow,
 )
+from tasks.targets.aws import client as aws
 
 log = logging.getLogger(__name__)
 LOCK_PREFIX = "bakery-promote-"
@@ -176,7 +177,7 @@ class AmiStages:
         """The stage through the AWS target's ``set_stage`` (one ``CreateTags`` of ``status``, run id and
         the stage's time on the AMI and its snapshots: the commit point), then this promotion's own
         tags (its exact time, ``bakery:forced``) on the same resources."""
-        from tasks.targets.aws import AwsTarget
+        from tasks.targets.aws.instances import AwsTarget
         from tasks.targets.base import Image
 
         target = AwsTarget(ec2=self.ec2)
