@@ -681,7 +681,8 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Dry run unless --apply: what is labelled and past its time, as a table on stdout (or --json)."""
     from tasks.inputs import check_target, parse_duration
-    from tasks.sweep import open_sources, render
+    from tasks.sweep import render
+    from tasks.targets.registry import open_sources
 
     check_target(args.target)
     if args.max_age:

@@ -261,13 +261,13 @@ def current_base(target: str, template_dir: Path, source: str, variables: Mappin
     """
     try:
         if target == "docker":
-            import docker
+            from tasks.targets.docker.images import local_image_id
 
             reference = docker_base_reference(template_dir, source, variables)
-            try:
-                return str(docker.from_env().images.get(reference).id)
-            except docker.errors.ImageNotFound:
-                raise BaseLookupError(f"base image {reference} is not in the local engine") from None
+            found = local_image_id(reference)
+            if found is None:
+                raise BaseLookupError(f"base image {reference} is not in the local engine")
+            return found
         if target == "aws":
             from tasks.targets.aws.instances import ec2_client
 

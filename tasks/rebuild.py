@@ -34,9 +34,9 @@ import yaml
 
 from tasks import inputs
 from tasks.errors import UsageError
-from tasks.promotion import StagedImage, human, iso
 from tasks.provenance import BuildInputs
 from tasks.request import DEFAULT_SPEC, PipelineRequest, check_no_secret_spec_vars, check_no_secrets, state_dir
+from tasks.targets.base import StagedImage, human, iso
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
@@ -190,7 +190,7 @@ def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
         from tasks.verify import inventory
     except ImportError:  # an older verification engine: no inventories kept
         return None
-    stored = inventory.load(target, image_id)
+    stored = inventory.load(target, image_id, state_dir())
     return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from flows.cli import main
 from tasks.errors import JobFailed, UsageError
-from tasks.promotion import Intent
+from tasks.targets.base import Intent
 from tasks.targets.docker.image_registry import (
     Manifest,
     Registry,

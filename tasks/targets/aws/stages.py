@@ -29,34 +29,27 @@ from botocore.exceptions import ClientError
 
 from tasks import holders
 from tasks.errors import JobFailed, UsageError
-from tasks.promotion import (
+from tasks.targets.aws import client as aws
+from tasks.targets.base import (
     TAG_INTENT,
     TAG_PROMOTED_AT,
     TAG_STAGED_AT,
     TAG_STATUS,
     TAG_SUPERSEDED_AT,
     Intent,
+    ProblemAfterPromotion,
     PromotionRecord,
     StagedImage,
     iso,
     parse_time,
     utcnow,
 )
-from tasks.targets.aws import client as aws
 
 log = logging.getLogger(__name__)
 LOCK_PREFIX = "bakery-promote-"
 LOCK_PURPOSE = "promotion-lock"
 TAG_HOLDER = "bakery:holder"  # host:pid:start of the holding process (tasks/holders.py)
 SSM_PARAMETER = "/bakery/{family}/production"
-
-
-class ProblemAfterPromotion(JobFailed):
-    """The stages are right, but a check after the change failed (exit 1); ``record`` says what was done."""
-
-    def __init__(self, message: str, record: PromotionRecord) -> None:
-        super().__init__(message, record.to_dict())
-        self.record = record
 
 
 def _region() -> str | None:

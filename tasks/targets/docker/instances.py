@@ -18,9 +18,8 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
-from tasks.retention import is_managed
-from tasks.sweep import PACKER_BUILDER_PREFIX
-from tasks.targets.base import Image, Instance, Run, SshEndpoint
+from tasks.targets.base import Image, Instance, Run, SshEndpoint, is_managed
+from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, client
 from tasks.targets.docker.image_registry import Registry, RegistryError
 
 LABEL_RUN_ID = "bakery.run-id"
@@ -46,14 +45,6 @@ chmod 600 "$home/.ssh/authorized_keys"
 printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {TEST_USER} > /etc/sudoers.d/90-bakery-test
 chmod 440 /etc/sudoers.d/90-bakery-test
 """
-
-
-def client() -> docker.DockerClient:
-    """A client for the engine named by the usual DOCKER_* variables; a clear error when none answers."""
-    try:
-        return docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
 
 
 # Limits of a test container: it is the image under test, not a trusted process.

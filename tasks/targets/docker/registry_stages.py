@@ -28,14 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import JobFailed, UsageError
-from tasks.promotion import (
-    Intent,
-    PromotionRecord,
-    StagedImage,
-    iso,
-    parse_time,
-    utcnow,
-)
+from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
 from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
 from tasks.targets.docker.stages import _flock, record_stage, records_dir
 
