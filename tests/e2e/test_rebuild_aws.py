@@ -15,10 +15,10 @@ import boto3
 import pytest
 
 from tasks import provenance
-from tasks.promotion import StagedImage
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import decide, observe
 from tasks.request import prepare
+from tasks.targets.base import StagedImage
 from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e

@@ -2,13 +2,14 @@
 
 Each target runs every test here: Docker against the real engine, AWS against the moto server (a real HTTP
 EC2 endpoint on 127.0.0.1; nothing here connects to an instance, so no network namespace is needed). A new
-target passes this suite or is not done: add a :class:`Platform` for it to ``PLATFORMS``.
+target passes this suite or is not done: every target in the table (``tasks.targets.registry.PLATFORMS``)
+runs it, through a :class:`PlatformView` of its platform here (a target without one fails the suite).
 
 What is tested goes through the entry points only: ``get_target`` (the Target protocol), ``open_store``
 (retention's view: inventory, usage, deletion) and ``open_sources`` (the sweep's view: leftovers and their
-removal), so that moving the targets' code changes the import lines below and nothing else. What is
+removal), all from the one table (tasks/targets/registry.py), never a platform module. What is
 observed goes through the platform itself (the engine's containers and tags, the EC2 API): a
-:class:`Platform` is the test's own window on it, never bakery's bookkeeping (except Docker's family
+:class:`PlatformView` is the test's own window on it, never bakery's bookkeeping (except Docker's family
 record, which is where the Docker target keeps what tags cannot say).
 
 Other suites may use the same engine at the same time: every Docker name here is a family of this test's
@@ -29,11 +30,10 @@ import docker
 import pytest
 
 from tasks.keys import run_keypair
-from tasks.promotion.docker import FamilyRecord  # the Docker target's record (moves with the Docker target)
-from tasks.retention import ImageRecord, open_store  # moves to tasks.targets.registry
-from tasks.sweep import Leftover, Rules, decide, open_sources  # open_sources moves to tasks.targets.registry
-from tasks.targets.base import Image, Instance, Run, Target
-from tasks.targets.registry import get_target
+from tasks.sweep import Rules, decide
+from tasks.targets.base import Image, ImageRecord, Instance, Leftover, Run, Target
+from tasks.targets.docker.stages import FamilyRecord  # where the Docker target keeps what tags cannot say
+from tasks.targets.registry import PLATFORMS, get_target, open_sources, open_store
 from tests.conftest import REGION
 from tests.support import containers_of, new_family, remove_family
 
@@ -48,7 +48,7 @@ UNPROTECTED_STAGES = (None, "testing", "failed")
 # --- the platforms: how a test makes a build's artifact and looks at what a target did --------------------
 
 
-class Platform(Protocol):
+class PlatformView(Protocol):
     """A target's platform as the contract sees it from outside bakery."""
 
     name: str  # the target's name, as get_target takes it
@@ -72,7 +72,7 @@ class Platform(Protocol):
 
 
 @dataclass
-class DockerPlatform:
+class DockerView:
     engine: docker.DockerClient
     base_image: str
     family: str
@@ -101,7 +101,7 @@ class DockerPlatform:
 
 
 @dataclass
-class AwsPlatform:
+class AwsView:
     ec2: Any
     family: str
     name: str = "aws"
@@ -132,7 +132,11 @@ class AwsPlatform:
         return bool(self.ec2.describe_images(Owners=["self"], ImageIds=[image.id])["Images"])
 
 
-PLATFORMS = ["docker", "aws"]
+VIEWS = ("docker", "aws")  # the targets this suite can look at; a target in the table and not here fails
+
+
+def test_every_target_in_the_table_runs_the_contract() -> None:
+    assert sorted(PLATFORMS) == sorted(VIEWS), "add a PlatformView (and its fixture branch) for the new target"
 
 
 @pytest.fixture
@@ -142,28 +146,30 @@ def own_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAKERY_KEYS_DIR", str(tmp_path / "keys"))
 
 
-@pytest.fixture(params=PLATFORMS)
-def platform(request: pytest.FixtureRequest, own_state: None) -> Iterator[Platform]:
+@pytest.fixture(params=sorted(PLATFORMS))
+def platform(request: pytest.FixtureRequest, own_state: None) -> Iterator[PlatformView]:
     family = new_family("contract")
     if request.param == "docker":
         engine: docker.DockerClient = request.getfixturevalue("engine")
         try:
-            yield DockerPlatform(engine, request.getfixturevalue("base_image"), family)
+            yield DockerView(engine, request.getfixturevalue("base_image"), family)
         finally:
             remove_family(engine, family)
-    else:
+    elif request.param == "aws":
         url = request.getfixturevalue("aws_env")  # a fresh moto behind the standard AWS variables
         request.getfixturevalue("monkeypatch").setenv("BAKERY_AWS_WAITER_DELAY", "0.2")
-        yield AwsPlatform(boto3.session.Session().client("ec2", region_name=REGION, endpoint_url=url), family)
+        yield AwsView(boto3.session.Session().client("ec2", region_name=REGION, endpoint_url=url), family)
+    else:
+        pytest.fail(f"target {request.param!r} has no PlatformView in this suite: it has not passed the contract")
 
 
 @pytest.fixture
-def target(platform: Platform) -> Target:
+def target(platform: PlatformView) -> Target:
     return get_target(platform.name)
 
 
 @pytest.fixture
-def image(platform: Platform, target: Target) -> Image:
+def image(platform: PlatformView, target: Target) -> Image:
     """A build of this test's family, adopted and staged ``testing`` as the pipeline's build stage does."""
     run_id = f"build-{uuid.uuid4()}"
     adopted = target.adopt_build(platform.new_artifact(), platform.family, "1.0", run_id)
@@ -178,7 +184,7 @@ class Launched:
 
 
 @pytest.fixture
-def launch(target: Target, platform: Platform, tmp_path: Path) -> Iterator[Any]:
+def launch(target: Target, platform: PlatformView, tmp_path: Path) -> Iterator[Any]:
     """``launch(image, expires_in)``: a test instance of a new run, as the pipeline launches one; every
     instance launched is torn down afterwards, whatever the test did."""
     made: list[Launched] = []
@@ -228,7 +234,9 @@ def leftovers_of(target_name: str, run_id: str, now: datetime | None = None) -> 
 # --- images and stages -------------------------------------------------------------------------------------
 
 
-def test_an_adopted_build_is_a_testing_image_of_its_family(platform: Platform, target: Target, image: Image) -> None:
+def test_an_adopted_build_is_a_testing_image_of_its_family(
+    platform: PlatformView, target: Target, image: Image
+) -> None:
     assert (image.target, image.family, image.version) == (target.name, platform.family, "1.0")
     assert target.current_stage(image) == "testing"
     record, _ = record_of(target.name, image)
@@ -257,7 +265,7 @@ def test_a_later_stage_replaces_the_earlier_one(target: Target, image: Image) ->
     assert target.current_stage(image) == "production"
 
 
-def test_a_recorded_test_result_leaves_the_stage_alone(platform: Platform, target: Target, image: Image) -> None:
+def test_a_recorded_test_result_leaves_the_stage_alone(platform: PlatformView, target: Target, image: Image) -> None:
     target.set_stage(image, "production", "contract-run")
     target.record_test_result(image, "failed", "contract-test-run")
     assert target.current_stage(image) == "production"
@@ -271,7 +279,7 @@ def test_a_recorded_test_result_leaves_the_stage_alone(platform: Platform, targe
 
 
 def test_launch_makes_one_instance_of_the_run_and_teardown_removes_it(
-    platform: Platform, target: Target, image: Image, launch: Any
+    platform: PlatformView, target: Target, image: Image, launch: Any
 ) -> None:
     launched = launch(image)
     instance = launched.instance
@@ -295,7 +303,7 @@ def test_an_image_in_use_by_a_test_instance_shows_in_retentions_usage(
 
 
 def test_retention_deletes_an_image_once_and_then_finds_it_gone(
-    platform: Platform, target: Target, image: Image
+    platform: PlatformView, target: Target, image: Image
 ) -> None:
     record, _ = record_of(target.name, image)
     assert record is not None
@@ -313,7 +321,7 @@ def test_retention_deletes_an_image_once_and_then_finds_it_gone(
 
 
 def test_the_sweep_sees_a_live_run_and_keeps_it_until_it_expires(
-    platform: Platform, target: Target, image: Image, launch: Any
+    platform: PlatformView, target: Target, image: Image, launch: Any
 ) -> None:
     launched = launch(image, timedelta(hours=1))
     found = leftovers_of(target.name, launched.run.run_id)
@@ -326,7 +334,7 @@ def test_the_sweep_sees_a_live_run_and_keeps_it_until_it_expires(
 
 
 def test_the_sweep_removes_an_expired_runs_leftovers(
-    platform: Platform, target: Target, image: Image, launch: Any
+    platform: PlatformView, target: Target, image: Image, launch: Any
 ) -> None:
     launched = launch(image, timedelta(seconds=-60))  # a run that crashed and expired a minute ago
     run_id = launched.run.run_id
