@@ -18,9 +18,10 @@ own, every assertion is about this test's run or family, and every cleanup remov
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,18 @@ class PlatformView(Protocol):
         """Whether the platform still holds the image."""
         ...
 
+    def foreign_image(self) -> str:
+        """An image of this family's name that bakery did not make (no managed-by mark); its image id."""
+        ...
+
+    def foreign_instance(self) -> str:
+        """A machine bakery did not make (none of its run labels), old enough for any age rule; its id."""
+        ...
+
+    def remove_foreign(self) -> None:
+        """Remove what ``foreign_image``/``foreign_instance`` made."""
+        ...
+
 
 @dataclass
 class DockerView:
@@ -77,6 +90,7 @@ class DockerView:
     base_image: str
     family: str
     name: str = "docker"
+    foreign: list[str] = field(default_factory=list)
 
     def new_artifact(self) -> str:
         container = self.engine.containers.create(self.base_image, command=["true"])
@@ -98,6 +112,23 @@ class DockerView:
         except docker.errors.ImageNotFound:
             return False
         return True
+
+    def foreign_image(self) -> str:
+        container = self.engine.containers.create(self.base_image, command=["true"])
+        try:
+            return str(container.commit(repository=self.family, tag="0.9").id)  # removed with the family
+        finally:
+            container.remove(force=True)
+
+    def foreign_instance(self) -> str:
+        container = self.engine.containers.create(self.base_image, command=["true"], name=f"{self.family}-foreign")
+        self.foreign.append(container.id)
+        return str(container.id)
+
+    def remove_foreign(self) -> None:
+        for container_id in self.foreign:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.engine.api.remove_container(container_id, force=True)
 
 
 @dataclass
@@ -131,6 +162,20 @@ class AwsView:
     def exists(self, image: Image) -> bool:
         return bool(self.ec2.describe_images(Owners=["self"], ImageIds=[image.id])["Images"])
 
+    def foreign_image(self) -> str:
+        """An AMI named like the family's builds, by another tool (no ManagedBy tag)."""
+        _, ami = self.new_artifact().split(":")
+        self.ec2.create_tags(Resources=[ami], Tags=[{"Key": "Name", "Value": f"{self.family}-0.9"}])
+        return ami
+
+    def foreign_instance(self) -> str:
+        base = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        started = self.ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+        return str(started["Instances"][0]["InstanceId"])
+
+    def remove_foreign(self) -> None:
+        pass  # the next test resets moto
+
 
 VIEWS = ("docker", "aws")  # the targets this suite can look at; a target in the table and not here fails
 
@@ -151,9 +196,11 @@ def platform(request: pytest.FixtureRequest, own_state: None) -> Iterator[Platfo
     family = new_family("contract")
     if request.param == "docker":
         engine: docker.DockerClient = request.getfixturevalue("engine")
+        view = DockerView(engine, request.getfixturevalue("base_image"), family)
         try:
-            yield DockerView(engine, request.getfixturevalue("base_image"), family)
+            yield view
         finally:
+            view.remove_foreign()
             remove_family(engine, family)
     elif request.param == "aws":
         url = request.getfixturevalue("aws_env")  # a fresh moto behind the standard AWS variables
@@ -275,6 +322,13 @@ def test_a_recorded_test_result_leaves_the_stage_alone(platform: PlatformView, t
     assert platform.last_result(image) == "passed"
 
 
+def test_an_image_bakery_did_not_make_is_listed_as_not_managed(platform: PlatformView, target: Target) -> None:
+    foreign = platform.foreign_image()
+    records, _ = open_store(target.name).inventory()
+    (record,) = [r for r in records if r.image_id == foreign]
+    assert record.managed is False
+
+
 # --- test instances ----------------------------------------------------------------------------------------
 
 
@@ -318,6 +372,13 @@ def test_retention_deletes_an_image_once_and_then_finds_it_gone(
 
 
 # --- leftovers for the sweep -------------------------------------------------------------------------------
+
+
+def test_the_sweep_never_lists_what_bakery_did_not_make(platform: PlatformView, target: Target) -> None:
+    foreign = platform.foreign_instance()
+    rules = Rules(now=datetime.now(UTC) + timedelta(days=30), max_age=timedelta(0))  # every age rule met
+    found = [decide(item, rules) for source in open_sources(target.name) for item in source.find()]
+    assert foreign not in {item.id for item in found}
 
 
 def test_the_sweep_sees_a_live_run_and_keeps_it_until_it_expires(
