@@ -2,7 +2,7 @@
 
 The container is the e2e tests' known-state host (tests/support/verify_host.py, FROM the local
 bakery/debian:bookworm, booting systemd, SSH on 127.0.0.1 only, labelled bakery.test=1, removed at the end).
-The same 50 checks (tests/e2e/verify_host.fifty_checks) three ways, each as a whole process, host key pinned:
+The same 50 checks (tests/support/verify_host.fifty_checks) three ways, each as a whole process, host key pinned:
 
 - bakery: ``.venv/bin/bake verify --known-hosts KH --spec fifty.yaml``;
 - testinfra: ``.venv/bin/pytest --hosts=paramiko://deploy@127.0.0.1:PORT?ssh_identity_file=KEY --sudo`` on an

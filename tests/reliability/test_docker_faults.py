@@ -180,11 +180,15 @@ def test_sshd_late_by_20s_still_passes(
 
     def slow_sshd(self: DockerTarget, image: Any, run: Any) -> Any:
         instance = real_launch(self, image, run)
-        container = self.engine.containers.get(instance.id)
-        self._exec(container, "systemctl mask --now ssh.service")
-        container.exec_run(
-            ["/bin/sh", "-c", "sleep 20; systemctl unmask ssh.service; systemctl start ssh.service"], detach=True
-        )
+        try:  # the seam's own failure (systemd still booting) must not leak the container it was given
+            container = self.engine.containers.get(instance.id)
+            self._exec(container, "systemctl mask --now ssh.service")
+            container.exec_run(
+                ["/bin/sh", "-c", "sleep 20; systemctl unmask ssh.service; systemctl start ssh.service"], detach=True
+            )
+        except BaseException:
+            self.teardown(instance)
+            raise
         return instance
 
     monkeypatch.setattr(DockerTarget, "launch", slow_sshd)
