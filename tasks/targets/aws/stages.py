@@ -158,7 +158,7 @@ class AmiStages:
         extra = {k: v for k, v in tags.items() if k != TAG_STATUS}
         if extra:
             raw = self._raw.get(image.id) or self.ec2.describe_images(ImageIds=[image.id])["Images"][0]
-            self.ec2.createtags_of(
+            self.ec2.create_tags(
                 Resources=[image.id, *snapshots_of(raw)], Tags=[{"Key": k, "Value": v} for k, v in extra.items()]
             )
 
@@ -251,7 +251,7 @@ class AmiStages:
 
     def write_intent(self, family: str, intent: Intent) -> None:
         """A ``bakery:promotion-intent`` tag on the new AMI (EC2 keeps it; every promoter and sweep reads it)."""
-        self.ec2.createtags_of(Resources=[intent.new], Tags=[{"Key": TAG_INTENT, "Value": intent.to_text()}])
+        self.ec2.create_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT, "Value": intent.to_text()}])
 
     def read_intent(self, family: str) -> Intent | None:
         for image in self._with_intent():
@@ -260,7 +260,7 @@ class AmiStages:
         return None
 
     def clear_intent(self, family: str, intent: Intent) -> None:
-        self.ec2.deletetags_of(Resources=[intent.new], Tags=[{"Key": TAG_INTENT}])
+        self.ec2.delete_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT}])
 
     def families_with_intent(self) -> list[str]:
         return sorted({f for f in (family_of_tags(tags_of(i)) for i in self._with_intent()) if f})
