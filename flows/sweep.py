@@ -44,14 +44,13 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
 
 @task(name="release-family-slots", cache_policy=NO_CACHE)
 def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
-    """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
+    """Build and promotion slots (``bakery-family-*``) whose holder is no longer running: given back with
+    ``apply``."""
     from tasks.locks import sweep_family_slots
 
     logger = get_run_logger()
     rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
-    notes = [
-        f"build slot of family {r['family']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows
-    ]
+    notes = [f"{r['slot']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows]
     for row, note in zip(rows, notes, strict=True):
         (logger.info if row["decision"] == "keep" else logger.warning)("%s", note)
     return notes
@@ -84,7 +83,7 @@ def sweep_leftovers(
         side_failures: list[str] = []
         for what, job in (
             ("resuming killed promotions", lambda: resume_promotions(target, apply)),
-            ("giving back build slots", lambda: release_family_slots(apply, max_age)),
+            ("giving back build and promotion slots", lambda: release_family_slots(apply, max_age)),
         ):
             try:
                 notes += job()

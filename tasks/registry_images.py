@@ -13,6 +13,7 @@ digest. The registry frees the blobs only when its garbage collection runs (Dist
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tasks.image_registry import Registry, RegistryClient, RegistryError, next_page
@@ -29,10 +30,11 @@ class RegistryImages:
 
     target = "docker"
 
-    def __init__(self, registry: Registry, families: list[str] | None = None) -> None:
+    def __init__(self, registry: Registry, families: list[str] | None = None, locks: Path | None = None) -> None:
+        """``locks``: as for ``RegistryStages`` (tests without a Prefect server)."""
         self.registry = registry
         self.client = RegistryClient(registry)
-        self.stages = RegistryStages(registry, self.client)
+        self.stages = RegistryStages(registry, self.client, locks=locks)
         self.families = families
 
     def family_names(self) -> list[str]:

@@ -14,15 +14,20 @@ The registry API removes a tag only with its manifest, so a pointer tag keeps na
 until another takes it (``staging`` may still name the image that became production). So the
 ``production`` tag decides production (at most one image), and the record decides every other stage.
 
-Writes of one family are serialised by an ``flock`` on the machine doing them; two machines promoting
-the same family at the same instant are not kept apart yet (the last record written wins).
+Every change of a family's stages (a promotion or rollback as a whole, and each read-change-write of its
+record) holds the family's *promotion slot*: a Prefect global concurrency limit on the server every
+worker talks to (``tasks.locks.promotion_lock``, the machinery of the family build slot: a lease, a
+holder record, a dead holder's slot given back). So two machines promoting one family, or a promotion
+and a pipeline recording its test, take turns, and none loses the other's record write. Within one
+thread the slot is taken once (a promotion's own record writes run inside it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,13 +42,20 @@ from tasks.promotion import (
     parse_time,
     utcnow,
 )
-from tasks.promotion.docker import _flock, record_stage, records_dir
+from tasks.promotion.docker import _flock, record_stage
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 POINTER_TAGS = {"production": ("production", "latest"), "staging": ("staging",), "superseded": ("superseded",)}
 NOT_VERSIONS = frozenset({"production", "latest", "staging", "superseded", RECORD_TAG})
+_held = threading.local()  # the families whose promotion slot this thread holds
+
+
+def _shared_slot(family: str) -> contextlib.AbstractContextManager[None]:
+    from tasks.locks import promotion_lock
+
+    return promotion_lock(family)
 
 
 class RegistryStages:
@@ -52,9 +64,13 @@ class RegistryStages:
     target = "docker"
 
     def __init__(self, registry: Registry, client: RegistryClient | None = None, locks: Path | None = None) -> None:
+        """``locks``: a directory of ``flock`` files instead of the shared promotion slot; holds on one
+        machine only (tests of the stage logic without a Prefect server)."""
         self.registry = registry
         self.client = client or RegistryClient(registry)
-        self.locks = locks or records_dir()
+        self._slot: Callable[[str], contextlib.AbstractContextManager[None]] = (
+            (lambda family: _flock(locks / f"registry-{family}.lock", timeout=120)) if locks else _shared_slot
+        )
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -91,7 +107,7 @@ class RegistryStages:
 
     @contextlib.contextmanager
     def update(self, family: str) -> Iterator[dict[str, Any]]:
-        with _flock(self.locks / f"registry-{family}.record.lock", timeout=30):
+        with self.lock(family, ""):
             data = self.read_record(family)
             yield data
             self.write_record(family, data)
@@ -169,8 +185,17 @@ class RegistryStages:
 
     @contextlib.contextmanager
     def lock(self, family: str, run_id: str) -> Iterator[None]:
-        with _flock(self.locks / f"registry-{family}.promote.lock", timeout=120):
+        """The family's promotion slot, shared by every machine (module doc); taken once per thread."""
+        held: set[str] = _held.__dict__.setdefault("families", set())
+        if family in held:
             yield
+            return
+        with self._slot(family):
+            held.add(family)
+            try:
+                yield
+            finally:
+                held.discard(family)
 
     def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
         self.write_stage(image.id, image.family, image.version, stage, run_id, tags)
