@@ -144,11 +144,16 @@ def _error_detail(response: httpx.Response) -> str:
     return response.reason_phrase or ""
 
 
-def describe_failure(registry: Registry, doing: str, response: httpx.Response) -> str:
-    """One line for a failed call: the status mapped to what a person does about it."""
+def describe_failure(registry: Registry, doing: str, response: httpx.Response, logged_in: bool | None = None) -> str:
+    """One line for a failed call: the status mapped to what a person does about it (``logged_in``: whether
+    credentials for the registry were found, when known)."""
     status = response.status_code
     detail = _error_detail(response)
-    if status == 401:
+    if status == 401 and logged_in is False:
+        why = f"authentication required and no login stored for {registry.host} (docker login, or DOCKER_CONFIG)"
+    elif status == 401 and logged_in:
+        why = f"the stored login for {registry.host} was refused (docker login {registry.host} again)"
+    elif status == 401:
         why = f"authentication required or refused (docker login {registry.host}, or DOCKER_CONFIG)"
     elif status == 403:
         why = "denied: the credentials may not do this"
@@ -199,7 +204,7 @@ class RegistryClient:
                 continue
             break
         if response.status_code not in ok:
-            raise RegistryError(describe_failure(self.registry, doing, response))
+            raise RegistryError(describe_failure(self.registry, doing, response, self._basic is not None))
         return response
 
     def _fetch_token(self, challenge: httpx.Response) -> bool:

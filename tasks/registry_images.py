@@ -23,6 +23,7 @@ from tasks.retention import ImageRecord
 
 GARBAGE_COLLECTION_NOTE = "blob space comes back when the registry's garbage collection runs"
 EPOCH = datetime.fromtimestamp(0, UTC)
+NO_SUCH_DIGEST = "sha256:" + "0" * 64
 
 
 class RegistryImages:
@@ -113,6 +114,16 @@ class RegistryImages:
         if stage != (image.stage or "testing"):
             reasons.append(f"stage changed since the plan: now {stage}")
         return reasons
+
+    def check_deletes(self, family: str) -> None:
+        """Before the first deletion: the registry takes deletes at all. A ``DELETE`` of a digest nobody
+        has answers 404 when deletes are enabled and 405 when not; then one line, nothing deleted."""
+        repository = self.registry.repository(family)
+        try:
+            path = f"/v2/{repository}/manifests/{NO_SUCH_DIGEST}"
+            self.client.request("DELETE", path, f"deleting from {repository}", ok=(404,))
+        except RegistryError as exc:
+            raise RegistryError(f"{exc}; nothing was deleted") from None
 
     def delete_image(self, image: ImageRecord) -> str:
         family = str(image.family)

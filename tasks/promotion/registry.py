@@ -47,6 +47,7 @@ from tasks.promotion.docker import _flock, record_stage
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+IMAGE_CONFIG_TYPES = ("application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json")
 POINTER_TAGS = {"production": ("production", "latest"), "staging": ("staging",), "superseded": ("superseded",)}
 NOT_VERSIONS = frozenset({"production", "latest", "staging", "superseded", RECORD_TAG})
 _held = threading.local()  # the families whose promotion slot this thread holds
@@ -68,6 +69,7 @@ class RegistryStages:
         machine only (tests of the stage logic without a Prefect server)."""
         self.registry = registry
         self.client = client or RegistryClient(registry)
+        self._families: dict[str, str | None] = {}  # digest -> the family its image says it is of
         self._slot: Callable[[str], contextlib.AbstractContextManager[None]] = (
             (lambda family: _flock(locks / f"registry-{family}.lock", timeout=120)) if locks else _shared_slot
         )
@@ -141,6 +143,35 @@ class RegistryStages:
             superseded_at=parse_time(entry.get("superseded_at")),
         )
 
+    def image_family(self, repository: str, digest: str) -> str | None:
+        """The family a bakery-built image at ``digest`` belongs to (its config's ``name`` label, set with
+        ``managed-by`` when bakery adopted the build); ``None`` for anything else (not an image config, not
+        bakery's). Read once per digest: a digest's content never changes."""
+        if digest not in self._families:
+            from tasks.targets.docker import FAMILY_LABEL, MANAGED_LABEL
+
+            found: str | None = None
+            config = self.client.manifest(repository, digest).json().get("config") or {}
+            if config.get("mediaType") in IMAGE_CONFIG_TYPES:
+                with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                    labels = json.loads(self.client.blob(repository, str(config["digest"]))).get("config", {})
+                    labels = (labels or {}).get("Labels") or {}
+                    if labels.get(MANAGED_LABEL) and labels.get(FAMILY_LABEL):
+                        found = str(labels[FAMILY_LABEL])
+            self._families[digest] = found
+        return self._families[digest]
+
+    def check_family(self, family: str, digest: str, tag: str) -> None:
+        """A tag of ``family``'s repository must not name another family's image: stages would move the
+        wrong image (one line, exit 1; checked before anything is written)."""
+        repository = self.registry.repository(family)
+        owner = self.image_family(repository, digest)
+        if owner is not None and owner != family:
+            raise JobFailed(
+                f"registry {self.registry}: {repository}:{tag} points at {digest[:19]}, an image of family {owner} "
+                f"(its label name={owner}), not {family}: nothing changed (retag or delete {repository}:{tag})"
+            )
+
     def find(self, reference: str) -> StagedImage:
         """``<family>:<version>`` or ``<family>@sha256:…`` in the registry."""
         family, version, digest = split_reference(reference)
@@ -149,6 +180,7 @@ class RegistryStages:
             digest = self.client.digest_of(repository, version) or ""
             if not digest:
                 raise UsageError(f"--image {reference!r}: no such tag in registry {self.registry}")
+        self.check_family(family, digest, version or digest)
         data = self.read_record(family)
         if not version:
             version = str(data["images"].get(digest, {}).get("version") or "")
@@ -164,6 +196,7 @@ class RegistryStages:
                 continue
             digest = self.client.digest_of(repository, tag)
             if digest and digest not in images:
+                self.check_family(family, digest, tag)
                 images[digest] = self._staged(digest, family, tag, data, pointers)
         return list(images.values())
 
@@ -207,6 +240,7 @@ class RegistryStages:
         if not DIGEST_RE.fullmatch(digest):
             raise JobFailed(f"registry {self.registry}: {digest!r} is not a sha256 digest")
         repository = self.registry.repository(family)
+        self.check_family(family, digest, version or digest)
         for tag in POINTER_TAGS.get(stage, ()):
             self.client.tag(repository, digest, tag)
         with self.update(family) as data:

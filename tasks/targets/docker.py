@@ -18,7 +18,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import Registry, RegistryError
+from tasks.image_registry import Registry, RegistryClient, RegistryError
 from tasks.retention import is_managed
 from tasks.sweep import PACKER_BUILDER_PREFIX
 from tasks.targets.base import Image, Instance, Run, SshEndpoint
@@ -126,6 +126,17 @@ class DockerTarget:
         from tasks.promotion.docker import DockerStages
 
         return DockerStages(self.engine)
+
+    def preflight(self) -> None:
+        """With a registry: it answers and takes the credentials (``GET /v2/``) before anything is built or
+        launched; else one line (unreachable, authentication refused), exit 1."""
+        if self.registry is None:
+            return
+        registry = RegistryClient(self.registry, timeout=10)
+        try:
+            registry.check()
+        finally:
+            registry.close()
 
     def image_from_artifact(self, artifact_id: str, family: str, version: str) -> Image:
         try:
