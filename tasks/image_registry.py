@@ -289,6 +289,20 @@ class RegistryClient:
             url = next_page(response.headers.get("link", ""))
         return found
 
+    def families(self) -> list[str]:
+        """Every repository ``[PREFIX/]<name>`` of the registry's catalog, as ``<name>`` (its family)."""
+        lead = f"{self.registry.prefix}/" if self.registry.prefix else ""
+        names: list[str] = []
+        url: str | None = "/v2/_catalog?n=100"
+        while url:
+            response = self.request("GET", url, "listing the repositories (catalog)")
+            for repository in response.json().get("repositories") or []:
+                rest = repository[len(lead) :] if repository.startswith(lead) else None
+                if rest and "/" not in rest:
+                    names.append(rest)
+            url = next_page(response.headers.get("link", ""))
+        return names
+
     def delete_manifest(self, repository: str, digest: str) -> None:
         self.request("DELETE", f"/v2/{repository}/manifests/{digest}", f"deleting {repository}@{digest}", ok=(202,))
 

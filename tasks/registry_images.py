@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.image_registry import Registry, RegistryClient, RegistryError, next_page
+from tasks.image_registry import Registry, RegistryClient, RegistryError
 from tasks.promotion import parse_time
 from tasks.promotion.registry import NOT_VERSIONS, RegistryStages, stage_in_registry
 from tasks.retention import ImageRecord
@@ -42,17 +42,7 @@ class RegistryImages:
         """The named families, else every repository ``[PREFIX/]<family>`` of the registry's catalog."""
         if self.families:
             return list(self.families)
-        lead = f"{self.registry.prefix}/" if self.registry.prefix else ""
-        names: list[str] = []
-        url: str | None = "/v2/_catalog?n=100"
-        while url:
-            response = self.client.request("GET", url, "listing the repositories (catalog)")
-            for repository in response.json().get("repositories") or []:
-                rest = repository[len(lead) :] if repository.startswith(lead) else None
-                if rest and "/" not in rest:
-                    names.append(rest)
-            url = next_page(response.headers.get("link", ""))
-        return names
+        return self.client.families()
 
     def _tags_by_digest(self, family: str) -> dict[str, list[str]]:
         repository = self.registry.repository(family)

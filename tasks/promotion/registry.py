@@ -29,6 +29,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +263,32 @@ class RegistryStages:
                 del data["intent"]
 
     def families_with_intent(self) -> list[str]:
-        """Not listed from a registry (that needs its catalog): an intent is found by the next promote or
-        rollback of its family."""
-        return []
+        """The families of the registry's catalog whose stage record holds an intent (a killed switch)."""
+        return [family for family in self.client.families() if self.read_intent(family) is not None]
+
+    def left_at_testing(self, runs: set[str], pushed_before: datetime) -> list[str]:
+        """Images still at ``testing`` that a run left: one of ``runs`` (whose leftovers the sweep found),
+        or pushed before ``pushed_before`` and never tested. One line each, for the sweep's report: no
+        stage moves (a later test moves it; retention deletes it)."""
+        lines = []
+        for family in self.client.families():
+            data = self.read_record(family)
+            if not data["images"]:
+                continue
+            pointers = self._pointers(family)
+            for digest, entry in data["images"].items():
+                if not isinstance(entry, dict) or stage_in_registry(digest, pointers, entry.get("stage")) != "testing":
+                    continue
+                run, pushed = str(entry.get("pushed_by_run") or ""), parse_time(entry.get("pushed_at"))
+                stale = pushed is not None and pushed < pushed_before and not entry.get("last_tested")
+                if run in runs or stale:
+                    lines.append(
+                        f"registry {self.registry}: {family}:{entry.get('version') or '?'} ({digest[:19]}) is still at "
+                        f"testing, left by run {run or '?'} (pushed {entry.get('pushed_at') or '?'}): test it again "
+                        f"(bake test --image {family}:{entry.get('version')} --registry {self.registry}) or let "
+                        "retention delete it"
+                    )
+        return lines
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         repository = self.registry.repository(family)
