@@ -17,8 +17,9 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows.blocks import block_credentials
 from tasks import sweep
-from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
+from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
+from tasks.targets.registry import open_sources, store_for
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
@@ -28,7 +29,7 @@ def resume_promotions(target: str, apply: bool, registry: str = "") -> list[str]
     the intents in its families' stage records (every worker's promotions)."""
     from tasks import promotion
 
-    store = promotion.store_for(target, registry=registry)
+    store = store_for(target, registry=registry)
     logger = get_run_logger()
     if not apply:
         notes = [
@@ -47,8 +48,8 @@ def resume_promotions(target: str, apply: bool, registry: str = "") -> list[str]
 def registry_leftovers(registry: str, runs: set[str], pushed_before: datetime) -> list[str]:
     """Images a killed run left at ``testing`` in the registry (``RegistryStages.left_at_testing``): said,
     not moved."""
-    from tasks.image_registry import parse_registry
-    from tasks.promotion.registry import RegistryStages
+    from tasks.targets.docker.image_registry import parse_registry
+    from tasks.targets.docker.registry_stages import RegistryStages
 
     notes = RegistryStages(parse_registry(registry)).left_at_testing(runs, pushed_before)
     for note in notes:
@@ -60,7 +61,7 @@ def registry_leftovers(registry: str, runs: set[str], pushed_before: datetime) -
 def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
     """Build and promotion slots (``bakery-family-*``) whose holder is no longer running: given back with
     ``apply``."""
-    from tasks.locks import sweep_family_slots
+    from tasks.steps.locks import sweep_family_slots
 
     logger = get_run_logger()
     rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
@@ -96,7 +97,7 @@ def sweep_leftovers(
     registry = str(found_registry or "")
     rules = sweep.Rules(now=datetime.now(UTC), max_age=parse_duration(max_age, "--max-age") if max_age else None)
     with block_credentials(target, aws_credentials):
-        sources = sweep.open_sources(target, include_packer=packer_leftovers)
+        sources = open_sources(target, include_packer=packer_leftovers)
         plan = find_leftovers(sources, rules)
         results = remove_leftovers(plan, sources) if apply else None
         # After the removal, and each on its own: a promotion that cannot be resumed or a Prefect API blip

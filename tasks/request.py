@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from tasks import inputs
 from tasks.errors import UsageError
-from tasks.image_registry import Registry, resolve_registry
+from tasks.targets.docker.image_registry import Registry, resolve_registry
 
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
 

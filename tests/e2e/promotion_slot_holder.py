@@ -12,8 +12,8 @@ import os
 import sys
 import time
 
-from tasks.image_registry import parse_registry
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 
 
 def main(registry: str, family: str, out: str, rounds: int, hold: float) -> None:

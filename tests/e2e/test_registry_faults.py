@@ -10,8 +10,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks.image_registry import RegistryClient, parse_registry
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import RegistryClient, parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import Bake
 from tests.registry_server import free_port, running_registry
 from tests.unit.test_image_registry import push_artifact

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.image_registry import parse_registry
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -19,9 +19,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks.image_registry import parse_registry
 from tasks.promotion import Intent
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import REPO, Bake
 from tests.unit.test_image_registry import push_artifact
 from tests.unit.test_registry_faults import image_config
@@ -35,9 +35,9 @@ import sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tasks import keys
-from tasks.image_registry import parse_registry
+from tasks.targets.docker.image_registry import parse_registry
 from tasks.targets.base import Run
-from tasks.targets.docker import DockerTarget
+from tasks.targets.docker.instances import DockerTarget
 
 registry, family, base, run_id = sys.argv[1:5]
 target = DockerTarget(registry=parse_registry(registry))

@@ -11,8 +11,8 @@ import pytest
 
 from tasks import promotion
 from tasks.errors import JobFailed
-from tasks.image_registry import RegistryClient, RegistryError, parse_registry
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import RegistryClient, RegistryError, parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 from tests.registry_server import running_registry
 from tests.unit.test_image_registry import push_artifact
 
@@ -81,7 +81,7 @@ def test_a_tag_naming_another_familys_image_moves_no_stage(registry_host: str, t
 def test_retention_asks_whether_the_registry_takes_deletes_before_deleting_anything(
     registry_host: str, tmp_path: Path
 ) -> None:
-    from tasks.registry_images import RegistryImages
+    from tasks.targets.docker.registry_images import RegistryImages
 
     RegistryImages(parse_registry(registry_host), ["app"], locks=tmp_path).check_deletes("app")
     with running_registry(tmp_path / "no-delete", delete_enabled=False) as host, pytest.raises(RegistryError) as raised:

@@ -16,7 +16,7 @@ until another takes it (``staging`` may still name the image that became product
 
 Every change of a family's stages (a promotion or rollback as a whole, and each read-change-write of its
 record) holds the family's *promotion slot*: a Prefect global concurrency limit on the server every
-worker talks to (``tasks.locks.promotion_lock``, the machinery of the family build slot: a lease, a
+worker talks to (``tasks.steps.locks.promotion_lock``, the machinery of the family build slot: a lease, a
 holder record, a dead holder's slot given back). So two machines promoting one family, or a promotion
 and a pipeline recording its test, take turns, and none loses the other's record write. Within one
 thread the slot is taken once (a promotion's own record writes run inside it).
@@ -34,16 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
-from tasks.promotion import (
-    Intent,
-    PromotionRecord,
-    StagedImage,
-    iso,
-    parse_time,
-    utcnow,
-)
-from tasks.promotion.docker import _flock, record_stage
+from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
+from tasks.targets.docker.client import FAMILY_LABEL, MANAGED_LABEL
+from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
+from tasks.targets.docker.stages import _flock, record_stage
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
@@ -55,7 +49,7 @@ _held = threading.local()  # the families whose promotion slot this thread holds
 
 
 def _shared_slot(family: str) -> contextlib.AbstractContextManager[None]:
-    from tasks.locks import promotion_lock
+    from tasks.steps.locks import promotion_lock
 
     return promotion_lock(family)
 
@@ -149,8 +143,6 @@ class RegistryStages:
         ``managed-by`` when bakery adopted the build); ``None`` for anything else (not an image config, not
         bakery's). Read once per digest: a digest's content never changes."""
         if digest not in self._families:
-            from tasks.targets.docker import FAMILY_LABEL, MANAGED_LABEL
-
             found: str | None = None
             config = self.client.manifest(repository, digest).json().get("config") or {}
             if config.get("mediaType") in IMAGE_CONFIG_TYPES:

@@ -1,7 +1,7 @@
 """An image registry (``--registry HOST[:PORT][/PREFIX]``) and a small client of its HTTP API v2.
 
 With a registry the Docker target pushes ``<registry>/<prefix>/<family>:<version>`` and keeps stages as
-registry tags written by digest (``tasks.promotion.registry``). The client speaks the Distribution API
+registry tags written by digest (``tasks.targets.docker.registry_stages``). The client speaks the Distribution API
 (https://distribution.github.io/distribution/spec/api/) with httpx: manifests by digest and tag, blobs,
 the paginated tag list. Loopback registries (127.0.0.0/8, ``localhost``, ``[::1]``) are spoken to over
 plain HTTP, as Docker does; every other over HTTPS. Credentials come from the environment only: the

@@ -18,20 +18,14 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import Registry, RegistryClient, RegistryError
-from tasks.retention import is_managed
-from tasks.sweep import PACKER_BUILDER_PREFIX
-from tasks.targets.base import Image, Instance, Run, SshEndpoint
+from tasks.targets.base import Image, Instance, Run, SshEndpoint, is_managed
+from tasks.targets.docker.client import FAMILY_LABEL, MANAGED_LABEL, PACKER_BUILDER_PREFIX, client
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
 
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_EXPIRES_AT = "bakery.expires-at"
 LABEL_FAMILY = "bakery.family"
 LABEL_IMAGE = "bakery.image"
-# Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
-MANAGED_LABEL = "managed-by"
-# The family an image was built as; retention counts an image as bakery's own build only when this equals
-# its repository (a child image inherits the label under another name).
-FAMILY_LABEL = "name"
 TEST_USER = "bakery"
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -46,14 +40,6 @@ chmod 600 "$home/.ssh/authorized_keys"
 printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {TEST_USER} > /etc/sudoers.d/90-bakery-test
 chmod 440 /etc/sudoers.d/90-bakery-test
 """
-
-
-def client() -> docker.DockerClient:
-    """A client for the engine named by the usual DOCKER_* variables; a clear error when none answers."""
-    try:
-        return docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
 
 
 # Limits of a test container: it is the image under test, not a trusted process.
@@ -105,7 +91,7 @@ class DockerTarget:
     With a ``registry`` the registry is the source of truth: a build is pushed as
     ``<registry>/[<prefix>/]<family>:<version>`` and the image's id is the pushed manifest digest; the
     test container starts from that digest (pulled by digest); stages are registry tags
-    (``tasks.promotion.registry``).
+    (``tasks.targets.docker.registry_stages``).
     """
 
     name = "docker"
@@ -120,10 +106,10 @@ class DockerTarget:
     def _stages(self) -> Any:
         """Where stages live: the registry's tags and record, else the engine's tags and the local record."""
         if self.registry is not None:
-            from tasks.promotion.registry import RegistryStages
+            from tasks.targets.docker.registry_stages import RegistryStages
 
             return RegistryStages(self.registry)
-        from tasks.promotion.docker import DockerStages
+        from tasks.targets.docker.stages import DockerStages
 
         return DockerStages(self.engine)
 
@@ -186,7 +172,7 @@ class DockerTarget:
         engine's, from ``docker login`` / ``$DOCKER_CONFIG``); the image's id becomes the pushed digest,
         recorded in the registry's stage record. A failed push leaves no stage tag."""
         assert self.registry is not None
-        from tasks.promotion.registry import RegistryStages
+        from tasks.targets.docker.registry_stages import RegistryStages
 
         repository = self.registry.image(image.family)
         self.engine.images.get(image.id).tag(repository, image.version)

@@ -1,7 +1,7 @@
 """Images in a registry for retention (``bake retention --registry``): version tags, deleted by digest.
 
 One record per ``<family>:<version>`` tag of the family's repository; its stage comes from the family's
-stage record and the ``production`` tag (``tasks.promotion.registry``). Only digests bakery pushed (in
+stage record and the ``production`` tag (``tasks.targets.docker.registry_stages``). Only digests bakery pushed (in
 the family's stage record) are managed: anything else in the repository is never touched. Deleting is
 ``DELETE /v2/<repository>/manifests/<digest>``, which removes every tag naming that digest, so a
 deletion is refused while any other tag (another version, a stage tag, ``latest``) points at the same
@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.image_registry import Registry, RegistryClient, RegistryError
-from tasks.promotion import parse_time
-from tasks.promotion.registry import NOT_VERSIONS, RegistryStages, stage_in_registry
-from tasks.retention import ImageRecord
+from tasks.targets.base import ImageRecord, parse_time
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
+from tasks.targets.docker.registry_stages import NOT_VERSIONS, RegistryStages, stage_in_registry
 
 GARBAGE_COLLECTION_NOTE = "blob space comes back when the registry's garbage collection runs"
 EPOCH = datetime.fromtimestamp(0, UTC)

@@ -31,7 +31,7 @@ absent, is the token), and only if the record is still the one judged dead; the 
 ``bake sweep`` (and the hourly sweep deployment) does the same for every family (``sweep_family_slots``).
 
 The same machinery keeps a family's *promotions* apart across machines when its stages live in a
-registry (``tasks.promotion.registry``): a second slot per family, key ``<family>.promotion`` (limit
+registry (``tasks.targets.docker.registry_stages``): a second slot per family, key ``<family>.promotion`` (limit
 ``bakery-family-<family>.promotion``; a family name has no ``.``), taken by ``promotion_lock`` around a
 promotion and around each change of the family's stage record. A promotion does not wait for a build.
 """
