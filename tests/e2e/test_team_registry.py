@@ -24,12 +24,12 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
 from tasks.targets.docker.image_registry import parse_registry
 from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
 from tests.e2e.team_fixtures import running_team
 from tests.e2e.test_rebuild_fan_out import run_result
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: below)
