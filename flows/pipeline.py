@@ -196,7 +196,8 @@ def ssh_command(endpoint: SshEndpoint) -> str:
 
 
 def _preflight(target: Target) -> None:
-    """Checks of the test options that need the target's API (AWS: the subnet and its VPC exist)."""
+    """Checks that need the target's API (AWS: the subnet and its VPC exist; Docker with a registry: it
+    answers and takes the credentials)."""
     check = getattr(target, "preflight", None)
     if check is not None:
         check()
@@ -363,7 +364,7 @@ def image_pipeline(
     run_id = _run_id()
     with block_credentials(request.target, aws_credentials, secret_vars):
         chosen = get_target(request.target, request.aws, request.registry)
-        _preflight(chosen)  # a bad --subnet is exit 2 before anything is built
+        _preflight(chosen)  # a bad --subnet (exit 2), an unreachable registry (exit 1): before anything is built
         with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
             image = build_stage(chosen, request, run_id)
             tested = test_stage(chosen, image, request, run_id)
@@ -424,8 +425,11 @@ def image_build(
         registry=registry,
     )
     run_id = _run_id()
-    with block_credentials(request.target, aws_credentials, secret_vars), family_lock(request.family):
-        image = build_stage(get_target(request.target, registry=request.registry), request, run_id)
+    with block_credentials(request.target, aws_credentials, secret_vars):
+        chosen = get_target(request.target, registry=request.registry)
+        _preflight(chosen)  # an unreachable registry or refused credentials: before anything is built
+        with family_lock(request.family):
+            image = build_stage(chosen, request, run_id)
     return {
         "version": request.version,
         "image": image.name,

@@ -23,12 +23,13 @@ from tasks.targets.registry import open_sources, store_for
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
-def resume_promotions(target: str, apply: bool) -> list[str]:
+def resume_promotions(target: str, apply: bool, registry: str = "") -> list[str]:
     """A promotion or rollback killed between its two writes left an intent: complete or undo it (with
-    ``apply``; a dry run says what it would find). One line per family, also logged."""
+    ``apply``; a dry run says what it would find). One line per family, also logged. With a ``registry``
+    the intents in its families' stage records (every worker's promotions)."""
     from tasks import promotion
 
-    store = store_for(target)
+    store = store_for(target, registry=registry)
     logger = get_run_logger()
     if not apply:
         notes = [
@@ -43,16 +44,28 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
     return notes
 
 
+@task(name="registry-leftovers", cache_policy=NO_CACHE)
+def registry_leftovers(registry: str, runs: set[str], pushed_before: datetime) -> list[str]:
+    """Images a killed run left at ``testing`` in the registry (``RegistryStages.left_at_testing``): said,
+    not moved."""
+    from tasks.targets.docker.image_registry import parse_registry
+    from tasks.targets.docker.registry_stages import RegistryStages
+
+    notes = RegistryStages(parse_registry(registry)).left_at_testing(runs, pushed_before)
+    for note in notes:
+        get_run_logger().warning("%s", note)
+    return notes
+
+
 @task(name="release-family-slots", cache_policy=NO_CACHE)
 def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
-    """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
+    """Build and promotion slots (``bakery-family-*``) whose holder is no longer running: given back with
+    ``apply``."""
     from tasks.steps.locks import sweep_family_slots
 
     logger = get_run_logger()
     rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
-    notes = [
-        f"build slot of family {r['family']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows
-    ]
+    notes = [f"{r['slot']}: {r['decision']} ({r['reason']}); held by {r['holder']}" for r in rows]
     for row, note in zip(rows, notes, strict=True):
         (logger.info if row["decision"] == "keep" else logger.warning)("%s", note)
     return notes
@@ -65,6 +78,7 @@ def sweep_leftovers(
     apply: bool = False,
     aws_credentials: str | None = None,
     packer_leftovers: bool = False,
+    registry: str = "",
 ) -> dict[str, Any]:
     """Find bakery-labelled leftovers past their time; remove them with ``apply``.
 
@@ -72,8 +86,15 @@ def sweep_leftovers(
     (by age), which may be another tool's: only when asked.
 
     ``aws_credentials``: AWS only, a Prefect AwsCredentials block name (empty: the standard chain).
+
+    ``registry``: Docker only, ``HOST[:PORT][/PREFIX]`` (empty: ``$BAKERY_REGISTRY``, else none): killed
+    promotions of its families are resumed, and images killed runs left at ``testing`` there are named.
     """
+    from tasks.request import check_registry_for
+
     check_target(target)
+    found_registry = check_registry_for(target, registry or None, "registry")
+    registry = str(found_registry or "")
     rules = sweep.Rules(now=datetime.now(UTC), max_age=parse_duration(max_age, "--max-age") if max_age else None)
     with block_credentials(target, aws_credentials):
         sources = open_sources(target, include_packer=packer_leftovers)
@@ -83,10 +104,15 @@ def sweep_leftovers(
         # must not stop the sweep from removing what it found.
         notes: list[str] = []
         side_failures: list[str] = []
-        for what, job in (
-            ("resuming killed promotions", lambda: resume_promotions(target, apply)),
-            ("giving back build slots", lambda: release_family_slots(apply, max_age)),
-        ):
+        runs = {item.run_id for item in plan.doomed if item.run_id}
+        jobs = [
+            ("resuming killed promotions", lambda: resume_promotions(target, apply, registry)),
+            ("giving back build and promotion slots", lambda: release_family_slots(apply, max_age)),
+        ]
+        if registry:
+            stale = rules.now - rules.age_limit
+            jobs.append(("listing the registry's leftovers", lambda: registry_leftovers(registry, runs, stale)))
+        for what, job in jobs:
             try:
                 notes += job()
             except Exception as exc:

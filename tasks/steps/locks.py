@@ -29,6 +29,11 @@ absent, is the token), and only if the record is still the one judged dead; the 
 ``reclaimed``, and the slot is released through the dead holder's lease when the server still knows it
 (so Prefect's own lease expiry cannot release it a second time), else decremented directly.
 ``bake sweep`` (and the hourly sweep deployment) does the same for every family (``sweep_family_slots``).
+
+The same machinery keeps a family's *promotions* apart across machines when its stages live in a
+registry (``tasks.targets.docker.registry_stages``): a second slot per family, key ``<family>.promotion`` (limit
+``bakery-family-<family>.promotion``; a family name has no ``.``), taken by ``promotion_lock`` around a
+promotion and around each change of the family's stage record. A promotion does not wait for a build.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Any
 from uuid import UUID
 
 from tasks import holders
+from tasks.errors import JobFailed
 from tasks.targets.base import iso, parse_time
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,28 @@ RECLAIM_TOKEN_TTL = timedelta(minutes=1)
 PREFECT_LEASE_SECONDS = 300.0
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 LIMIT_PREFIX = "bakery-family-"
+PROMOTION_SUFFIX = ".promotion"
+PROMOTION_TIMEOUT = timedelta(minutes=10)  # longer than a lease: a dead holder's slot comes back first
 
 
 def family_lock_name(family: str) -> str:
+    """The limit of a slot key: a family (its build slot) or ``promotion_slot(family)``."""
     return f"{LIMIT_PREFIX}{family}"
+
+
+def promotion_slot(family: str) -> str:
+    """The key of a family's promotion slot."""
+    return f"{family}{PROMOTION_SUFFIX}"
+
+
+def slot_family(key: str) -> str:
+    return key.removesuffix(PROMOTION_SUFFIX)
+
+
+def slot_title(key: str) -> str:
+    """``build slot of family X`` or ``promotion slot of family X``."""
+    kind = "promotion" if key.endswith(PROMOTION_SUFFIX) else "build"
+    return f"{kind} slot of family {slot_family(key)}"
 
 
 def _variable_base(family: str) -> str:
@@ -241,9 +265,11 @@ def describe_holder(state: SlotState, now: datetime) -> str:
 
 
 def waiting_message(state: SlotState, now: datetime) -> str:
+    kind = slot_title(state.family).split(" ", 1)[0]
     return (
-        f"family {state.family} is busy: its build slot (global concurrency limit {family_lock_name(state.family)}) "
-        f"is held by {describe_holder(state, now)}; waiting. It is given back when that run ends, or "
+        f"family {slot_family(state.family)} is busy: its {kind} slot (global concurrency limit "
+        f"{family_lock_name(state.family)}) is held by {describe_holder(state, now)}; waiting. It is given back "
+        "when that run ends, or "
         f"{_ago(_lease())} after its heartbeat stops; if that run is gone, `bake sweep --apply` frees it now"
     )
 
@@ -287,8 +313,8 @@ def give_back(client: Any, state: SlotState, reason: str) -> bool:
             client.update_variable(VariableUpdate(name=holder_variable(state.family), value=value))
         _release(client, state.family, dead.lease_id if dead else None, dead.since if dead else None)
         log.warning(
-            "gave back the build slot of family %s held by %s: %s",
-            state.family,
+            "gave back the %s held by %s: %s",
+            slot_title(state.family),
             describe_holder(state, _now()),
             reason,
         )
@@ -366,9 +392,26 @@ def _current_run() -> tuple[str | None, str | None]:
 
 
 @contextlib.contextmanager
+def promotion_lock(family: str, timeout_seconds: float | None = None) -> Iterator[None]:
+    """Hold the family's promotion slot (every machine that talks to the same Prefect server waits for
+    it); a holder still running after ``timeout_seconds`` (default ``PROMOTION_TIMEOUT``) is one line."""
+    limit = PROMOTION_TIMEOUT.total_seconds() if timeout_seconds is None else timeout_seconds
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(family_lock(promotion_slot(family), timeout_seconds=limit, poll_seconds=1))
+        except TimeoutError:
+            raise JobFailed(
+                f"family {family}: another promotion held its promotion slot (global concurrency limit "
+                f"{family_lock_name(promotion_slot(family))}) for {_ago(timedelta(seconds=limit))}; nothing changed"
+            ) from None
+        yield
+
+
+@contextlib.contextmanager
 def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds: float = 5) -> Iterator[None]:
     """Hold the family's slot for the block; waits while a live run holds it (``timeout_seconds``: then
-    TimeoutError), saying so at once and every ``ANNOUNCE_EVERY``, and gives back a dead holder's slot."""
+    TimeoutError), saying so at once and every ``ANNOUNCE_EVERY``, and gives back a dead holder's slot.
+    ``family`` is a slot key: a family (its build slot) or ``promotion_slot(family)``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate, VariableUpdate
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
@@ -450,14 +493,14 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
             maintain_concurrency_lease(acquired.lease_id, PREFECT_LEASE_SECONDS, raise_on_lease_renewal_failure=False),
             _Heartbeat(lambda: record(renewal=True)),
         ):
-            log.info("holding the build slot of family %s (global concurrency limit %s)", family, name)
+            log.info("holding the %s (global concurrency limit %s)", slot_title(family), name)
             yield
     finally:
         _clear_record(family, lease_id)
         try:
             release_concurrency_slots_with_lease(acquired.lease_id)
         except Exception as exc:
-            log.warning("could not release the build slot of family %s: %s (a waiter gives it back)", family, exc)
+            log.warning("could not release the %s: %s (a waiter gives it back)", slot_title(family), exc)
 
 
 def _clear_record(family: str, lease_id: str) -> None:
@@ -474,7 +517,7 @@ def _clear_record(family: str, lease_id: str) -> None:
 def sweep_family_slots(apply: bool, max_age: timedelta | None = None) -> list[dict[str, str]]:
     """Every ``bakery-family-*`` slot whose holder is gone (``holder_gone``; a slot with no holder on
     record counts once it has been taken longer than ``max_age`` or the lease): given back with ``apply``.
-    One row per taken slot: family, holder, decision, reason."""
+    One row per taken slot (build and promotion slots): family, slot, holder, decision, reason."""
     from prefect.client.orchestration import get_client
 
     rows: list[dict[str, str]] = []
@@ -483,14 +526,19 @@ def sweep_family_slots(apply: bool, max_age: timedelta | None = None) -> list[di
         for limit in limits:
             if not limit.name.startswith(LIMIT_PREFIX) or limit.active_slots < limit.limit:
                 continue
-            family = limit.name[len(LIMIT_PREFIX) :]
+            family = limit.name[len(LIMIT_PREFIX) :]  # a slot key
             state = read_state(client, family)
             now = _now()
             unrecorded_since = state.updated
             if max_age is not None and state.updated is not None and max_age < _lease():
                 unrecorded_since = state.updated - (_lease() - max_age)  # taken longer than max_age counts
             reason = holder_gone(state, now, unrecorded_since)
-            row = {"family": family, "holder": describe_holder(state, now), "decision": "keep"}
+            row = {
+                "family": slot_family(family),
+                "slot": slot_title(family),
+                "holder": describe_holder(state, now),
+                "decision": "keep",
+            }
             if reason is None:
                 row["reason"] = "its holder is running"
             elif not apply:

@@ -73,8 +73,9 @@ def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict
 
 
 @contextmanager
-def process_worker(server: PrefectServer, tmp_path: Path, **env: str) -> Iterator[Path]:
-    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file.
+def process_worker(server: PrefectServer, tmp_path: Path, limit: int | None = None, **env: str) -> Iterator[Path]:
+    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file. ``limit``: at
+    most that many flow runs at once (`--limit`).
 
     Started outside the checkout (in ``tmp_path``) and without BAKERY_CHECKOUT unless ``env`` gives it, as
     a worker on another machine would be: the deployments must find the checkout themselves."""
@@ -87,7 +88,8 @@ def process_worker(server: PrefectServer, tmp_path: Path, **env: str) -> Iterato
     worker_env = {**without_checkout(server.client_env(BAKERY_STATE_DIR=str(tmp_path / "state"))), **env}
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"],
+            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"]
+            + (["--limit", str(limit)] if limit else []),
             cwd=tmp_path,
             env=worker_env,
             stdout=out,

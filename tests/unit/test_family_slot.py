@@ -118,3 +118,15 @@ def test_a_record_older_than_the_slots_last_change_describes_nobody() -> None:
     assert locks.recorded_holder(state) is None
     assert locks.holder_gone(state, NOW, NOW) is None
     assert "no run on record" in locks.describe_holder(state, NOW)
+
+
+def test_a_familys_promotion_slot_is_its_own_limit_named_in_its_messages() -> None:
+    key = locks.promotion_slot("app-base")
+    assert locks.family_lock_name(key) == "bakery-family-app-base.promotion" != locks.family_lock_name("app-base")
+    assert locks.holder_variable(key) != locks.holder_variable("app-base")
+    assert locks.slot_title(key) == "promotion slot of family app-base"
+    assert locks.slot_title("app-base") == "build slot of family app-base"
+    state = taken(holder())
+    state.family = key
+    message = locks.waiting_message(state, NOW)
+    assert message.startswith("family app-base is busy: its promotion slot (global concurrency limit "), message

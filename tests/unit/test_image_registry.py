@@ -281,7 +281,7 @@ def test_retention_in_a_registry_deletes_by_digest_only_what_no_other_tag_names(
     from tasks.targets.docker.registry_images import RegistryImages
 
     registry = parse_registry(f"{registry_host}/bk")
-    store = RegistryImages(registry, ["app"])
+    store = RegistryImages(registry, ["app"], locks=tmp_path)
     stages = RegistryStages(registry, store.client, locks=tmp_path)
     digests = {}
     for n in range(1, 6):

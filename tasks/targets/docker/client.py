@@ -9,6 +9,12 @@ import docker.errors
 
 from tasks.errors import JobFailed
 
+# Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
+MANAGED_LABEL = "managed-by"
+# The family an image was built as; retention counts an image as bakery's own build only when this equals
+# its repository (a child image inherits the label under another name).
+FAMILY_LABEL = "name"
+
 # packer/docker.pkr.hcl names Packer's build container after the run, and DockerTarget.adopt_build the
 # container it commits an image's labels from.
 PACKER_BUILDER_PREFIX = "bakery-build-"

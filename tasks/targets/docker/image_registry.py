@@ -1,7 +1,7 @@
 """An image registry (``--registry HOST[:PORT][/PREFIX]``) and a small client of its HTTP API v2.
 
 With a registry the Docker target pushes ``<registry>/<prefix>/<family>:<version>`` and keeps stages as
-registry tags written by digest (``tasks.promotion.registry``). The client speaks the Distribution API
+registry tags written by digest (``tasks.targets.docker.registry_stages``). The client speaks the Distribution API
 (https://distribution.github.io/distribution/spec/api/) with httpx: manifests by digest and tag, blobs,
 the paginated tag list. Loopback registries (127.0.0.0/8, ``localhost``, ``[::1]``) are spoken to over
 plain HTTP, as Docker does; every other over HTTPS. Credentials come from the environment only: the
@@ -144,11 +144,16 @@ def _error_detail(response: httpx.Response) -> str:
     return response.reason_phrase or ""
 
 
-def describe_failure(registry: Registry, doing: str, response: httpx.Response) -> str:
-    """One line for a failed call: the status mapped to what a person does about it."""
+def describe_failure(registry: Registry, doing: str, response: httpx.Response, logged_in: bool | None = None) -> str:
+    """One line for a failed call: the status mapped to what a person does about it (``logged_in``: whether
+    credentials for the registry were found, when known)."""
     status = response.status_code
     detail = _error_detail(response)
-    if status == 401:
+    if status == 401 and logged_in is False:
+        why = f"authentication required and no login stored for {registry.host} (docker login, or DOCKER_CONFIG)"
+    elif status == 401 and logged_in:
+        why = f"the stored login for {registry.host} was refused (docker login {registry.host} again)"
+    elif status == 401:
         why = f"authentication required or refused (docker login {registry.host}, or DOCKER_CONFIG)"
     elif status == 403:
         why = "denied: the credentials may not do this"
@@ -199,7 +204,7 @@ class RegistryClient:
                 continue
             break
         if response.status_code not in ok:
-            raise RegistryError(describe_failure(self.registry, doing, response))
+            raise RegistryError(describe_failure(self.registry, doing, response, self._basic is not None))
         return response
 
     def _fetch_token(self, challenge: httpx.Response) -> bool:
@@ -283,6 +288,20 @@ class RegistryClient:
             found.extend(response.json().get("tags") or [])
             url = next_page(response.headers.get("link", ""))
         return found
+
+    def families(self) -> list[str]:
+        """Every repository ``[PREFIX/]<name>`` of the registry's catalog, as ``<name>`` (its family)."""
+        lead = f"{self.registry.prefix}/" if self.registry.prefix else ""
+        names: list[str] = []
+        url: str | None = "/v2/_catalog?n=100"
+        while url:
+            response = self.request("GET", url, "listing the repositories (catalog)")
+            for repository in response.json().get("repositories") or []:
+                rest = repository[len(lead) :] if repository.startswith(lead) else None
+                if rest and "/" not in rest:
+                    names.append(rest)
+            url = next_page(response.headers.get("link", ""))
+        return names
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         self.request("DELETE", f"/v2/{repository}/manifests/{digest}", f"deleting {repository}@{digest}", ok=(202,))

@@ -19,18 +19,20 @@ from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import Image, Instance, Run, SshEndpoint, is_managed
-from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, STAGE_TAGS, client, pointer_stage
-from tasks.targets.docker.image_registry import Registry, RegistryError
+from tasks.targets.docker.client import (
+    FAMILY_LABEL,
+    MANAGED_LABEL,
+    PACKER_BUILDER_PREFIX,
+    STAGE_TAGS,
+    client,
+    pointer_stage,
+)
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
 
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_EXPIRES_AT = "bakery.expires-at"
 LABEL_FAMILY = "bakery.family"
 LABEL_IMAGE = "bakery.image"
-# Image labels (the seed's, as packer/docker.pkr.hcl sets them): retention acts only on managed-by.
-MANAGED_LABEL = "managed-by"
-# The family an image was built as; retention counts an image as bakery's own build only when this equals
-# its repository (a child image inherits the label under another name).
-FAMILY_LABEL = "name"
 TEST_USER = "bakery"
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -96,7 +98,7 @@ class DockerTarget:
     With a ``registry`` the registry is the source of truth: a build is pushed as
     ``<registry>/[<prefix>/]<family>:<version>`` and the image's id is the pushed manifest digest; the
     test container starts from that digest (pulled by digest); stages are registry tags
-    (``tasks.promotion.registry``).
+    (``tasks.targets.docker.registry_stages``).
     """
 
     name = "docker"
@@ -117,6 +119,17 @@ class DockerTarget:
         from tasks.targets.docker.stages import DockerStages
 
         return DockerStages(self.engine)
+
+    def preflight(self) -> None:
+        """With a registry: it answers and takes the credentials (``GET /v2/``) before anything is built or
+        launched; else one line (unreachable, authentication refused), exit 1."""
+        if self.registry is None:
+            return
+        registry = RegistryClient(self.registry, timeout=10)
+        try:
+            registry.check()
+        finally:
+            registry.close()
 
     def image_from_artifact(self, artifact_id: str, family: str, version: str) -> Image:
         try:

@@ -1,7 +1,7 @@
 """Images in a registry for retention (``bake retention --registry``): version tags, deleted by digest.
 
 One record per ``<family>:<version>`` tag of the family's repository; its stage comes from the family's
-stage record and the ``production`` tag (``tasks.promotion.registry``). Only digests bakery pushed (in
+stage record and the ``production`` tag (``tasks.targets.docker.registry_stages``). Only digests bakery pushed (in
 the family's stage record) are managed: anything else in the repository is never touched. Deleting is
 ``DELETE /v2/<repository>/manifests/<digest>``, which removes every tag naming that digest, so a
 deletion is refused while any other tag (another version, a stage tag, ``latest``) points at the same
@@ -13,14 +13,16 @@ digest. The registry frees the blobs only when its garbage collection runs (Dist
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tasks.targets.base import ImageRecord, parse_time
-from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError, next_page
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
 from tasks.targets.docker.registry_stages import NOT_VERSIONS, RegistryStages, stage_in_registry
 
 GARBAGE_COLLECTION_NOTE = "blob space comes back when the registry's garbage collection runs"
 EPOCH = datetime.fromtimestamp(0, UTC)
+NO_SUCH_DIGEST = "sha256:" + "0" * 64
 
 
 class RegistryImages:
@@ -28,27 +30,18 @@ class RegistryImages:
 
     target = "docker"
 
-    def __init__(self, registry: Registry, families: list[str] | None = None) -> None:
+    def __init__(self, registry: Registry, families: list[str] | None = None, locks: Path | None = None) -> None:
+        """``locks``: as for ``RegistryStages`` (tests without a Prefect server)."""
         self.registry = registry
         self.client = RegistryClient(registry)
-        self.stages = RegistryStages(registry, self.client)
+        self.stages = RegistryStages(registry, self.client, locks=locks)
         self.families = families
 
     def family_names(self) -> list[str]:
         """The named families, else every repository ``[PREFIX/]<family>`` of the registry's catalog."""
         if self.families:
             return list(self.families)
-        lead = f"{self.registry.prefix}/" if self.registry.prefix else ""
-        names: list[str] = []
-        url: str | None = "/v2/_catalog?n=100"
-        while url:
-            response = self.client.request("GET", url, "listing the repositories (catalog)")
-            for repository in response.json().get("repositories") or []:
-                rest = repository[len(lead) :] if repository.startswith(lead) else None
-                if rest and "/" not in rest:
-                    names.append(rest)
-            url = next_page(response.headers.get("link", ""))
-        return names
+        return self.client.families()
 
     def _tags_by_digest(self, family: str) -> dict[str, list[str]]:
         repository = self.registry.repository(family)
@@ -110,6 +103,16 @@ class RegistryImages:
         if stage != (image.stage or "testing"):
             reasons.append(f"stage changed since the plan: now {stage}")
         return reasons
+
+    def check_deletes(self, family: str) -> None:
+        """Before the first deletion: the registry takes deletes at all. A ``DELETE`` of a digest nobody
+        has answers 404 when deletes are enabled and 405 when not; then one line, nothing deleted."""
+        repository = self.registry.repository(family)
+        try:
+            path = f"/v2/{repository}/manifests/{NO_SUCH_DIGEST}"
+            self.client.request("DELETE", path, f"deleting from {repository}", ok=(404,))
+        except RegistryError as exc:
+            raise RegistryError(f"{exc}; nothing was deleted") from None
 
     def delete_image(self, image: ImageRecord) -> str:
         family = str(image.family)

@@ -14,29 +14,44 @@ The registry API removes a tag only with its manifest, so a pointer tag keeps na
 until another takes it (``staging`` may still name the image that became production). So the
 ``production`` tag decides production (at most one image), and the record decides every other stage.
 
-Writes of one family are serialised by an ``flock`` on the machine doing them; two machines promoting
-the same family at the same instant are not kept apart yet (the last record written wins).
+Every change of a family's stages (a promotion or rollback as a whole, and each read-change-write of its
+record) holds the family's *promotion slot*: a Prefect global concurrency limit on the server every
+worker talks to (``tasks.steps.locks.promotion_lock``, the machinery of the family build slot: a lease, a
+holder record, a dead holder's slot given back). So two machines promoting one family, or a promotion
+and a pipeline recording its test, take turns, and none loses the other's record write. Within one
+thread the slot is taken once (a promotion's own record writes run inside it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
+from tasks.targets.docker.client import FAMILY_LABEL, MANAGED_LABEL
 from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
-from tasks.targets.docker.stages import _flock, record_stage, records_dir
+from tasks.targets.docker.stages import _flock, record_stage
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+IMAGE_CONFIG_TYPES = ("application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json")
 POINTER_TAGS = {"production": ("production", "latest"), "staging": ("staging",), "superseded": ("superseded",)}
 NOT_VERSIONS = frozenset({"production", "latest", "staging", "superseded", RECORD_TAG})
+_held = threading.local()  # the families whose promotion slot this thread holds
+
+
+def _shared_slot(family: str) -> contextlib.AbstractContextManager[None]:
+    from tasks.steps.locks import promotion_lock
+
+    return promotion_lock(family)
 
 
 class RegistryStages:
@@ -45,9 +60,14 @@ class RegistryStages:
     target = "docker"
 
     def __init__(self, registry: Registry, client: RegistryClient | None = None, locks: Path | None = None) -> None:
+        """``locks``: a directory of ``flock`` files instead of the shared promotion slot; holds on one
+        machine only (tests of the stage logic without a Prefect server)."""
         self.registry = registry
         self.client = client or RegistryClient(registry)
-        self.locks = locks or records_dir()
+        self._families: dict[str, str | None] = {}  # digest -> the family its image says it is of
+        self._slot: Callable[[str], contextlib.AbstractContextManager[None]] = (
+            (lambda family: _flock(locks / f"registry-{family}.lock", timeout=120)) if locks else _shared_slot
+        )
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -84,7 +104,7 @@ class RegistryStages:
 
     @contextlib.contextmanager
     def update(self, family: str) -> Iterator[dict[str, Any]]:
-        with _flock(self.locks / f"registry-{family}.record.lock", timeout=30):
+        with self.lock(family, ""):
             data = self.read_record(family)
             yield data
             self.write_record(family, data)
@@ -118,6 +138,33 @@ class RegistryStages:
             superseded_at=parse_time(entry.get("superseded_at")),
         )
 
+    def image_family(self, repository: str, digest: str) -> str | None:
+        """The family a bakery-built image at ``digest`` belongs to (its config's ``name`` label, set with
+        ``managed-by`` when bakery adopted the build); ``None`` for anything else (not an image config, not
+        bakery's). Read once per digest: a digest's content never changes."""
+        if digest not in self._families:
+            found: str | None = None
+            config = self.client.manifest(repository, digest).json().get("config") or {}
+            if config.get("mediaType") in IMAGE_CONFIG_TYPES:
+                with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                    labels = json.loads(self.client.blob(repository, str(config["digest"]))).get("config", {})
+                    labels = (labels or {}).get("Labels") or {}
+                    if labels.get(MANAGED_LABEL) and labels.get(FAMILY_LABEL):
+                        found = str(labels[FAMILY_LABEL])
+            self._families[digest] = found
+        return self._families[digest]
+
+    def check_family(self, family: str, digest: str, tag: str) -> None:
+        """A tag of ``family``'s repository must not name another family's image: stages would move the
+        wrong image (one line, exit 1; checked before anything is written)."""
+        repository = self.registry.repository(family)
+        owner = self.image_family(repository, digest)
+        if owner is not None and owner != family:
+            raise JobFailed(
+                f"registry {self.registry}: {repository}:{tag} points at {digest[:19]}, an image of family {owner} "
+                f"(its label name={owner}), not {family}: nothing changed (retag or delete {repository}:{tag})"
+            )
+
     def find(self, reference: str) -> StagedImage:
         """``<family>:<version>`` or ``<family>@sha256:…`` in the registry."""
         family, version, digest = split_reference(reference)
@@ -126,6 +173,7 @@ class RegistryStages:
             digest = self.client.digest_of(repository, version) or ""
             if not digest:
                 raise UsageError(f"--image {reference!r}: no such tag in registry {self.registry}")
+        self.check_family(family, digest, version or digest)
         data = self.read_record(family)
         if not version:
             version = str(data["images"].get(digest, {}).get("version") or "")
@@ -141,6 +189,7 @@ class RegistryStages:
                 continue
             digest = self.client.digest_of(repository, tag)
             if digest and digest not in images:
+                self.check_family(family, digest, tag)
                 images[digest] = self._staged(digest, family, tag, data, pointers)
         return list(images.values())
 
@@ -162,8 +211,17 @@ class RegistryStages:
 
     @contextlib.contextmanager
     def lock(self, family: str, run_id: str) -> Iterator[None]:
-        with _flock(self.locks / f"registry-{family}.promote.lock", timeout=120):
+        """The family's promotion slot, shared by every machine (module doc); taken once per thread."""
+        held: set[str] = _held.__dict__.setdefault("families", set())
+        if family in held:
             yield
+            return
+        with self._slot(family):
+            held.add(family)
+            try:
+                yield
+            finally:
+                held.discard(family)
 
     def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
         self.write_stage(image.id, image.family, image.version, stage, run_id, tags)
@@ -175,6 +233,7 @@ class RegistryStages:
         if not DIGEST_RE.fullmatch(digest):
             raise JobFailed(f"registry {self.registry}: {digest!r} is not a sha256 digest")
         repository = self.registry.repository(family)
+        self.check_family(family, digest, version or digest)
         for tag in POINTER_TAGS.get(stage, ()):
             self.client.tag(repository, digest, tag)
         with self.update(family) as data:
@@ -196,9 +255,32 @@ class RegistryStages:
                 del data["intent"]
 
     def families_with_intent(self) -> list[str]:
-        """Not listed from a registry (that needs its catalog): an intent is found by the next promote or
-        rollback of its family."""
-        return []
+        """The families of the registry's catalog whose stage record holds an intent (a killed switch)."""
+        return [family for family in self.client.families() if self.read_intent(family) is not None]
+
+    def left_at_testing(self, runs: set[str], pushed_before: datetime) -> list[str]:
+        """Images still at ``testing`` that a run left: one of ``runs`` (whose leftovers the sweep found),
+        or pushed before ``pushed_before`` and never tested. One line each, for the sweep's report: no
+        stage moves (a later test moves it; retention deletes it)."""
+        lines = []
+        for family in self.client.families():
+            data = self.read_record(family)
+            if not data["images"]:
+                continue
+            pointers = self._pointers(family)
+            for digest, entry in data["images"].items():
+                if not isinstance(entry, dict) or stage_in_registry(digest, pointers, entry.get("stage")) != "testing":
+                    continue
+                run, pushed = str(entry.get("pushed_by_run") or ""), parse_time(entry.get("pushed_at"))
+                stale = pushed is not None and pushed < pushed_before and not entry.get("last_tested")
+                if run in runs or stale:
+                    lines.append(
+                        f"registry {self.registry}: {family}:{entry.get('version') or '?'} ({digest[:19]}) is still at "
+                        f"testing, left by run {run or '?'} (pushed {entry.get('pushed_at') or '?'}): test it again "
+                        f"(bake test --image {family}:{entry.get('version')} --registry {self.registry}) or let "
+                        "retention delete it"
+                    )
+        return lines
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         repository = self.registry.repository(family)
