@@ -454,8 +454,8 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
     built_from, base_note = provenance.build_inputs(checked.request, checked.templates)
     if base_note:
         get_run_logger().warning("the base of this build cannot be told (%s): a rebuild will not skip it", base_note)
-    manifest = build_image(checked.request, checked.templates, workdir, run_id)
-    image = adopt_image(target, manifest[-1].artifact_id, checked.request, run_id)
+    built = build_image(checked.request, checked.templates, workdir, run_id)
+    image = adopt_image(target, built.artifact_id, checked.request, run_id)
     set_stage(target, image, "testing", run_id)
     _record_inputs(request, image, built_from)
     return image

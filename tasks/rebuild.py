@@ -186,10 +186,8 @@ def recorded_inventory(workdir: str | Path | None) -> dict[str, str] | None:
 
 def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
     """The inventory the verification engine kept for ``image_id`` (``tasks/verify/inventory.py``)."""
-    try:
-        from tasks.verify import inventory
-    except ImportError:  # an older verification engine: no inventories kept
-        return None
+    from tasks.verify import inventory
+
     stored = inventory.load(target, image_id)
     return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
 
