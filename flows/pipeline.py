@@ -30,6 +30,7 @@ from tasks.request import (
     Family,
     OptionalVariableName,
     OptionalVersion,
+    PathText,
     PipelineRequest,
     TargetName,
     expires_at,
@@ -264,7 +265,7 @@ def _teardown(target: Target, instance: Instance, failure: BaseException | None)
 def image_test(
     image: str,
     target: TargetName = "docker",
-    spec: str = DEFAULT_SPEC,
+    spec: PathText = DEFAULT_SPEC,
     ssh_timeout: Duration = "2m",
     ttl: Duration = "2h",
     keep_on_failure: bool = False,
@@ -294,8 +295,8 @@ def image_pipeline(
     target: TargetName = "docker",
     family: Family = "app-base",
     version: OptionalVersion = "",
-    template_dir: str = "packer",
-    spec: str = DEFAULT_SPEC,
+    template_dir: PathText = "packer",
+    spec: PathText = DEFAULT_SPEC,
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
     only: str = "",
@@ -318,7 +319,7 @@ def image_pipeline(
 
     Args:
         target: where the image is built and tested (docker: the local engine; aws: an AMI).
-        family: the image family, the template's image_name (lowercase letters, digits, . _ -).
+        family: the image family, the template's image_name (lowercase letters, digits and -, from a letter).
         version: the image version; empty for a UTC timestamp such as 20260101.040000.
         template_dir: the Packer template directory, relative to the checkout.
         spec: the goss-format verification spec the test instance must pass: a file (it may include
@@ -378,7 +379,7 @@ def image_build(
     target: TargetName = "docker",
     family: Family = "app-base",
     version: OptionalVersion = "",
-    template_dir: str = "packer",
+    template_dir: PathText = "packer",
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
     only: str = "",

@@ -19,6 +19,7 @@ from flows.blocks import block_credentials
 from tasks import sweep
 from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
+from tasks.request import Duration
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
@@ -60,7 +61,7 @@ def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
 @flow(name="sweep")
 def sweep_leftovers(
     target: TargetName = "docker",
-    max_age: str | None = None,
+    max_age: Duration | None = None,
     apply: bool = False,
     aws_credentials: str | None = None,
     packer_leftovers: bool = False,

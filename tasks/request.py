@@ -63,6 +63,8 @@ OptionalVersion = Annotated[
     Field(pattern=f"^$|{inputs.VERSION_PATTERN}"),
     _matching(inputs.VERSION_PATTERN, inputs.VERSION_PROBLEM, empty=True),
 ]
+# a file or directory named by its path (relative to the checkout a run starts in)
+PathText = Annotated[str, Field(min_length=1)]
 Duration = Annotated[str, Field(pattern=inputs.DURATION_PATTERN), _rule(inputs.duration_problem)]
 VARIABLE_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
 OptionalVariableName = Annotated[
@@ -82,6 +84,14 @@ def _cidr_problem(value: Any) -> str | None:
     return None
 
 
+SUBNET_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+INSTANCE_PROFILE_PATTERN = (
+    r"^([A-Za-z0-9_+=,.@-]{1,128}|arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9_+=,.@/-]{1,128})$"
+)
+
+
 class AwsOptions(BaseModel):
     """How an AWS test instance is launched and reached (``bake run/test --target aws``)."""
 
@@ -90,17 +100,20 @@ class AwsOptions(BaseModel):
     subnet: Annotated[
         str | None,
         _option("--subnet", "the subnet of the test instance (default: the default VPC's)", "ID"),
-        _matching(r"^subnet-[0-9a-f]{8,17}$", "not a subnet id (expected subnet-0123456789abcdef0)", empty=True),
+        Field(pattern=SUBNET_PATTERN),
+        _matching(SUBNET_PATTERN, "not a subnet id (expected subnet-0123456789abcdef0)", empty=True),
     ] = None
     instance_type: Annotated[
         str,
         _option("--instance-type", "the test instance's type (default: t3.micro)", "T"),
-        _matching(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$", "not an instance type (expected e.g. t3.micro)"),
+        Field(pattern=INSTANCE_TYPE_PATTERN),
+        _matching(INSTANCE_TYPE_PATTERN, "not an instance type (expected e.g. t3.micro)"),
     ] = "t3.micro"
     ssh_user: Annotated[
         str,
         _option("--ssh-user", "the login user of the image (default: ubuntu)", "U"),
-        _matching(r"^[a-z_][a-z0-9_-]{0,31}$", "not a user name (expected ^[a-z_][a-z0-9_-]{0,31}$)"),
+        Field(pattern=SSH_USER_PATTERN),
+        _matching(SSH_USER_PATTERN, f"not a user name (expected {SSH_USER_PATTERN})"),
     ] = "ubuntu"
     ssh_address: Annotated[
         Literal["private", "public"],
@@ -119,11 +132,8 @@ class AwsOptions(BaseModel):
     instance_profile: Annotated[
         str | None,
         _option("--instance-profile", "an IAM instance profile (name or ARN) for the test instance", "NAME"),
-        _matching(
-            r"^([\w+=,.@-]{1,128}|arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128})$",
-            "expected an instance profile name or its ARN",
-            empty=True,
-        ),
+        Field(pattern=INSTANCE_PROFILE_PATTERN),
+        _matching(INSTANCE_PROFILE_PATTERN, "expected an instance profile name or its ARN", empty=True),
     ] = None
     host_key: Annotated[
         Literal["user-data", "console"],
@@ -318,7 +328,7 @@ class PipelineParameters(BaseModel):
     )
     version: Annotated[OptionalVersion, _option("--version", "image version (default: a UTC timestamp)")] = ""
     template_dir: Annotated[
-        str, _option("--template-dir", "Packer template directory (default: packer)", "DIR", min_length=1)
+        PathText, _option("--template-dir", "Packer template directory (default: packer)", "DIR")
     ] = "packer"
     variables: Annotated[dict[str, str], _option("--var", "a Packer variable (repeatable)", "K=V")] = {}
     var_files: Annotated[list[str], _option("--var-file", "a Packer variable file (repeatable)", "F")] = []
@@ -345,9 +355,9 @@ class PipelineParameters(BaseModel):
             "HOST[:PORT][/PREFIX]",
         ),
     ] = ""
-    spec: Annotated[
-        str, _option("--spec", "goss-format verification spec (file or directory)", "FILE|DIR", min_length=1)
-    ] = DEFAULT_SPEC
+    spec: Annotated[PathText, _option("--spec", "goss-format verification spec (file or directory)", "FILE|DIR")] = (
+        DEFAULT_SPEC
+    )
     spec_vars_file: Annotated[str, _option("--vars", "YAML/JSON variables for the spec", "FILE")] = ""
     spec_vars: Annotated[
         dict[str, str],
@@ -486,15 +496,23 @@ class FamilySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Family
-    template_dir: Annotated[str, Field(min_length=1)] = "packer"
+    template_dir: PathText = "packer"
     var_files: Annotated[tuple[str, ...], BeforeValidator(_listed)] = ()
     variables: TextMapping = {}
-    spec: Annotated[str, Field(min_length=1)] = DEFAULT_SPEC
+    spec: PathText = DEFAULT_SPEC
     targets: Annotated[tuple[TargetName, ...], BeforeValidator(_listed)] = ("docker",)
     only: str | None = None
     spec_vars_file: str = ""
     spec_vars: TextMapping = {}
     registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
+
+    def pipeline_arguments(self) -> dict[str, Any]:
+        """The ``PipelineParameters`` this entry sets (every field but ``targets`` and ``registry``, which
+        the rebuild resolves per target)."""
+        given = self.model_dump(exclude={"targets", "registry"})
+        given["var_files"] = list(self.var_files)
+        given["only"] = self.only or ""
+        return given
 
     @classmethod
     def read(cls, entry: Any, where: str) -> FamilySpec:
