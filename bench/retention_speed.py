@@ -132,7 +132,7 @@ def main() -> None:
 
         # where bakery's time goes: the same work in-process, without process start-up or Prefect
         from tasks import retention
-        from tasks.aws_images import AwsImages
+        from tasks.targets.aws.images import AwsImages
 
         snapshots = build_fixture(server, opts.images)
         started = time.monotonic()

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from tasks import aws, packer
+from tasks import packer
 from tasks.errors import UsageError
 from tasks.inputs import parse_var
+from tasks.targets.aws import client as aws
 
 # Prefect block document names: lowercase letters, digits and dashes.
 BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")

@@ -194,8 +194,8 @@ def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, 
 
 
 def _check_aws_configured(target: str) -> None:
-    from tasks import aws
     from tasks.errors import UsageError
+    from tasks.targets.aws import client as aws
 
     if target == "aws" and not aws.region():
         raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
@@ -601,7 +601,8 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Dry run unless --apply: what is labelled and past its time, as a table on stdout (or --json)."""
     from tasks.inputs import check_target, parse_duration
-    from tasks.sweep import open_sources, render
+    from tasks.sweep import render
+    from tasks.targets.registry import open_sources
 
     check_target(args.target)
     if args.max_age:
@@ -644,7 +645,7 @@ def _tabled(
 def _aws_configured(target: str) -> None:
     """No region or no credentials: one clear line (exit 2) before Prefect starts."""
     if target == "aws":
-        from tasks.aws_images import require_configured
+        from tasks.targets.aws.images import require_configured
 
         require_configured()
 
@@ -656,11 +657,11 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
     registry = _registry_param(args, target)
     _aws_configured(target)
     if registry and image:
-        from tasks.promotion.registry import split_reference
+        from tasks.targets.docker.registry_stages import split_reference
 
         split_reference(image)  # not family:version or family@digest: one line, before Prefect starts
     elif target == "docker" and image:
-        from tasks.promotion.docker import DockerStages
+        from tasks.targets.docker.stages import DockerStages
 
         DockerStages().find(image)  # no such image: one line, before Prefect starts
     _prefect_ready()

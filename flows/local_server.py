@@ -34,6 +34,8 @@ from tasks.errors import JobFailed
 from tasks.request import state_dir
 
 START_TIMEOUT = 120.0  # `prefect server start` takes 10-20 s here, more on a loaded machine
+# How long a recorded server that is alive but not answering gets before it is replaced.
+UNANSWERED_TIMEOUT = START_TIMEOUT
 HOST = "127.0.0.1"
 
 
@@ -171,8 +173,8 @@ def _server_env(home: Path, port: int) -> dict[str, str]:
     return env
 
 
-def _wait_healthy(record: ServerRecord, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def _wait_healthy(record: ServerRecord, proc: subprocess.Popen[bytes] | None, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while not healthy(record):
         if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
             raise JobFailed(f"the local Prefect server did not start on {record.ui_url}; see {log}")
@@ -191,7 +193,7 @@ def ensure_running(announce: bool = True) -> tuple[ServerRecord, bool]:
             # Another command is starting it (we waited for its lock) or it is busy: give it its time,
             # then replace it (a hung server would otherwise cost every later command the whole wait).
             try:
-                _wait_healthy(previous, None, home / "server.log")
+                _wait_healthy(previous, None, home / "server.log", UNANSWERED_TIMEOUT)
                 return previous, False
             except JobFailed:
                 log_line = f"the local Prefect server (pid {previous.pid}) stopped answering; starting a new one"
@@ -216,7 +218,7 @@ def ensure_running(announce: bool = True) -> tuple[ServerRecord, bool]:
         record = ServerRecord(pid=proc.pid, port=port)
         _write_record(home, record)
         try:
-            _wait_healthy(record, proc, log)
+            _wait_healthy(record, proc, log, START_TIMEOUT)
         except JobFailed:
             _stop(record)
             _record_file(home).unlink(missing_ok=True)

@@ -18,11 +18,10 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.blocks import aws_session, block_credentials
+from flows.blocks import block_credentials
 from flows.checkout import check_commit
 from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
-from tasks.locks import family_lock
 from tasks.request import (
     DEFAULT_SPEC,
     AwsOptions,
@@ -38,7 +37,8 @@ from tasks.request import (
     prepare,
     run_workdir,
 )
-from tasks.steps import (
+from tasks.steps.locks import family_lock
+from tasks.steps.pipeline import (
     adopt_image,
     artifact_key,
     build_image,
@@ -56,11 +56,12 @@ from tasks.targets.base import (
     TESTABLE_STAGES,
     Image,
     Instance,
+    NotConfigured,
     Run,
     SshEndpoint,
     Target,
 )
-from tasks.targets.registry import get_target
+from tasks.targets.registry import PLATFORMS, get_target, platform
 from tasks.verify import VerifyResult
 
 log = logging.getLogger(__name__)
@@ -75,41 +76,33 @@ def remove_run_resources(flow: Any, flow_run: FlowRun, state: State) -> None:
     run_id = str(flow_run.id)
     try:
         parameters = flow_run.parameters or {}
-        if parameters.get("target") == "aws":
-            _remove_aws_run_resources(run_id, parameters.get("aws_credentials"))
-            return
-        from tasks.targets.docker import DockerTarget
-
-        removed = DockerTarget().teardown_run(run_id)
-        if removed:
-            log.warning("removed test containers of run %s: %s", run_id, ", ".join(removed))
+        _remove_target_run_resources(
+            str(parameters.get("target") or "docker"), run_id, parameters.get("aws_credentials")
+        )
     finally:
         keys.remove_run_keys(run_id)
 
 
-def _remove_aws_run_resources(run_id: str, block_name: str | None = None, timeout: float = 120) -> None:
-    """Instances (Packer's builder included), security groups and key pairs tagged with the run id.
+def _remove_target_run_resources(target: str, run_id: str, block_name: str | None = None, timeout: float = 120) -> None:
+    """Test instances (AWS: Packer's builder, security groups and key pairs too) tagged with the run id.
 
-    Only when AWS is configured here (a region is set); short client timeouts and a bounded wait, and a
-    failure is logged, never raised: ``bake sweep --target aws`` finds whatever is left.
+    Only when the target is configured here (AWS: a region is set); short client timeouts and a bounded
+    wait, and a failure is logged, never raised: ``bake sweep --target <target>`` finds whatever is left.
     """
-    from tasks import aws
-
+    title = PLATFORMS[target].title if target in PLATFORMS else target
     try:
-        from tasks.targets.aws import AwsTarget, ec2_client
-
-        with contextlib.ExitStack() as stack:
-            if block_name:
-                stack.enter_context(aws.using_session(aws_session(block_name)))
-            if not aws.region():
-                log.warning("run %s: AWS is not configured here (no region); bake sweep --target aws cleans up", run_id)
-                return
-            removed = AwsTarget(ec2=ec2_client(quick=True), timeout=timeout).teardown_run(run_id)
+        with block_credentials(target, block_name):
+            removed = platform(target).teardown_run(run_id, timeout=timeout)
+    except NotConfigured as exc:
+        log.warning("run %s: %s; bake sweep --target %s cleans up", run_id, exc, target)
+        return
     except Exception as exc:
-        log.error("could not remove the AWS resources of run %s (%s); bake sweep --target aws will", run_id, exc)
+        log.error(
+            "could not remove the %s resources of run %s (%s); bake sweep --target %s will", title, run_id, exc, target
+        )
         return
     if removed:
-        log.warning("removed AWS resources of run %s: %s", run_id, ", ".join(removed))
+        log.warning("removed %s resources of run %s: %s", title, run_id, ", ".join(removed))
 
 
 def test_stage(target: Target, image: Image, request: PipelineRequest, run_id: str) -> dict[str, Any]:
@@ -440,8 +433,8 @@ def _record_inputs(request: PipelineRequest, image: Image, built_from: provenanc
 
 
 def _ensure_docker_base(target: Target) -> None:
-    from tasks.baseimage import ensure_base_image
-    from tasks.targets.docker import DockerTarget
+    from tasks.targets.docker.baseimage import ensure_base_image
+    from tasks.targets.docker.instances import DockerTarget
 
     if isinstance(target, DockerTarget):
         ensure_base_image(target.engine)

@@ -6,7 +6,6 @@ as one task, and leave a "promotion record" artifact a person reads in the UI.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from uuid import uuid4
 
@@ -19,22 +18,15 @@ from prefect.runtime import flow_run as current_flow_run
 from flows.blocks import block_credentials
 from tasks import inputs, promotion
 from tasks.errors import UsageError
-from tasks.promotion import PromoteTo, PromotionRecord
+from tasks.promotion import PromoteTo
 from tasks.request import Duration, Family, TargetName, check_registry_for
-from tasks.steps import artifact_key
+from tasks.steps.pipeline import artifact_key
+from tasks.targets.base import ProblemAfterPromotion, PromotionRecord
+from tasks.targets.registry import platform_errors, store_for
 
 
 def _run_id() -> str:
     return str(current_flow_run.id or uuid4())
-
-
-def _aws_errors(target: str, doing: str) -> AbstractContextManager[None]:
-    """botocore's errors as one clear line (exit 1), like the AWS target's own calls."""
-    if target != "aws":
-        return nullcontext()
-    from tasks.targets.aws import aws_errors
-
-    return aws_errors(doing)
 
 
 def _publish(record: PromotionRecord) -> None:
@@ -62,11 +54,9 @@ def promote_image(
     run_id: str,
     registry: str = "",
 ) -> dict[str, Any]:
-    from tasks.promotion.aws import ProblemAfterPromotion
-
     try:
-        with _aws_errors(target, "promoting"):
-            store = promotion.store_for(target, publish_ssm=publish_ssm, registry=registry)
+        with platform_errors(target, "promoting"):
+            store = store_for(target, publish_ssm=publish_ssm, registry=registry)
             record = promotion.promote(
                 store,
                 to=to,
@@ -85,11 +75,9 @@ def promote_image(
 
 @task(name="rollback", cache_policy=NO_CACHE)
 def rollback_family(target: str, family: str, publish_ssm: bool, run_id: str, registry: str = "") -> dict[str, Any]:
-    from tasks.promotion.aws import ProblemAfterPromotion
-
     try:
-        with _aws_errors(target, "rolling back"):
-            store = promotion.store_for(target, publish_ssm=publish_ssm, registry=registry)
+        with platform_errors(target, "rolling back"):
+            store = store_for(target, publish_ssm=publish_ssm, registry=registry)
             record = promotion.rollback(store, family=family, run_id=run_id)
     except ProblemAfterPromotion as exc:
         _publish(exc.record)  # the stages did change: the record says how

@@ -28,13 +28,13 @@ from pydantic import Field
 
 from flows.blocks import block_credentials, check_secret_vars
 from flows.pipeline import image_pipeline
-from tasks import promotion
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import check_target, parse_duration
-from tasks.promotion import StagedImage, human, utcnow
 from tasks.request import Duration, PipelineParameters, TargetName, prepare
-from tasks.steps import artifact_key
+from tasks.steps.pipeline import artifact_key
+from tasks.targets.base import StagedImage, human, utcnow
+from tasks.targets.registry import store_for
 
 MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
 PIPELINE_DEPLOYMENT = "image-pipeline/image-pipeline"  # prefect.yaml: flow name / deployment name
@@ -79,7 +79,7 @@ def rebuild_family(
         from tasks.request import check_registry_for
 
         registry = check_registry_for(target, spec.registry or None, f"{spec.family}: registry")
-        store = promotion.store_for(target, registry=str(registry or ""))
+        store = store_for(target, registry=str(registry or ""))
         images = store.family_images(spec.family)
         before = lib.production_of(images)
     except Exception as exc:

@@ -14,10 +14,10 @@ from prefect.logging import get_run_logger
 
 from flows.blocks import block_credentials
 from tasks import retention
-from tasks.housekeeping import apply_retention, report_retention, take_inventory
 from tasks.inputs import TargetName, check_family, check_target
 from tasks.rebuild import DEFAULT_FAMILIES, load_families
 from tasks.request import Family, check_registry_for
+from tasks.steps.housekeeping import apply_retention, report_retention, take_inventory
 
 
 @flow(name="retention")
@@ -59,7 +59,7 @@ def image_retention(
         outcome = apply_retention(store, plan)
     doc = report_retention(plan, outcome, True, family)
     if checked_registry and plan.deletions:
-        from tasks.registry_images import GARBAGE_COLLECTION_NOTE
+        from tasks.targets.docker.registry_images import GARBAGE_COLLECTION_NOTE
 
         doc["note"] = f"registry {checked_registry}: {GARBAGE_COLLECTION_NOTE} (registry garbage-collect)"
         get_run_logger().info("%s", doc["note"])

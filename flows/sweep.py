@@ -17,9 +17,10 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows.blocks import block_credentials
 from tasks import sweep
-from tasks.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.inputs import TargetName, check_target, parse_duration
 from tasks.request import Duration
+from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
+from tasks.targets.registry import open_sources, store_for
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
@@ -28,7 +29,7 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
     ``apply``; a dry run says what it would find). One line per family, also logged."""
     from tasks import promotion
 
-    store = promotion.store_for(target)
+    store = store_for(target)
     logger = get_run_logger()
     if not apply:
         notes = [
@@ -46,7 +47,7 @@ def resume_promotions(target: str, apply: bool) -> list[str]:
 @task(name="release-family-slots", cache_policy=NO_CACHE)
 def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
     """Build slots (``bakery-family-*``) whose holder is no longer running: given back with ``apply``."""
-    from tasks.locks import sweep_family_slots
+    from tasks.steps.locks import sweep_family_slots
 
     logger = get_run_logger()
     rows = sweep_family_slots(apply, parse_duration(max_age, "--max-age") if max_age else None)
@@ -76,7 +77,7 @@ def sweep_leftovers(
     check_target(target)
     rules = sweep.Rules(now=datetime.now(UTC), max_age=parse_duration(max_age, "--max-age") if max_age else None)
     with block_credentials(target, aws_credentials):
-        sources = sweep.open_sources(target, include_packer=packer_leftovers)
+        sources = open_sources(target, include_packer=packer_leftovers)
         plan = find_leftovers(sources, rules)
         results = remove_leftovers(plan, sources) if apply else None
         # After the removal, and each on its own: a promotion that cannot be resumed or a Prefect API blip

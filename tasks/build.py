@@ -226,7 +226,7 @@ def environment_variables(templates: lint.TemplateSet, request: PipelineRequest)
     variable itself, and without this a build could land in another region than bakery looks in."""
     if request.target != "aws":
         return {}
-    from tasks import aws
+    from tasks.targets.aws import client as aws
 
     found = {"aws_region": aws.region() or "", "aws_endpoint": aws.endpoint_url("ec2") or ""}
     return {name: value for name, value in found.items() if value and name in templates.variables}

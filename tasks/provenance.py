@@ -261,15 +261,15 @@ def current_base(target: str, template_dir: Path, source: str, variables: Mappin
     """
     try:
         if target == "docker":
-            import docker
+            from tasks.targets.docker.images import local_image_id
 
             reference = docker_base_reference(template_dir, source, variables)
-            try:
-                return str(docker.from_env().images.get(reference).id)
-            except docker.errors.ImageNotFound:
-                raise BaseLookupError(f"base image {reference} is not in the local engine") from None
+            found = local_image_id(reference)
+            if found is None:
+                raise BaseLookupError(f"base image {reference} is not in the local engine")
+            return found
         if target == "aws":
-            from tasks.targets.aws import ec2_client
+            from tasks.targets.aws.instances import ec2_client
 
             filters, owners = ami_filter(template_dir, source, variables)
             return newest_ami(ec2_client(quick=True), filters, owners)
@@ -292,7 +292,7 @@ def record(target: str, image_id: str, built_from: BuildInputs, ec2: Any = None)
     """Keep ``built_from`` with the image: tags on an AMI and its snapshots (the seed's ``BaseAMI`` tag,
     when the template wrote one, names the base), a record file for a local Docker image."""
     if target == "aws":
-        from tasks.targets.aws import describe_image, ec2_client, snapshot_ids, tag_list, tags_of
+        from tasks.targets.aws.instances import describe_image, ec2_client, snapshot_ids, tag_list, tags_of
 
         client = ec2 or ec2_client()
         image = describe_image(client, image_id)
@@ -311,7 +311,7 @@ def record(target: str, image_id: str, built_from: BuildInputs, ec2: Any = None)
 def recorded(target: str, image_id: str, ec2: Any = None) -> BuildInputs | None:
     """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
     if target == "aws":
-        from tasks.targets.aws import describe_image, ec2_client, tags_of
+        from tasks.targets.aws.instances import describe_image, ec2_client, tags_of
 
         return BuildInputs.from_tags(tags_of(describe_image(ec2 or ec2_client(quick=True), image_id)))
     try:

@@ -34,9 +34,9 @@ import yaml
 
 from tasks import inputs
 from tasks.errors import UsageError
-from tasks.promotion import StagedImage, human, iso
 from tasks.provenance import BuildInputs
 from tasks.request import FamilySpec, PipelineRequest, state_dir
+from tasks.targets.base import StagedImage, human, iso
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
@@ -66,7 +66,7 @@ def load_families(path: str | Path) -> list[FamilySpec]:
             raise UsageError(f"{where}.family: {family.family!r} is listed twice")
         seen.add(family.family)
         if family.registry:
-            from tasks.image_registry import parse_registry
+            from tasks.targets.docker.image_registry import parse_registry
 
             family = family.model_copy(update={"registry": str(parse_registry(family.registry, f"{where}.registry:"))})
         families.append(family)
@@ -119,14 +119,14 @@ def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
     """The inventory the verification engine kept for ``image_id`` (``tasks/verify/inventory.py``)."""
     from tasks.verify import inventory
 
-    stored = inventory.load(target, image_id)
+    stored = inventory.load(target, image_id, state_dir())
     return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
 
 
 def docker_inventory(engine: Any, image_id: str, run_id: str, family: str) -> dict[str, str] | None:
     """``dpkg-query`` in a throwaway container without network (labelled so a sweep finds a leftover)."""
     from tasks.request import expires_at
-    from tasks.targets.docker import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
+    from tasks.targets.docker.instances import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
 
     try:
         output = engine.containers.run(
@@ -413,7 +413,7 @@ def docker_pending_updates(engine: Any, image_id: str, run_id: str, family: str)
         RuntimeError: the image has no apt, the mirror cannot be reached, or the container fails.
     """
     from tasks.request import expires_at
-    from tasks.targets.docker import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
+    from tasks.targets.docker.instances import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
     from tasks.verify.resources.pending_updates import apt_pending
 
     cache = apt_cache_dir(family)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tasks import inputs
 from tasks.errors import UsageError
-from tasks.image_registry import Registry, resolve_registry
+from tasks.targets.docker.image_registry import Registry, resolve_registry
 
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
 

@@ -35,48 +35,20 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
 from tasks.errors import JobFailed, UsageError
+from tasks.targets.base import DELETE_WORKERS, ImageRecord, ImageStore, Usage, bounded_map, one_line
+from tasks.targets.base import MANAGED_BY_VALUES as MANAGED_BY_VALUES
+from tasks.targets.base import family_of as family_of
+from tasks.targets.base import is_managed as is_managed
+from tasks.targets.registry import open_store as open_store  # flows/retention.py and the CLI open stores here
 
 DEFAULT_KEEP = 5
-DELETE_WORKERS = 8
-# ``ManagedBy`` values of images bakery may delete: the seed's Packer tag and bakery's own.
-MANAGED_BY_VALUES = frozenset({"packer", "bakery"})
 # AMI states an image may be deleted in; ``pending`` and ``transient`` images are still being made.
 DELETABLE_STATES = frozenset({"available", "disabled", "failed", "error", "invalid"})
 
 Action = Literal["keep", "delete", "skip"]
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image as retention sees it, whatever the target.
-
-    ``ref`` is the unique handle a deletion takes (an AMI id; ``family:version`` on Docker), ``image_id``
-    what usage is keyed by (the AMI id; the Docker image id, shared by every tag of one image).
-    ``family`` is ``None`` when it cannot be told; ``managed`` is False for images bakery must not touch.
-    ``stage_since`` is when it entered its stage (``bakery:staged-at``/``bakery:superseded-at``), which is
-    how promotion picks the staging image to promote and the superseded image to roll back to.
-    """
-
-    ref: str
-    image_id: str
-    name: str
-    family: str | None
-    version: str
-    created: datetime
-    stage: str | None = None
-    managed: bool = True
-    snapshots: tuple[str, ...] = ()
-    state: str = "available"
-    pins: tuple[str, ...] = ()
-    stage_since: datetime | None = None
-    foreign: str = ""  # why bakery does not count it as its own build of ``family``; empty when it does
-
-
-Usage = Mapping[str, Sequence[str]]
-"""Image id → what uses it, each as a short phrase (``instance i-0abc (running)``)."""
 
 
 @dataclass(frozen=True)
@@ -130,29 +102,6 @@ class Outcome:
         return [f"{ref}: {r}" for ref, r in {**self.images, **self.snapshots}.items() if r.startswith("failed")]
 
 
-class ImageStore(Protocol):
-    """What retention needs from a place images live."""
-
-    target: str
-
-    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
-        """Every image there is (all families, managed or not) and what uses each image id."""
-        ...
-
-    def delete_image(self, image: ImageRecord) -> str:
-        """Deregister/remove one image; ``deleted`` or ``already gone``; raises on failure."""
-        ...
-
-    def delete_snapshot(self, snapshot_id: str) -> str:
-        """``deleted`` or ``already gone``; raises on failure."""
-        ...
-
-    def recheck(self, image: ImageRecord) -> list[str]:
-        """Read the image again now: the reasons it must stay after all (its stage changed since the plan,
-        something uses it now, it is shared); empty when it may go."""
-        ...
-
-
 class RetentionFailed(JobFailed):
     """Some deletions failed (exit 1); ``result`` is the full report, printed with ``--json``."""
 
@@ -166,19 +115,6 @@ def check_keep(value: int | str) -> int:
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise UsageError(f"--keep {value!r}: expected a whole number of images to keep per family, at least 1")
     return int(text)
-
-
-def is_managed(managed_by: str | None) -> bool:
-    return (managed_by or "").strip().lower() in MANAGED_BY_VALUES
-
-
-def family_of(name: str | None, version: str | None, family_tag: str | None) -> str | None:
-    """CONTRACT: the family is ``Name`` with ``-<Version>`` stripped; a ``Family`` tag wins."""
-    if family_tag and family_tag.strip():
-        return family_tag.strip()
-    if name and version and name.endswith(f"-{version}") and len(name) > len(version) + 1:
-        return name[: -len(version) - 1]
-    return None
 
 
 # --- planning ----------------------------------------------------------------------------------------------
@@ -267,7 +203,7 @@ def recheck_all(
         try:
             return recheck(image)
         except Exception as exc:
-            return [f"could not be read again before deletion: {_one_line(exc)}"]
+            return [f"could not be read again before deletion: {one_line(exc)}"]
 
     if not images:
         return []
@@ -342,23 +278,6 @@ def _decide_snapshots(images: Sequence[ImageRecord], deleted: set[str]) -> list[
 
 # --- execution ---------------------------------------------------------------------------------------------
 
-T = TypeVar("T")
-
-
-def bounded_map(fn: Callable[[T], str], items: Sequence[T], workers: int = DELETE_WORKERS) -> list[str]:
-    """``fn`` over ``items`` with at most ``workers`` at once; a raised error becomes ``failed: <error>``."""
-
-    def safe(item: T) -> str:
-        try:
-            return fn(item)
-        except Exception as exc:
-            return f"failed: {_one_line(exc)}"
-
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="bakery-delete") as pool:
-        return list(pool.map(safe, items))
-
 
 def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Outcome:
     """Deregister every image the plan deletes, then delete the snapshots whose images are all gone."""
@@ -383,11 +302,6 @@ def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Out
     for snapshot_id, result in zip(snapshots, bounded_map(store.delete_snapshot, snapshots, workers), strict=True):
         outcome.snapshots[snapshot_id] = result
     return outcome
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
@@ -534,23 +448,3 @@ def render(doc: Mapping[str, Any]) -> str:
     if doc["families"]:
         text += "\n\n" + "\n".join(doc["families"].values())
     return text
-
-
-def open_store(target: str, registry: str = "", family: str | None = None) -> ImageStore:
-    """The image store of ``target`` (checked first: a bad target or missing AWS setup is a UsageError);
-    with a ``registry`` (docker only) the registry's repositories (``family``'s alone when given)."""
-    from tasks.inputs import check_target
-
-    if registry:
-        from tasks.image_registry import parse_registry
-        from tasks.registry_images import RegistryImages
-
-        return RegistryImages(parse_registry(registry), [family] if family else None)
-    if check_target(target) == "aws":
-        from tasks.aws_images import AwsImages, require_configured
-
-        require_configured()
-        return AwsImages()
-    from tasks.targets.docker_images import DockerImages
-
-    return DockerImages()

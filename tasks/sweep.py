@@ -18,33 +18,17 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tasks.errors import JobFailed, UsageError
 from tasks.request import keys_root, private_dir
+from tasks.targets.base import Leftover, Source, key, parse_time
 
 DEFAULT_MAX_AGE = timedelta(hours=24)
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """One labelled resource: what it is, whose run, how old, and whether the sweep removes it (and why)."""
-
-    provider: str  # docker, aws, local
-    kind: str  # container, instance, volume, security-group, key-pair, key-dir
-    id: str
-    name: str = ""
-    run_id: str = ""
-    created: datetime | None = None
-    expires_at: datetime | None = None
-    labelled: bool = True  # False: found by Packer's naming or location, judged by age alone
-    remove: bool = False
-    reason: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,34 +42,8 @@ class Rules:
         return self.default_max_age if self.max_age is None else self.max_age
 
 
-class Source(Protocol):
-    """A place leftovers live (the Docker engine, an AWS region)."""
-
-    provider: str
-
-    def find(self) -> list[Leftover]: ...
-
-    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
-        """A second look once every item is decided (e.g. keep what a kept instance still uses)."""
-        ...
-
-    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
-        """Remove these (all marked ``remove``); ``"<kind> <id>"`` → ``removed``/``already gone``/``failed: ...``."""
-        ...
-
-
 class SweepFailed(JobFailed):
     """Some removals failed (exit 1); ``result`` is the full report."""
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _age(delta: timedelta) -> str:
@@ -188,95 +146,7 @@ def remove_key_dirs(leftovers: Sequence[Leftover]) -> dict[str, str]:
     return results
 
 
-# --- Docker ------------------------------------------------------------------------------------------------
-
-DOCKER_RUN_LABEL = "bakery.run-id"
-DOCKER_EXPIRES_LABEL = "bakery.expires-at"
-# packer/docker.pkr.hcl names Packer's build container after the run, and DockerTarget.adopt_build the
-# container it commits an image's labels from.
-PACKER_BUILDER_PREFIX = "bakery-build-"
-
-
-def _name(container: dict[str, Any]) -> str:
-    return str((container.get("Names") or [container["Id"][:12]])[0]).lstrip("/")
-
-
-class DockerLeftovers:
-    """Containers carrying ``bakery.run-id`` (test instances), and Packer's build containers by name."""
-
-    provider = "docker"
-
-    def __init__(self, engine: Any = None) -> None:
-        if engine is None:
-            from tasks.targets.docker import client
-
-            engine = client()
-        self.engine = engine
-
-    def find(self) -> list[Leftover]:
-        import docker.errors
-
-        try:
-            listed = self.engine.api.containers(all=True, filters={"label": DOCKER_RUN_LABEL})
-            builders = self.engine.api.containers(all=True, filters={"name": PACKER_BUILDER_PREFIX})
-        except docker.errors.DockerException as exc:
-            raise JobFailed(f"docker: listing labelled containers failed: {exc}") from exc
-        found = [self._builder(c) for c in builders if _name(c).startswith(PACKER_BUILDER_PREFIX)]
-        for c in listed:
-            labels = c.get("Labels") or {}
-            purpose = labels.get("bakery.purpose", "test")
-            found.append(
-                Leftover(
-                    provider=self.provider,
-                    kind="container",
-                    id=c["Id"],
-                    name=(c.get("Names") or [c["Id"][:12]])[0].lstrip("/"),
-                    run_id=labels.get(DOCKER_RUN_LABEL, ""),
-                    created=datetime.fromtimestamp(int(c.get("Created", 0)), UTC) if c.get("Created") else None,
-                    expires_at=parse_time(labels.get(DOCKER_EXPIRES_LABEL)),
-                    extra={"state": str(c.get("State", "")), "purpose": purpose},
-                )
-            )
-        return found
-
-    def _builder(self, c: dict[str, Any]) -> Leftover:
-        """Packer's build container, named (not labelled: labels would be committed into the image)."""
-        name = _name(c)
-        return Leftover(
-            provider=self.provider,
-            kind="container",
-            id=c["Id"],
-            name=name,
-            run_id=name.removeprefix(PACKER_BUILDER_PREFIX),
-            created=datetime.fromtimestamp(int(c["Created"]), UTC) if c.get("Created") else None,
-            labelled=False,
-            extra={"state": str(c.get("State", "")), "purpose": "packer-builder"},
-        )
-
-    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
-        return leftovers
-
-    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
-        import docker.errors
-
-        results = {}
-        for item in leftovers:
-            try:
-                self.engine.api.remove_container(item.id, force=True, v=True)
-            except docker.errors.NotFound:
-                results[key(item)] = "already gone"
-            except docker.errors.APIError as exc:
-                results[key(item)] = f"failed: {exc}"
-            else:
-                results[key(item)] = "removed"
-        return results
-
-
 # --- the whole sweep -----------------------------------------------------------------------------------------
-
-
-def key(item: Leftover) -> str:
-    return f"{item.kind} {item.id}"
 
 
 @dataclass
@@ -361,17 +231,3 @@ def render(doc: dict[str, Any]) -> str:
     table = format_table(shown, columns) or "(nothing labelled by bakery)"
     notes = "".join(f"\n{note}" for note in doc.get("notes") or [])
     return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}{notes}"
-
-
-def open_sources(target: str, include_packer: bool = False) -> list[Source]:
-    """Where ``target``'s leftovers live: the Docker engine, or the configured AWS region (never both).
-    ``include_packer``: AWS, also Packer's untagged temporary resources (maybe another tool's)."""
-    from tasks.inputs import check_target
-
-    if check_target(target) == "aws":
-        from tasks.aws_images import require_configured
-        from tasks.aws_sweep import AwsLeftovers
-
-        require_configured()
-        return [AwsLeftovers(include_packer=include_packer)]
-    return [DockerLeftovers()]

@@ -25,8 +25,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from docker.models.containers import Container
 
-from tasks import aws
-from tasks.targets import aws as target_aws
+from tasks.targets.aws import client as aws
+from tasks.targets.aws import instances as target_aws
 
 REGION = "us-east-1"
 FIXTURE = "tests/fixtures/packer-aws"  # an amazon-ebs template set that builds against moto in a second

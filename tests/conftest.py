@@ -45,7 +45,7 @@ def engine() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def base_image(engine: docker.DockerClient) -> str:
     """The local base image every e2e image builds from (made once with debootstrap when missing)."""
-    from tasks.baseimage import DEFAULT_BASE_IMAGE, ensure_base_image
+    from tasks.targets.docker.baseimage import DEFAULT_BASE_IMAGE, ensure_base_image
 
     ensure_base_image(engine)
     return DEFAULT_BASE_IMAGE

@@ -36,204 +36,31 @@ rolled-back image: exactly the wrong one.
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from tasks.errors import JobFailed
+from tasks.targets.base import TAG_FORCED as TAG_FORCED
+from tasks.targets.base import TAG_INTENT as TAG_INTENT
+from tasks.targets.base import TAG_PROMOTED_AT as TAG_PROMOTED_AT
+from tasks.targets.base import TAG_RUN_ID as TAG_RUN_ID
+from tasks.targets.base import TAG_STAGED_AT as TAG_STAGED_AT
+from tasks.targets.base import TAG_STATUS as TAG_STATUS
+from tasks.targets.base import TAG_SUPERSEDED_AT as TAG_SUPERSEDED_AT
+from tasks.targets.base import Change as Change
+from tasks.targets.base import Intent as Intent
+from tasks.targets.base import PromotionRecord as PromotionRecord
+from tasks.targets.base import StagedImage as StagedImage
+from tasks.targets.base import StageStore as StageStore
+from tasks.targets.base import human as human
+from tasks.targets.base import iso as iso
+from tasks.targets.base import parse_time as parse_time
+from tasks.targets.base import utcnow as utcnow
 
 log = logging.getLogger(__name__)
 PromoteTo = Literal["staging", "production"]
 
-TAG_STATUS = "status"
-TAG_STAGED_AT = "bakery:staged-at"
-TAG_PROMOTED_AT = "bakery:promoted-at"
-TAG_SUPERSEDED_AT = "bakery:superseded-at"
-TAG_RUN_ID = "bakery:run-id"
-TAG_FORCED = "bakery:forced"
-TAG_INTENT = "bakery:promotion-intent"
 DEFAULT_MIN_SOAK = timedelta(hours=24)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A UTC ISO 8601 time from a tag or record; ``None`` for missing or unreadable values."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def human(delta: timedelta) -> str:
-    """``1d 2h 3m``-style; negative deltas read as 0m."""
-    minutes = max(int(delta.total_seconds() // 60), 0)
-    days, rest = divmod(minutes, 24 * 60)
-    hours, mins = divmod(rest, 60)
-    parts = [f"{days}d"] if days else []
-    if hours or days:
-        parts.append(f"{hours}h")
-    parts.append(f"{mins}m")
-    return " ".join(parts)
-
-
-@dataclass(frozen=True)
-class StagedImage:
-    """An image of a family with its stage and the times promotion cares about."""
-
-    id: str
-    family: str
-    version: str
-    name: str
-    stage: str | None
-    created: datetime | None = None
-    staged_at: datetime | None = None
-    promoted_at: datetime | None = None
-    superseded_at: datetime | None = None
-
-    @property
-    def label(self) -> str:
-        short = self.id if len(self.id) <= 24 else self.id[:19]  # AMI ids whole, sha256 ids cut
-        return f"{self.name} ({short})" if self.name else self.id
-
-
-@dataclass(frozen=True)
-class Change:
-    """One stage write: ``image`` went from ``before`` to ``after``."""
-
-    image: str
-    name: str
-    before: str | None
-    after: str
-
-
-@dataclass
-class PromotionRecord:
-    """What one promote/rollback did; becomes the Prefect artifact and the ``--json`` output."""
-
-    action: str
-    target: str
-    family: str
-    image: str
-    name: str
-    to: str
-    at: datetime
-    run_id: str
-    changes: list[Change] = field(default_factory=list)
-    forced: bool = False
-    soaked: timedelta | None = None
-    min_soak: timedelta | None = None
-    previous_production: str | None = None
-    production: str | None = None
-    notes: list[str] = field(default_factory=list)
-    published: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["at"] = iso(self.at)
-        data["soaked"] = human(self.soaked) if self.soaked is not None else None
-        data["min_soak"] = human(self.min_soak) if self.min_soak is not None else None
-        return data
-
-    def to_markdown(self) -> str:
-        title = "Rollback" if self.action == "rollback" else f"Promotion to {self.to}"
-        lines = [
-            f"# {title}: {self.family} on {self.target}",
-            "",
-            f"- **image**: `{self.name}` (`{self.image}`)",
-            f"- **when**: {iso(self.at)}, run `{self.run_id}`",
-        ]
-        if self.min_soak is not None:
-            soaked = human(self.soaked) if self.soaked is not None else "unknown (no staged-at)"
-            lines.append(f"- **soak**: {soaked} (minimum {human(self.min_soak)})")
-        if self.forced:
-            lines.append("- **forced**: yes (`--force` overrode the soak check)")
-        if self.previous_production:
-            lines.append(f"- **previous production**: `{self.previous_production}`")
-        if self.production:
-            lines.append(f"- **production now**: `{self.production}`")
-        for key, value in self.published.items():
-            lines.append(f"- **published** `{key}` = `{value}`")
-        lines += ["", "| image | from | to |", "| --- | --- | --- |"]
-        lines += [f"| `{c.name or c.image}` | {c.before or '-'} | {c.after} |" for c in self.changes]
-        if not self.changes:
-            lines.append("| (nothing changed) | | |")
-        if self.notes:
-            lines += ["", *[f"> {note}" for note in self.notes]]
-        return "\n".join(lines) + "\n"
-
-
-class StageStore(Protocol):
-    """Where a target keeps stages; see ``tasks.promotion.docker`` and ``tasks.promotion.aws``."""
-
-    target: str
-
-    def find(self, reference: str) -> StagedImage: ...
-
-    def family_images(self, family: str) -> list[StagedImage]: ...
-
-    def lock(self, family: str, run_id: str) -> AbstractContextManager[None]: ...
-
-    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None: ...
-
-    def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None: ...
-
-    def write_intent(self, family: str, intent: Intent) -> None: ...
-
-    def read_intent(self, family: str) -> Intent | None: ...
-
-    def clear_intent(self, family: str, intent: Intent) -> None: ...
-
-    def families_with_intent(self) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class Intent:
-    """A production switch in progress: written before its first stage write, cleared after its last."""
-
-    run_id: str
-    action: str
-    family: str
-    new: str  # the image that becomes production
-    was: str  # its stage before (staging; superseded for a rollback)
-    old: tuple[str, ...]  # the production image(s) being demoted
-    at: str
-
-    def to_text(self) -> str:
-        """One line that fits an EC2 tag value (256 characters) for one or a few old productions."""
-        return f"run={self.run_id};action={self.action};was={self.was};old={','.join(self.old)};at={self.at}"
-
-    @classmethod
-    def from_text(cls, family: str, new: str, text: str) -> Intent | None:
-        fields = dict(part.partition("=")[::2] for part in text.split(";") if "=" in part)
-        if not fields.get("run"):
-            return None
-        return cls(
-            run_id=fields["run"],
-            action=fields.get("action", "promote"),
-            family=family,
-            new=new,
-            was=fields.get("was") or "staging",
-            old=tuple(o for o in fields.get("old", "").split(",") if o),
-            at=fields.get("at", ""),
-        )
-
-    def describe(self) -> str:
-        return f"an unfinished {self.action} of {self.family} (run {self.run_id}, started {self.at or '?'})"
 
 
 def _newest(images: list[StagedImage], key: str) -> StagedImage:
@@ -523,23 +350,3 @@ def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> No
             f"{new.label} is back at staging"
         )
     record.production = new.id
-
-
-def store_for(target: str, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
-    """The stage store of a target name (``docker`` or ``aws``); with a ``registry`` (docker only) its tags."""
-    if target == "docker" and registry:
-        from tasks.image_registry import parse_registry
-        from tasks.promotion.registry import RegistryStages
-
-        return RegistryStages(parse_registry(registry))
-    if target == "docker":
-        from tasks.promotion.docker import DockerStages
-
-        return DockerStages()
-    if target == "aws":
-        from tasks.promotion.aws import AmiStages
-
-        return AmiStages(publish_ssm=publish_ssm)
-    from tasks.errors import UsageError
-
-    raise UsageError(f"--target {target!r}: unknown target (expected one of docker, aws)")

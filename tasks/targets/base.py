@@ -1,11 +1,26 @@
-"""The one interface every target implements, and the records passed between pipeline steps."""
+"""The interfaces every target implements, and the records passed between targets and the domain code.
+
+Nothing here imports another bakery module or a platform SDK: the pipeline steps, the promotion
+algorithm, the retention planner, the sweep rules and each target under ``tasks/targets/<name>/`` all
+build on this module, so none of them needs to import another.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from tasks.errors import JobFailed
+
+if TYPE_CHECKING:  # types only: the request and registry modules build on this one
+    from tasks.request import AwsOptions
+    from tasks.targets.docker.image_registry import Registry
 
 STAGES = ("testing", "staging", "production", "superseded", "failed")
 # A test moves only these to ``staging``/``failed``; any other stage was earned and stays (CONTRACT).
@@ -96,3 +111,403 @@ class Target(Protocol):
     def record_test_result(self, image: Image, result: str, run_id: str) -> None:
         """A test's result (``passed``/``failed``) kept beside an image whose stage a test must not move."""
         ...
+
+
+# --- time: one format in records (``2026-01-02T03:04:05+00:00``), both forms read ---------------------
+
+TAG_STATUS = "status"
+TAG_STAGED_AT = "bakery:staged-at"
+TAG_PROMOTED_AT = "bakery:promoted-at"
+TAG_SUPERSEDED_AT = "bakery:superseded-at"
+TAG_RUN_ID = "bakery:run-id"
+TAG_FORCED = "bakery:forced"
+TAG_INTENT = "bakery:promotion-intent"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A UTC ISO 8601 time from a tag, label or record (``...+00:00`` as bakery writes it, or ``...Z``);
+    ``None`` for missing or unreadable values. A time without a zone is taken as UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def human(delta: timedelta) -> str:
+    """``1d 2h 3m``-style; negative deltas read as 0m."""
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    parts.append(f"{mins}m")
+    return " ".join(parts)
+
+
+# --- stages, for promotion ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """An image of a family with its stage and the times promotion cares about."""
+
+    id: str
+    family: str
+    version: str
+    name: str
+    stage: str | None
+    created: datetime | None = None
+    staged_at: datetime | None = None
+    promoted_at: datetime | None = None
+    superseded_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        short = self.id if len(self.id) <= 24 else self.id[:19]  # AMI ids whole, sha256 ids cut
+        return f"{self.name} ({short})" if self.name else self.id
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stage write: ``image`` went from ``before`` to ``after``."""
+
+    image: str
+    name: str
+    before: str | None
+    after: str
+
+
+@dataclass
+class PromotionRecord:
+    """What one promote/rollback did; becomes the Prefect artifact and the ``--json`` output."""
+
+    action: str
+    target: str
+    family: str
+    image: str
+    name: str
+    to: str
+    at: datetime
+    run_id: str
+    changes: list[Change] = field(default_factory=list)
+    forced: bool = False
+    soaked: timedelta | None = None
+    min_soak: timedelta | None = None
+    previous_production: str | None = None
+    production: str | None = None
+    notes: list[str] = field(default_factory=list)
+    published: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = iso(self.at)
+        data["soaked"] = human(self.soaked) if self.soaked is not None else None
+        data["min_soak"] = human(self.min_soak) if self.min_soak is not None else None
+        return data
+
+    def to_markdown(self) -> str:
+        title = "Rollback" if self.action == "rollback" else f"Promotion to {self.to}"
+        lines = [
+            f"# {title}: {self.family} on {self.target}",
+            "",
+            f"- **image**: `{self.name}` (`{self.image}`)",
+            f"- **when**: {iso(self.at)}, run `{self.run_id}`",
+        ]
+        if self.min_soak is not None:
+            soaked = human(self.soaked) if self.soaked is not None else "unknown (no staged-at)"
+            lines.append(f"- **soak**: {soaked} (minimum {human(self.min_soak)})")
+        if self.forced:
+            lines.append("- **forced**: yes (`--force` overrode the soak check)")
+        if self.previous_production:
+            lines.append(f"- **previous production**: `{self.previous_production}`")
+        if self.production:
+            lines.append(f"- **production now**: `{self.production}`")
+        for key, value in self.published.items():
+            lines.append(f"- **published** `{key}` = `{value}`")
+        lines += ["", "| image | from | to |", "| --- | --- | --- |"]
+        lines += [f"| `{c.name or c.image}` | {c.before or '-'} | {c.after} |" for c in self.changes]
+        if not self.changes:
+            lines.append("| (nothing changed) | | |")
+        if self.notes:
+            lines += ["", *[f"> {note}" for note in self.notes]]
+        return "\n".join(lines) + "\n"
+
+
+class StageStore(Protocol):
+    """Where a target keeps stages; see ``tasks.promotion.docker`` and ``tasks.promotion.aws``."""
+
+    target: str
+
+    def find(self, reference: str) -> StagedImage: ...
+
+    def family_images(self, family: str) -> list[StagedImage]: ...
+
+    def lock(self, family: str, run_id: str) -> AbstractContextManager[None]: ...
+
+    def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None: ...
+
+    def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None: ...
+
+    def write_intent(self, family: str, intent: Intent) -> None: ...
+
+    def read_intent(self, family: str) -> Intent | None: ...
+
+    def clear_intent(self, family: str, intent: Intent) -> None: ...
+
+    def families_with_intent(self) -> list[str]: ...
+
+
+class ProblemAfterPromotion(JobFailed):
+    """The stages are right, but a check after the change failed (exit 1); ``record`` says what was done."""
+
+    def __init__(self, message: str, record: PromotionRecord) -> None:
+        super().__init__(message, record.to_dict())
+        self.record = record
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A production switch in progress: written before its first stage write, cleared after its last."""
+
+    run_id: str
+    action: str
+    family: str
+    new: str  # the image that becomes production
+    was: str  # its stage before (staging; superseded for a rollback)
+    old: tuple[str, ...]  # the production image(s) being demoted
+    at: str
+
+    def to_text(self) -> str:
+        """One line that fits an EC2 tag value (256 characters) for one or a few old productions."""
+        return f"run={self.run_id};action={self.action};was={self.was};old={','.join(self.old)};at={self.at}"
+
+    @classmethod
+    def from_text(cls, family: str, new: str, text: str) -> Intent | None:
+        fields = dict(part.partition("=")[::2] for part in text.split(";") if "=" in part)
+        if not fields.get("run"):
+            return None
+        return cls(
+            run_id=fields["run"],
+            action=fields.get("action", "promote"),
+            family=family,
+            new=new,
+            was=fields.get("was") or "staging",
+            old=tuple(o for o in fields.get("old", "").split(",") if o),
+            at=fields.get("at", ""),
+        )
+
+    def describe(self) -> str:
+        return f"an unfinished {self.action} of {self.family} (run {self.run_id}, started {self.at or '?'})"
+
+
+# --- images, for retention ---------------------------------------------------------------------------------
+
+DELETE_WORKERS = 8
+# ``ManagedBy`` values of images bakery may delete: the seed's Packer tag and bakery's own.
+MANAGED_BY_VALUES = frozenset({"packer", "bakery"})
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as retention sees it, whatever the target.
+
+    ``ref`` is the unique handle a deletion takes (an AMI id; ``family:version`` on Docker), ``image_id``
+    what usage is keyed by (the AMI id; the Docker image id, shared by every tag of one image).
+    ``family`` is ``None`` when it cannot be told; ``managed`` is False for images bakery must not touch.
+    ``stage_since`` is when it entered its stage (``bakery:staged-at``/``bakery:superseded-at``), which is
+    how promotion picks the staging image to promote and the superseded image to roll back to.
+    """
+
+    ref: str
+    image_id: str
+    name: str
+    family: str | None
+    version: str
+    created: datetime
+    stage: str | None = None
+    managed: bool = True
+    snapshots: tuple[str, ...] = ()
+    state: str = "available"
+    pins: tuple[str, ...] = ()
+    stage_since: datetime | None = None
+    foreign: str = ""  # why bakery does not count it as its own build of ``family``; empty when it does
+
+
+Usage = Mapping[str, Sequence[str]]
+"""Image id → what uses it, each as a short phrase (``instance i-0abc (running)``)."""
+
+
+class ImageStore(Protocol):
+    """What retention needs from a place images live."""
+
+    target: str
+
+    def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        """Every image there is (all families, managed or not) and what uses each image id."""
+        ...
+
+    def delete_image(self, image: ImageRecord) -> str:
+        """Deregister/remove one image; ``deleted`` or ``already gone``; raises on failure."""
+        ...
+
+    def delete_snapshot(self, snapshot_id: str) -> str:
+        """``deleted`` or ``already gone``; raises on failure."""
+        ...
+
+    def recheck(self, image: ImageRecord) -> list[str]:
+        """Read the image again now: the reasons it must stay after all (its stage changed since the plan,
+        something uses it now, it is shared); empty when it may go."""
+        ...
+
+
+def is_managed(managed_by: str | None) -> bool:
+    return (managed_by or "").strip().lower() in MANAGED_BY_VALUES
+
+
+def family_of(name: str | None, version: str | None, family_tag: str | None) -> str | None:
+    """CONTRACT: the family is ``Name`` with ``-<Version>`` stripped; a ``Family`` tag wins."""
+    if family_tag and family_tag.strip():
+        return family_tag.strip()
+    if name and version and name.endswith(f"-{version}") and len(name) > len(version) + 1:
+        return name[: -len(version) - 1]
+    return None
+
+
+T = TypeVar("T")
+
+
+def bounded_map(fn: Callable[[T], str], items: Sequence[T], workers: int = DELETE_WORKERS) -> list[str]:
+    """``fn`` over ``items`` with at most ``workers`` at once; a raised error becomes ``failed: <error>``."""
+
+    def safe(item: T) -> str:
+        try:
+            return fn(item)
+        except Exception as exc:
+            return f"failed: {one_line(exc)}"
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="bakery-delete") as pool:
+        return list(pool.map(safe, items))
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+# --- leftovers, for the sweep ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One labelled resource: what it is, whose run, how old, and whether the sweep removes it (and why)."""
+
+    provider: str  # docker, aws, local
+    kind: str  # container, instance, volume, security-group, key-pair, key-dir
+    id: str
+    name: str = ""
+    run_id: str = ""
+    created: datetime | None = None
+    expires_at: datetime | None = None
+    labelled: bool = True  # False: found by Packer's naming or location, judged by age alone
+    remove: bool = False
+    reason: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+class Source(Protocol):
+    """A place leftovers live (the Docker engine, an AWS region)."""
+
+    provider: str
+
+    def find(self) -> list[Leftover]: ...
+
+    def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
+        """A second look once every item is decided (e.g. keep what a kept instance still uses)."""
+        ...
+
+    def remove(self, leftovers: Sequence[Leftover]) -> dict[str, str]:
+        """Remove these (all marked ``remove``); ``"<kind> <id>"`` → ``removed``/``already gone``/``failed: ...``."""
+        ...
+
+
+def key(item: Leftover) -> str:
+    return f"{item.kind} {item.id}"
+
+
+# --- the production lookup, for the verify engine's package diff -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Production:
+    """The family's production image, or why there is none to compare with (``image_id`` empty)."""
+
+    image_id: str = ""
+    name: str = ""
+    reason: str = ""
+
+
+# --- one platform: everything bakery opens on it ---------------------------------------------------------
+
+
+class NotConfigured(Exception):
+    """The platform cannot be reached from here as configured (AWS: no region); the message says why."""
+
+
+class Platform(ABC):
+    """One target platform as the domain code sees it; ``tasks/targets/registry.py`` holds one per name.
+
+    Each method opens one side of the platform: test instances for the pipeline, the stage store for
+    promotion, the image store for retention, the leftover sources for the sweep, the production lookup
+    for the package diff. The implementation imports its platform's modules lazily, so naming a platform
+    costs nothing until it is used. Options that do not apply to a platform are ignored by it.
+    """
+
+    name: str  # as --target spells it
+    title: str  # as people write it in a sentence (AWS, Docker)
+
+    @abstractmethod
+    def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
+        """Where the pipeline builds, launches, tests and stages images (``aws``: how AWS launches test
+        instances; ``registry``: where Docker images are pushed and staged)."""
+
+    @abstractmethod
+    def stage_store(self, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
+        """Where stages are read and written for promotion and rollback."""
+
+    @abstractmethod
+    def image_store(self, *, registry: str = "", family: str | None = None) -> ImageStore:
+        """The images and their usage, for retention (a bad setup is a ``UsageError``)."""
+
+    @abstractmethod
+    def leftover_sources(self, *, include_packer: bool = False) -> list[Source]:
+        """Where crashed runs' leftovers live, for the sweep (a bad setup is a ``UsageError``)."""
+
+    @abstractmethod
+    def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
+        """Remove what ``run_id`` launched (crash and cancellation hooks, quick and bounded); what was removed."""
+
+    @abstractmethod
+    def errors(self, doing: str) -> AbstractContextManager[None]:
+        """The platform's client errors while ``doing`` as one clear ``JobFailed`` line, not a traceback."""
+
+    @abstractmethod
+    def production(self, family: str) -> Production:
+        """The family's current production image (may raise; callers report, never fail on it)."""

@@ -7,7 +7,8 @@ diff against the inventory stored for the family's current production image says
 (added, removed, upgraded, downgraded packages). Versions compare as the package manager does: dpkg's
 ``verrevcmp`` with epochs and ``~``, rpm's ``rpmvercmp`` with ``~`` and ``^``, and apk's version order.
 
-Nothing here imports docker or boto3 until a production image is looked up.
+The production image is looked up by the caller's ``lookup`` (``tasks.targets.registry.production_image``):
+nothing here knows a platform.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
 
+from tasks.targets.base import Production
 from tasks.verify.facts import Script, q
 
 SECTION = "inventory"
@@ -370,11 +372,8 @@ def safe_name(image_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", image_id).lstrip(".") or "_"
 
 
-def inventory_path(target: str, image_id: str, root: Path | None = None) -> Path:
-    if root is None:
-        from tasks.request import state_dir
-
-        root = state_dir()
+def inventory_path(target: str, image_id: str, root: Path) -> Path:
+    """Where the inventory of ``image_id`` is kept below ``root`` (the caller's ``$BAKERY_STATE_DIR``)."""
     return root / "inventories" / safe_name(target) / f"{safe_name(image_id)}.json"
 
 
@@ -405,7 +404,7 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def store(inventory: Inventory, *, target: str, image_id: str, image: str = "", root: Path | None = None) -> Path:
+def store(inventory: Inventory, *, target: str, image_id: str, root: Path, image: str = "") -> Path:
     """Keep the inventory of ``image_id`` for later diffs; replaces an earlier one of the same image."""
     path = inventory_path(target, image_id, root)
     _write_atomic(path, to_json(inventory, target=target, image_id=image_id, image=image))
@@ -419,7 +418,7 @@ class Stored:
     captured_at: str
 
 
-def load(target: str, image_id: str, root: Path | None = None) -> Stored | None:
+def load(target: str, image_id: str, root: Path) -> Stored | None:
     """The stored inventory of ``image_id``; ``None`` when there is none (or it cannot be read)."""
     path = inventory_path(target, image_id, root)
     try:
@@ -432,63 +431,6 @@ def load(target: str, image_id: str, root: Path | None = None) -> Stored | None:
 
 
 # ------------------------------------------------------------------------------- production lookup
-
-
-@dataclass(frozen=True)
-class Production:
-    """The family's production image, or why there is none to compare with (``image_id`` empty)."""
-
-    image_id: str = ""
-    name: str = ""
-    reason: str = ""
-
-
-def _docker_production(family: str) -> Production:
-    import docker
-    import docker.errors
-
-    try:
-        found = docker.from_env().images.get(f"{family}:production")
-    except docker.errors.ImageNotFound:
-        return Production(reason=f"no image tagged {family}:production")
-    except docker.errors.DockerException as exc:
-        return Production(reason=f"cannot ask the Docker engine for {family}:production ({exc})")
-    versions = [t for t in found.tags if t.startswith(f"{family}:") and t.rpartition(":")[2] not in _STAGE_TAGS]
-    return Production(found.id, versions[0] if versions else f"{family}:production")
-
-
-_STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
-
-
-def _aws_production(family: str) -> Production:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from tasks import aws
-    from tasks.promotion.aws import seed_lookup
-
-    try:
-        found = seed_lookup(aws.client("ec2", region=aws.region()), family)
-    except (BotoCoreError, ClientError) as exc:
-        return Production(reason=f"cannot look up the production AMI of {family} ({exc})")
-    if not found:
-        return Production(reason=f"no AMI of {family} tagged status=production")
-    tags = {t["Key"]: t["Value"] for t in found[0].get("Tags") or []}
-    return Production(found[0]["ImageId"], tags.get("Name", found[0]["ImageId"]))
-
-
-LOOKUPS: dict[str, Callable[[str], Production]] = {"docker": _docker_production, "aws": _aws_production}
-
-
-def production_image(target: str, family: str) -> Production:
-    """The family's current production image on ``target`` (Docker: ``<family>:production``; AWS: the
-    seed's lookup, ``tag:Name=<family>-*``, ``tag:status=production``, newest); never raises."""
-    lookup = LOOKUPS.get(target)
-    if lookup is None:
-        return Production(reason=f"no production lookup for target {target!r}")
-    try:
-        return lookup(family)
-    except Exception as exc:  # an informational diff must never fail a verification
-        return Production(reason=f"production lookup failed ({type(exc).__name__}: {exc})")
 
 
 @dataclass(frozen=True)
@@ -574,8 +516,8 @@ def compare_with_production(
     family: str,
     image_id: str,
     image: str = "",
-    root: Path | None = None,
-    lookup: Callable[[str, str], Production] = production_image,
+    root: Path,
+    lookup: Callable[[str, str], Production],
 ) -> Comparison:
     """Diff ``inventory`` (of ``image_id``) against the stored inventory of the family's production image."""
     shown = image or image_id

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.retention import ImageRecord
+from tasks.targets.base import ImageRecord
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import pytest
 
 from tasks import promotion
 from tasks.errors import JobFailed
-from tasks.promotion.aws import AmiStages, seed_lookup
+from tasks.targets.aws.stages import AmiStages, seed_lookup
 from tests.e2e.conftest import Bake
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ import docker.errors
 import pytest
 
 from tasks import promotion
-from tasks.promotion.docker import DockerStages, FamilyRecord
 from tasks.targets.base import Image
-from tasks.targets.docker import DockerTarget
+from tasks.targets.docker.instances import DockerTarget
+from tasks.targets.docker.stages import DockerStages, FamilyRecord
 from tests.e2e.conftest import Bake
 from tests.prefect_api import prefect_api
 

@@ -16,10 +16,10 @@ import pytest
 
 from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from tasks import provenance
-from tasks.promotion import StagedImage
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import decide, observe
 from tasks.request import prepare
+from tasks.targets.base import StagedImage
 
 pytestmark = pytest.mark.e2e
 

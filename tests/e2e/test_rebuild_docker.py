@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from tasks import promotion
-from tasks.promotion.docker import DockerStages, FamilyRecord
+from tasks.targets.docker.stages import DockerStages, FamilyRecord
 from tests.e2e.conftest import REPO, Bake
 from tests.prefect_api import prefect_api
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks.image_registry import RegistryClient, parse_registry
-from tasks.promotion.registry import RegistryStages
+from tasks.targets.docker.image_registry import RegistryClient, parse_registry
+from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import Bake, labelled_containers
 
 pytestmark = pytest.mark.e2e
@@ -113,8 +113,8 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
 def test_a_failed_push_is_one_line_and_leaves_no_stage(
     engine: docker.DockerClient, base_image: str, family: str, tmp_path: Path
 ) -> None:
-    from tasks.image_registry import RegistryError
-    from tasks.targets.docker import DockerTarget
+    from tasks.targets.docker.image_registry import RegistryError
+    from tasks.targets.docker.instances import DockerTarget
     from tests.registry_server import free_port
 
     container = engine.containers.create(base_image, command=["true"])

@@ -295,7 +295,7 @@ def test_an_ami_launched_after_the_plan_is_skipped(moto: CountingMotoServer) -> 
     """The plan says delete; an instance is launched from the AMI before the deletion: it is skipped with
     that reason (the AMI and its snapshot stay)."""
     from tasks import retention
-    from tasks.aws_images import AwsImages
+    from tasks.targets.aws.images import AwsImages
 
     acct = Account(boto3.client("ec2"))
     for n in range(1, 4):

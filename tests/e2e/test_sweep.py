@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tasks import keys
 from tasks.targets.base import Run
-from tasks.targets.docker import DockerTarget
+from tasks.targets.docker.instances import DockerTarget
 
 run_id = sys.argv[1]
 target = DockerTarget()

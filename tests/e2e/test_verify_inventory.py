@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from tasks.request import prepare
-from tasks.steps import verify_instance
+from tasks.steps.pipeline import verify_instance
 from tasks.targets.base import Image
 from tasks.verify import VerifyResult
 from tests.e2e.conftest import REPO

@@ -16,8 +16,8 @@ from typing import Any
 
 
 def arm(stage: str, image_id: str) -> None:
-    from tasks.promotion.aws import AmiStages
-    from tasks.promotion.docker import DockerStages
+    from tasks.targets.aws.stages import AmiStages
+    from tasks.targets.docker.stages import DockerStages
 
     for store in (DockerStages, AmiStages):
         real = store.write

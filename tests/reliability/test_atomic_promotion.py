@@ -28,8 +28,8 @@ import docker.errors
 import pytest
 
 from tasks import promotion
-from tasks.promotion.docker import DockerStages, FamilyRecord
 from tasks.targets.base import Image
+from tasks.targets.docker.stages import DockerStages, FamilyRecord
 from tests.aws_seam import client_error, ec2, on_ec2  # noqa: F401  (ec2: fixture)
 from tests.e2e.conftest import REPO, Bake
 from tests.reliability.conftest import AwsLeaks, Baked

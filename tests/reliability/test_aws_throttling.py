@@ -26,7 +26,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ClientError
 from docker.models.containers import Container
 
-from tasks import aws
+from tasks.targets.aws import client as aws
 from tests.aws_seam import (
     FIXTURE,
     PASSING_SPEC,

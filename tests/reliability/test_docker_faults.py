@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pytest
 
-from tasks.targets.docker import DockerTarget
+from tasks.targets.docker.instances import DockerTarget
 from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
 

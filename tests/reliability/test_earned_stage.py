@@ -21,10 +21,10 @@ import docker
 import docker.errors
 import pytest
 
-from tasks.promotion.docker import FamilyRecord
-from tasks.targets.aws import AwsTarget
+from tasks.targets.aws.instances import AwsTarget
 from tasks.targets.base import Image
-from tasks.targets.docker import DockerTarget
+from tasks.targets.docker.instances import DockerTarget
+from tasks.targets.docker.stages import FamilyRecord
 from tests.aws_seam import (
     FAILING_SPEC,
     FIXTURE,

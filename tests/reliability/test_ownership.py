@@ -64,7 +64,7 @@ def test_image_promoted_or_launched_after_the_plan_is_skipped(engine: docker.Doc
     """Plan: delete v1 and v2 of a family; then v1 gets a container and v2 the production tag: neither is
     removed, each with its reason."""
     from tasks import retention
-    from tasks.targets.docker_images import DockerImages
+    from tasks.targets.docker.images import DockerImages
 
     family = f"own-late-{uuid.uuid4().hex[:6]}"
     bakery_labels = f"LABEL managed-by=packer name={family}"
@@ -94,7 +94,7 @@ def test_image_promoted_or_launched_after_the_plan_is_skipped(engine: docker.Doc
 def test_test_container_is_confined(engine: docker.DockerClient, base_image: str) -> None:
     """The test container's settings: private cgroup namespace (v1: the host tree read-only, never writable),
     no-new-privileges, memory and pids limits; a write to the cgroup tree fails inside."""
-    from tasks.targets.docker import container_limits
+    from tasks.targets.docker.instances import container_limits
 
     version = str(engine.info().get("CgroupVersion", "1"))
     options = container_limits(version)

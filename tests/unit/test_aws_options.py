@@ -14,8 +14,8 @@ from flows.cli import main
 from tasks import build, lint
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions, check_aws_options, prepare
-from tasks.steps import _worth_another_attempt
-from tasks.targets.aws import AwsFailed
+from tasks.steps.pipeline import _worth_another_attempt
+from tasks.targets.aws.instances import AwsFailed
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests/fixtures/packer-aws"

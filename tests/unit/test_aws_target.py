@@ -17,11 +17,12 @@ import yaml
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from tasks import aws, ssh
+from tasks import ssh
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions
-from tasks.targets import aws as target_aws
-from tasks.targets.aws import AwsFailed, AwsTarget
+from tasks.targets.aws import client as aws
+from tasks.targets.aws import instances as target_aws
+from tasks.targets.aws.instances import AwsFailed, AwsTarget
 from tasks.targets.base import Image, Run
 
 REGION = "us-east-1"

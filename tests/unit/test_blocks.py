@@ -8,8 +8,9 @@ import boto3
 import pytest
 
 from flows.blocks import parse_secret_vars
-from tasks import aws, packer
+from tasks import packer
 from tasks.errors import UsageError
+from tasks.targets.aws import client as aws
 
 
 def test_secret_vars_parse_and_check() -> None:

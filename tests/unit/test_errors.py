@@ -6,10 +6,10 @@ import pickle
 from datetime import UTC, datetime
 
 from tasks.errors import BakeryError, JobFailed, UsageError
-from tasks.promotion import PromotionRecord
-from tasks.promotion.aws import ProblemAfterPromotion
 from tasks.retention import RetentionFailed
-from tasks.targets.aws import AwsFailed
+from tasks.targets.aws.instances import AwsFailed
+from tasks.targets.aws.stages import ProblemAfterPromotion
+from tasks.targets.base import PromotionRecord
 
 
 def roundtrip(exc: BakeryError) -> BakeryError:

@@ -6,8 +6,9 @@ import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 
-from tasks import holders, locks
-from tasks.locks import Holder, SlotState
+from tasks import holders
+from tasks.steps import locks
+from tasks.steps.locks import Holder, SlotState
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 

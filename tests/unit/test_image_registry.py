@@ -13,7 +13,8 @@ import pytest
 
 from flows.cli import main
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import (
+from tasks.targets.base import Intent
+from tasks.targets.docker.image_registry import (
     Manifest,
     Registry,
     RegistryClient,
@@ -24,8 +25,7 @@ from tasks.image_registry import (
     resolve_registry,
     sha256_digest,
 )
-from tasks.promotion import Intent
-from tasks.promotion.registry import RECORD_TAG, RegistryStages, split_reference, stage_in_registry
+from tasks.targets.docker.registry_stages import RECORD_TAG, RegistryStages, split_reference, stage_in_registry
 from tests.registry_server import free_port, running_registry
 
 
@@ -278,7 +278,7 @@ def test_retention_in_a_registry_deletes_by_digest_only_what_no_other_tag_names(
     registry_host: str, tmp_path: Path
 ) -> None:
     from tasks import retention
-    from tasks.registry_images import RegistryImages
+    from tasks.targets.docker.registry_images import RegistryImages
 
     registry = parse_registry(f"{registry_host}/bk")
     store = RegistryImages(registry, ["app"])
@@ -316,7 +316,7 @@ def test_retention_in_a_registry_deletes_by_digest_only_what_no_other_tag_names(
 
 
 def test_credentials_come_from_dockers_config_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.image_registry import docker_config_auth
+    from tasks.targets.docker.image_registry import docker_config_auth
 
     (tmp_path / "config.json").write_text(
         json.dumps({"auths": {"https://registry.example.com/v1/": {"auth": "dXNlcjpwdw=="}, "other:5000": {}}})

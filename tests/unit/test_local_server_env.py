@@ -49,7 +49,7 @@ def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
     import sys
 
     monkeypatch.setenv("BAKERY_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(local_server, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(local_server, "UNANSWERED_TIMEOUT", 1.0)  # the new server keeps its whole start time
     fake = tmp_path / "fake_prefect.py"
     fake.write_text(FAKE_SERVER)
     monkeypatch.setattr(local_server, "_prefect_command", lambda: [sys.executable, str(fake)])

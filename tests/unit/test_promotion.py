@@ -12,7 +12,7 @@ import pytest
 
 from tasks import promotion
 from tasks.errors import JobFailed
-from tasks.promotion import PromotionRecord, StagedImage
+from tasks.targets.base import PromotionRecord, StagedImage
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tasks import provenance
-from tasks.promotion import StagedImage
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import Decision, Observation, current_image, decide
 from tasks.request import prepare
+from tasks.targets.base import StagedImage
 
 NOW = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

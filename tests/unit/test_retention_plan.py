@@ -12,18 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import UsageError
-from tasks.retention import (
-    DELETABLE_STATES,
-    ImageRecord,
-    Outcome,
-    check_keep,
-    confirm,
-    document,
-    execute,
-    family_of,
-    plan_retention,
-    render,
-)
+from tasks.retention import DELETABLE_STATES, Outcome, check_keep, confirm, document, execute, plan_retention, render
+from tasks.targets.base import ImageRecord, family_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from tasks.aws_sweep import AwsLeftovers, packer_name_time
-from tasks.sweep import DockerLeftovers, Leftover, Rules, decide, find_key_dirs, plan_sweep, remove_key_dirs
+from tasks.sweep import Rules, decide, find_key_dirs, plan_sweep, remove_key_dirs
+from tasks.targets.aws.leftovers import AwsLeftovers, packer_name_time
+from tasks.targets.base import Leftover
+from tasks.targets.docker.leftovers import DockerLeftovers
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RULES = Rules(now=NOW)

@@ -340,7 +340,7 @@ def test_a_version_label_in_changes_counts_as_the_docker_version_tag(tmp_path: P
 
 
 def test_build_tags_keep_the_templates_build_time_and_manager() -> None:
-    from tasks.targets.aws import build_tags
+    from tasks.targets.aws.instances import build_tags
 
     image = {
         "CreationDate": "2026-12-01T10:00:00.000Z",

@@ -280,13 +280,16 @@ def test_no_production_image_to_compare_with(tmp_path: Path) -> None:
 
 
 def test_production_lookup_degrades(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(family: str) -> Production:
+    from tasks.targets import registry
+    from tasks.targets.docker.platform import DockerPlatform
+
+    def broken(self: DockerPlatform, family: str) -> Production:
         raise RuntimeError("engine on fire")
 
-    monkeypatch.setitem(inventory.LOOKUPS, "docker", broken)
-    found = inventory.production_image("docker", "app-base")
+    monkeypatch.setattr(DockerPlatform, "production", broken)
+    found = registry.production_image("docker", "app-base")
     assert (found.image_id, found.reason) == ("", "production lookup failed (RuntimeError: engine on fire)")
-    assert "no production lookup for target 'gcp'" in inventory.production_image("gcp", "app-base").reason
+    assert "no production lookup for target 'gcp'" in registry.production_image("gcp", "app-base").reason
 
 
 def test_aws_production_is_the_seeds_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,9 +305,11 @@ def test_aws_production_is_the_seeds_lookup(monkeypatch: pytest.MonkeyPatch) -> 
                 ]
             }
 
-    from tasks import aws
+    from tasks.targets.aws import client as aws
 
     monkeypatch.setattr(aws, "client", lambda service, region=None: Ec2())
-    found = inventory.production_image("aws", "a")
+    from tasks.targets.registry import production_image
+
+    found = production_image("aws", "a")
     assert (found.image_id, found.name) == ("ami-new", "a-2")
     assert {"Name": "tag:status", "Values": ["production"]} in calls[0]["Filters"]  # type: ignore[operator]

@@ -19,8 +19,9 @@ import docker
 import docker.errors
 
 from tasks.errors import JobFailed
-from tasks.retention import ImageRecord, is_managed
-from tasks.targets.docker import FAMILY_LABEL, MANAGED_LABEL, client
+from tasks.targets.base import ImageRecord, is_managed
+from tasks.targets.docker.client import client
+from tasks.targets.docker.instances import FAMILY_LABEL, MANAGED_LABEL
 
 STAGE_TAGS = ("production", "staging", "superseded", "latest")
 
@@ -144,3 +145,12 @@ class DockerImages:
         ]
         reasons.extend(f"in use since the plan: {use}" for use in users)
         return reasons
+
+
+def local_image_id(reference: str) -> str | None:
+    """The id of the image ``reference`` in the local engine; ``None`` when the engine has no such image
+    (an engine that does not answer raises)."""
+    try:
+        return str(docker.from_env().images.get(reference).id)
+    except docker.errors.ImageNotFound:
+        return None

@@ -14,8 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks import retention, sweep
-from tasks.retention import ImageRecord, ImageStore, Outcome, Plan
-from tasks.steps import artifact_key
+from tasks.retention import Outcome, Plan
+from tasks.steps.pipeline import artifact_key
+from tasks.targets.base import ImageRecord, ImageStore
 
 
 @task(name="inventory", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

@@ -38,7 +38,8 @@ import docker
 import docker.errors
 
 from tasks.errors import JobFailed, UsageError
-from tasks.promotion import (
+from tasks.request import state_dir
+from tasks.targets.base import (
     TAG_FORCED,
     TAG_PROMOTED_AT,
     TAG_RUN_ID,
@@ -51,7 +52,6 @@ from tasks.promotion import (
     parse_time,
     utcnow,
 )
-from tasks.request import state_dir
 
 POINTER_STAGES = ("production", "staging", "superseded")
 STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
@@ -175,7 +175,7 @@ class DockerStages:
 
     def __init__(self, engine: docker.DockerClient | None = None, records: Path | None = None) -> None:
         if engine is None:
-            from tasks.targets.docker import client
+            from tasks.targets.docker.client import client
 
             engine = client()
         self.engine = engine

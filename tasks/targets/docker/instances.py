@@ -18,10 +18,9 @@ import docker.errors
 from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import Registry, RegistryError
-from tasks.retention import is_managed
-from tasks.sweep import PACKER_BUILDER_PREFIX
-from tasks.targets.base import Image, Instance, Run, SshEndpoint
+from tasks.targets.base import Image, Instance, Run, SshEndpoint, is_managed
+from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, client
+from tasks.targets.docker.image_registry import Registry, RegistryError
 
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_EXPIRES_AT = "bakery.expires-at"
@@ -46,14 +45,6 @@ chmod 600 "$home/.ssh/authorized_keys"
 printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {TEST_USER} > /etc/sudoers.d/90-bakery-test
 chmod 440 /etc/sudoers.d/90-bakery-test
 """
-
-
-def client() -> docker.DockerClient:
-    """A client for the engine named by the usual DOCKER_* variables; a clear error when none answers."""
-    try:
-        return docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
 
 
 # Limits of a test container: it is the image under test, not a trusted process.
@@ -120,10 +111,10 @@ class DockerTarget:
     def _stages(self) -> Any:
         """Where stages live: the registry's tags and record, else the engine's tags and the local record."""
         if self.registry is not None:
-            from tasks.promotion.registry import RegistryStages
+            from tasks.targets.docker.registry_stages import RegistryStages
 
             return RegistryStages(self.registry)
-        from tasks.promotion.docker import DockerStages
+        from tasks.targets.docker.stages import DockerStages
 
         return DockerStages(self.engine)
 
@@ -175,7 +166,7 @@ class DockerTarget:
         engine's, from ``docker login`` / ``$DOCKER_CONFIG``); the image's id becomes the pushed digest,
         recorded in the registry's stage record. A failed push leaves no stage tag."""
         assert self.registry is not None
-        from tasks.promotion.registry import RegistryStages
+        from tasks.targets.docker.registry_stages import RegistryStages
 
         repository = self.registry.image(image.family)
         self.engine.images.get(image.id).tag(repository, image.version)

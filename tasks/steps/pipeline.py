@@ -20,7 +20,7 @@ from tasks import build as build_lib
 from tasks import lint
 from tasks.errors import UsageError
 from tasks.packer import ManifestBuild
-from tasks.request import PipelineRequest
+from tasks.request import PipelineRequest, state_dir
 from tasks.targets.base import Image, Instance, Run, SshEndpoint, Target
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ def verify_instance(endpoint: SshEndpoint, request: PipelineRequest, image: Imag
 def _package_inventory(result: VerifyResult, image: Image, workdir: Path) -> None:
     """``inventory.json`` beside ``junit.xml``, a copy kept per image for later diffs, and the diff against
     the family's production image as a markdown artifact. Informational: never fails the verification."""
+    from tasks.targets.registry import production_image
     from tasks.verify import inventory
 
     logger = get_run_logger()
@@ -164,9 +165,15 @@ def _package_inventory(result: VerifyResult, image: Image, workdir: Path) -> Non
     (workdir / "inventory.json").write_text(inventory.to_json(result.inventory, **where))
     try:
         comparison = inventory.compare_with_production(
-            result.inventory, target=image.target, family=image.family, image_id=image.id, image=image.name
+            result.inventory,
+            target=image.target,
+            family=image.family,
+            image_id=image.id,
+            image=image.name,
+            root=state_dir(),
+            lookup=production_image,
         )
-        inventory.store(result.inventory, target=image.target, image_id=image.id, image=image.name)
+        inventory.store(result.inventory, target=image.target, image_id=image.id, image=image.name, root=state_dir())
     except Exception as exc:  # a diff that cannot be made is reported, not fatal
         logger.warning("package inventory of %s: not compared or kept (%s)", image.name or image.id, exc)
         return

@@ -27,15 +27,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import aws, holders
+from tasks import holders
 from tasks.errors import JobFailed, UsageError
-from tasks.promotion import (
+from tasks.targets.aws import client as aws
+from tasks.targets.base import (
     TAG_INTENT,
     TAG_PROMOTED_AT,
     TAG_STAGED_AT,
     TAG_STATUS,
     TAG_SUPERSEDED_AT,
     Intent,
+    ProblemAfterPromotion,
     PromotionRecord,
     StagedImage,
     iso,
@@ -48,14 +50,6 @@ LOCK_PREFIX = "bakery-promote-"
 LOCK_PURPOSE = "promotion-lock"
 TAG_HOLDER = "bakery:holder"  # host:pid:start of the holding process (tasks/holders.py)
 SSM_PARAMETER = "/bakery/{family}/production"
-
-
-class ProblemAfterPromotion(JobFailed):
-    """The stages are right, but a check after the change failed (exit 1); ``record`` says what was done."""
-
-    def __init__(self, message: str, record: PromotionRecord) -> None:
-        super().__init__(message, record.to_dict())
-        self.record = record
 
 
 def _region() -> str | None:
@@ -176,7 +170,7 @@ class AmiStages:
         """The stage through the AWS target's ``set_stage`` (one ``CreateTags`` of ``status``, run id and
         the stage's time on the AMI and its snapshots: the commit point), then this promotion's own
         tags (its exact time, ``bakery:forced``) on the same resources."""
-        from tasks.targets.aws import AwsTarget
+        from tasks.targets.aws.instances import AwsTarget
         from tasks.targets.base import Image
 
         target = AwsTarget(ec2=self.ec2)

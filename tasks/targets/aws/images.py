@@ -18,9 +18,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks import aws
 from tasks.errors import JobFailed, UsageError
-from tasks.retention import ImageRecord, family_of, is_managed
+from tasks.targets.aws import client as aws
+from tasks.targets.base import ImageRecord, family_of, is_managed
 
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 # botocore says at INFO which credentials and endpoint it found, once per client: keep it to warnings.

@@ -28,16 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import JobFailed, UsageError
-from tasks.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
-from tasks.promotion import (
-    Intent,
-    PromotionRecord,
-    StagedImage,
-    iso,
-    parse_time,
-    utcnow,
-)
-from tasks.promotion.docker import _flock, record_stage, records_dir
+from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
+from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
+from tasks.targets.docker.stages import _flock, record_stage, records_dir
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"

@@ -25,11 +25,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import aws
-from tasks.aws_images import LIVE_INSTANCE_STATES, aws_errors, parse_time, region, tags_of
-from tasks.retention import bounded_map
-from tasks.sweep import Leftover, key
-from tasks.sweep import parse_time as parse_label
+from tasks.targets.aws import client as aws
+from tasks.targets.aws.images import LIVE_INSTANCE_STATES, aws_errors, parse_time, region, tags_of
+from tasks.targets.base import Leftover, bounded_map, key
+from tasks.targets.base import parse_time as parse_label
 
 PACKER_NAME_RE = re.compile(r"^packer_([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PACKER_SG_DESCRIPTION = "Temporary group for Packer"

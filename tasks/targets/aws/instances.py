@@ -35,10 +35,9 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tasks import aws
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions
-from tasks.retention import is_managed
+from tasks.targets.aws import client as aws
 from tasks.targets.base import (
     TAG_LAST_RESULT,
     TAG_LAST_TEST_RUN,
@@ -47,6 +46,7 @@ from tasks.targets.base import (
     Instance,
     Run,
     SshEndpoint,
+    is_managed,
 )
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.image_registry import Registry, RegistryClient, RegistryError, next_page
-from tasks.promotion import parse_time
-from tasks.promotion.registry import NOT_VERSIONS, RegistryStages, stage_in_registry
-from tasks.retention import ImageRecord
+from tasks.targets.base import ImageRecord, parse_time
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError, next_page
+from tasks.targets.docker.registry_stages import NOT_VERSIONS, RegistryStages, stage_in_registry
 
 GARBAGE_COLLECTION_NOTE = "blob space comes back when the registry's garbage collection runs"
 EPOCH = datetime.fromtimestamp(0, UTC)

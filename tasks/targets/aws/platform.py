@@ -1,0 +1,69 @@
+"""The AWS platform: EC2 in the configured region (AMIs, test instances, their leftovers)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from tasks.targets.base import ImageStore, NotConfigured, Platform, Production, Source, StageStore, Target
+
+if TYPE_CHECKING:
+    from tasks.request import AwsOptions
+    from tasks.targets.docker.image_registry import Registry
+
+
+class AwsPlatform(Platform):
+    name = "aws"
+    title = "AWS"
+
+    def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
+        from tasks.targets.aws.instances import AwsTarget
+
+        return AwsTarget(aws)
+
+    def stage_store(self, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
+        from tasks.targets.aws.stages import AmiStages
+
+        return AmiStages(publish_ssm=publish_ssm)
+
+    def image_store(self, *, registry: str = "", family: str | None = None) -> ImageStore:
+        from tasks.targets.aws.images import AwsImages, require_configured
+
+        require_configured()
+        return AwsImages()
+
+    def leftover_sources(self, *, include_packer: bool = False) -> list[Source]:
+        from tasks.targets.aws.images import require_configured
+        from tasks.targets.aws.leftovers import AwsLeftovers
+
+        require_configured()
+        return [AwsLeftovers(include_packer=include_packer)]
+
+    def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
+        """Only when a region is set here; short client timeouts and a bounded wait."""
+        from tasks.targets.aws import client as aws
+        from tasks.targets.aws.instances import AwsTarget, ec2_client
+
+        if not aws.region():
+            raise NotConfigured("AWS is not configured here (no region)")
+        return AwsTarget(ec2=ec2_client(quick=True), timeout=timeout).teardown_run(run_id)
+
+    def errors(self, doing: str) -> AbstractContextManager[None]:
+        from tasks.targets.aws.instances import aws_errors
+
+        return aws_errors(doing)
+
+    def production(self, family: str) -> Production:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from tasks.targets.aws import client as aws
+        from tasks.targets.aws.stages import seed_lookup
+
+        try:
+            found = seed_lookup(aws.client("ec2", region=aws.region()), family)
+        except (BotoCoreError, ClientError) as exc:
+            return Production(reason=f"cannot look up the production AMI of {family} ({exc})")
+        if not found:
+            return Production(reason=f"no AMI of {family} tagged status=production")
+        tags = {t["Key"]: t["Value"] for t in found[0].get("Tags") or []}
+        return Production(found[0]["ImageId"], tags.get("Name", found[0]["ImageId"]))

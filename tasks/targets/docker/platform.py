@@ -1,0 +1,72 @@
+"""The Docker platform: the local engine, or a registry when one is configured."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
+
+from tasks.targets.base import ImageStore, Platform, Production, Source, StageStore, Target
+
+if TYPE_CHECKING:
+    from tasks.request import AwsOptions
+    from tasks.targets.docker.image_registry import Registry
+
+# Tags that name a stage (or Docker's default) rather than a version.
+STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
+
+
+class DockerPlatform(Platform):
+    name = "docker"
+    title = "Docker"
+
+    def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
+        from tasks.targets.docker.instances import DockerTarget
+
+        return DockerTarget(registry=registry)
+
+    def stage_store(self, *, publish_ssm: bool = False, registry: str = "") -> StageStore:
+        if registry:
+            from tasks.targets.docker.image_registry import parse_registry
+            from tasks.targets.docker.registry_stages import RegistryStages
+
+            return RegistryStages(parse_registry(registry))
+        from tasks.targets.docker.stages import DockerStages
+
+        return DockerStages()
+
+    def image_store(self, *, registry: str = "", family: str | None = None) -> ImageStore:
+        if registry:
+            from tasks.targets.docker.image_registry import parse_registry
+            from tasks.targets.docker.registry_images import RegistryImages
+
+            return RegistryImages(parse_registry(registry), [family] if family else None)
+        from tasks.targets.docker.images import DockerImages
+
+        return DockerImages()
+
+    def leftover_sources(self, *, include_packer: bool = False) -> list[Source]:
+        from tasks.targets.docker.leftovers import DockerLeftovers
+
+        return [DockerLeftovers()]
+
+    def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
+        from tasks.targets.docker.instances import DockerTarget
+
+        return DockerTarget().teardown_run(run_id)
+
+    def errors(self, doing: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def production(self, family: str) -> Production:
+        import docker.errors
+
+        from tasks.targets.docker.client import client
+
+        try:
+            found = client().images.get(f"{family}:production")
+        except docker.errors.ImageNotFound:
+            return Production(reason=f"no image tagged {family}:production")
+        except docker.errors.DockerException as exc:
+            return Production(reason=f"cannot ask the Docker engine for {family}:production ({exc})")
+        versions = [t for t in found.tags if t.startswith(f"{family}:") and t.rpartition(":")[2] not in STAGE_TAGS]
+        return Production(found.id, versions[0] if versions else f"{family}:production")
