@@ -175,6 +175,10 @@ def usage_error(exc: ValidationError, label: Callable[[tuple[str | int, ...]], s
     if kind == "missing":
         return UsageError(f"{where}: required")
     message = str(error["msg"]).removeprefix("Value error, ")
+    if kind in ("bool_parsing", "int_parsing"):
+        return UsageError(
+            f"{where} {error['input']!r}: expected {'true or false' if kind == 'bool_parsing' else 'a number'}"
+        )
     if kind in ("dict_type", "list_type", "tuple_type", "string_type", "bool_type", "int_type"):
         expected = {"dict_type": "a mapping of NAME: VALUE", "string_type": "text", "bool_type": "true or false"}
         message = "expected " + expected.get(kind, "a list" if kind in ("list_type", "tuple_type") else "a number")
@@ -410,9 +414,9 @@ def parameters(**given: Any) -> PipelineParameters:
     for name in ("template_dir", "spec", "spec_vars_file"):
         if name in values and isinstance(values[name], os.PathLike):
             values[name] = os.fspath(values[name])
-    if "var_files" in values:
-        values["var_files"] = [os.fspath(f) for f in values["var_files"]]
-    if "lint_ignore" in values:
+    if isinstance(values.get("var_files"), list | tuple):
+        values["var_files"] = [os.fspath(f) if isinstance(f, os.PathLike) else f for f in values["var_files"]]
+    if isinstance(values.get("lint_ignore"), tuple):
         values["lint_ignore"] = list(values["lint_ignore"])
     try:
         return PipelineParameters.model_validate(values)

@@ -160,3 +160,19 @@ def test_a_secret_named_variable_is_refused_without_echoing_its_value(variables:
 def test_unknown_parameters_are_refused() -> None:
     with pytest.raises(UsageError, match=r"^colour: unknown option$"):
         parameters(colour="red")
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        ({"aws": {"subnet": "sn-1"}}, "--subnet 'sn-1': not a subnet id (expected subnet-0123456789abcdef0)"),
+        ({"aws": {"ssh_cidr": "10.0.0.1/8"}}, "--ssh-cidr '10.0.0.1/8': not a CIDR block"),
+        ({"spec_vars": {"port": [80]}}, "spec_vars.port: expected text, got list"),
+        ({"strict": "maybe"}, "--strict 'maybe': expected true or false"),
+        ({"var_files": "one.pkrvars.hcl"}, "--var-file: expected a list, got str"),
+    ],
+)
+def test_a_flow_parameter_problem_names_the_flag_it_comes_from(given: dict[str, Any], line: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parameters(**given)
+    assert str(raised.value).startswith(line) and "\n" not in str(raised.value)
