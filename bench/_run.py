@@ -1,4 +1,5 @@
-"""What every benchmark does around its measurements: time a whole process, remove the images it built."""
+"""What every benchmark does around its measurements: time a whole process (removing what it built is
+``tests.support.remove_family``, shared with the tests)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,3 @@ def timed(
         output = done.stdout[-2000:] + done.stderr[-3000:]
         raise SystemExit(f"{shlex.join(args)[:200]} failed ({done.returncode}):\n{output}")
     return elapsed, done
-
-
-def remove_family_images(family: str) -> None:
-    """``docker rmi -f`` every ``<family>:<tag>``, so no tagged or dangling image of the bench stays."""
-    listing = ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", family]
-    listed = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
-    if listed:
-        subprocess.run(["docker", "rmi", "-f", *listed], capture_output=True, check=False)

@@ -17,9 +17,12 @@ import time
 import uuid
 from pathlib import Path
 
+import docker
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._run import remove_family_images, timed
-from bench._servers import prefect_server
+from bench._run import timed
+from tests.support import remove_family
+from tests.support.servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILY = "bench-pipeline"  # its own family: the bench never moves a user's app-base tags
@@ -142,7 +145,7 @@ def main() -> None:
                 bare_times.append(bare_pipeline(f"0.0.0-bare.{uuid.uuid4().hex[:6]}"))
                 bakery_times.append(bakery_pipeline(f"0.0.0-bake.{uuid.uuid4().hex[:6]}", api_url, Path(state)))
     finally:
-        remove_family_images(FAMILY)
+        remove_family(docker.from_env(), FAMILY)
     bare, bakery = statistics.median(bare_times), statistics.median(bakery_times)
     print(f"bare commands : median {bare:.2f} s  {[round(t, 2) for t in bare_times]}")
     print(f"bake run      : median {bakery:.2f} s  {[round(t, 2) for t in bakery_times]}")

@@ -17,9 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import docker
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._run import remove_family_images, timed
-from bench._servers import prefect_server
+from bench._run import timed
+from tests.support import remove_family
+from tests.support.servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 BAKE = str(Path(sys.executable).parent / "bake")
@@ -65,7 +68,7 @@ def main() -> None:
                     print(f"round {round_ + 1}: {name:>4} {times[name][-1]:6.2f} s", file=sys.stderr)
     finally:
         for family in FAMILIES:
-            remove_family_images(family)
+            remove_family(docker.from_env(), family)
     a, b, both = (statistics.median(times[k]) for k in ("a", "b", "both"))
     slowest = max(a, b)
     print(f"family A alone : median {a:.2f} s  {[round(t, 2) for t in times['a']]}")

@@ -18,9 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import docker
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._run import remove_family_images, timed
-from bench._servers import prefect_server
+from bench._run import timed
+from tests.support import remove_family
+from tests.support.servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 BAKE = str(Path(sys.executable).parent / "bake")
@@ -72,7 +75,7 @@ def main() -> None:
             expect(results, {FAMILIES[0]: "staged", FAMILIES[1]: "skipped"}, f"rebuild after touching {touched.name}")
     finally:
         for family in FAMILIES:
-            remove_family_images(family)
+            remove_family(docker.from_env(), family)
     full_median, skip_median = statistics.median(full), statistics.median(skip)
     print(f"full rebuild (--force), 2 families : median {full_median:.2f} s  {[round(t, 2) for t in full]}")
     print(f"rebuild, nothing changed          : median {skip_median:.2f} s  {[round(t, 2) for t in skip]}")

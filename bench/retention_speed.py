@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from bench._run import timed
-from bench._servers import prefect_server
+from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
+from tests.support.servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

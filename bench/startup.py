@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._run import timed
-from bench._servers import prefect_server
+from tests.support.servers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 BAKE = str(Path(sys.executable).parent / "bake")

@@ -1,6 +1,6 @@
 """``bake verify`` vs pytest-testinfra vs one ssh per check: 50 checks on a local container, in the same run.
 
-The container is the e2e tests' known-state host (tests/e2e/verify_host.py, FROM the local
+The container is the e2e tests' known-state host (tests/support/verify_host.py, FROM the local
 bakery/debian:bookworm, booting systemd, SSH on 127.0.0.1 only, labelled bakery.test=1, removed at the end).
 The same 50 checks (tests/e2e/verify_host.fifty_checks) three ways, each as a whole process, host key pinned:
 
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench._run import timed  # noqa: E402
 from tasks import ssh  # noqa: E402
-from tests.e2e.verify_host import IMAGE, LABELS, SECRET, _context, fifty_checks  # noqa: E402
+from tests.support.verify_host import IMAGE, LABELS, SECRET, fifty_checks, image_context  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FILES = ("/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/bakery/app.conf", "/bin/sh")
@@ -232,7 +232,7 @@ def templated_checks() -> str:
 
 
 def start(engine: docker.DockerClient, public_key: str) -> tuple[docker.models.containers.Container, int, str]:
-    engine.images.build(fileobj=_context(), custom_context=True, tag=IMAGE, labels=LABELS, rm=True, forcerm=True)
+    engine.images.build(fileobj=image_context(), custom_context=True, tag=IMAGE, labels=LABELS, rm=True, forcerm=True)
     container = engine.containers.run(
         IMAGE,
         command=["systemd"],

@@ -292,7 +292,8 @@ def record(target: str, image_id: str, built_from: BuildInputs, ec2: Any = None)
     """Keep ``built_from`` with the image: tags on an AMI and its snapshots (the seed's ``BaseAMI`` tag,
     when the template wrote one, names the base), a record file for a local Docker image."""
     if target == "aws":
-        from tasks.targets.aws.instances import describe_image, ec2_client, snapshot_ids, tag_list, tags_of
+        from tasks.targets.aws.client import tag_list, tags_of
+        from tasks.targets.aws.instances import describe_image, ec2_client, snapshot_ids
 
         client = ec2 or ec2_client()
         image = describe_image(client, image_id)
@@ -311,7 +312,8 @@ def record(target: str, image_id: str, built_from: BuildInputs, ec2: Any = None)
 def recorded(target: str, image_id: str, ec2: Any = None) -> BuildInputs | None:
     """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
     if target == "aws":
-        from tasks.targets.aws.instances import describe_image, ec2_client, tags_of
+        from tasks.targets.aws.client import tags_of
+        from tasks.targets.aws.instances import describe_image, ec2_client
 
         return BuildInputs.from_tags(tags_of(describe_image(ec2 or ec2_client(quick=True), image_id)))
     try:

@@ -75,26 +75,47 @@ def load_families(path: str | Path) -> list[FamilySpec]:
 
 @dataclass(frozen=True)
 class PackageChanges:
+    """The production's packages against the new image's, as the verification's diff sorts them."""
+
     added: dict[str, str]
     removed: dict[str, str]
-    changed: dict[str, tuple[str, str]]
+    upgraded: dict[str, tuple[str, str]]
+    downgraded: dict[str, tuple[str, str]]
+    changed: dict[str, tuple[str, str]]  # other installed versions, neither newer nor older
 
     @property
     def count(self) -> int:
-        return len(self.added) + len(self.removed) + len(self.changed)
+        return len(self.added) + len(self.removed) + len(self.upgraded) + len(self.downgraded) + len(self.changed)
 
     def lines(self, limit: int = 40) -> list[str]:
-        rows = [f"`{n}` {old} → {new}" for n, (old, new) in sorted(self.changed.items())]
+        rows = [f"`{n}` {old} → {new}" for n, (old, new) in sorted(self.upgraded.items())]
+        rows += [f"`{n}` {old} → {new} (downgraded)" for n, (old, new) in sorted(self.downgraded.items())]
+        rows += [f"`{n}` {old} → {new}" for n, (old, new) in sorted(self.changed.items())]
         rows += [f"`{n}` added ({v})" for n, v in sorted(self.added.items())]
         rows += [f"`{n}` removed ({v})" for n, v in sorted(self.removed.items())]
         return rows[:limit] + ([f"… and {len(rows) - limit} more"] if len(rows) > limit else [])
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-def package_changes(old: dict[str, str], new: dict[str, str]) -> PackageChanges:
+
+def package_changes(old: dict[str, str], new: dict[str, str], manager: str = "dpkg") -> PackageChanges:
+    """``{name: versions}`` of production and of the new image compared by the verification's diff
+    (``tasks.verify.inventory.diff``), versions in ``manager``'s order (dpkg unless told)."""
+    from tasks.verify import inventory
+
+    def parsed(packages: dict[str, str]) -> inventory.Inventory:
+        return inventory.Inventory.from_dict(
+            {"manager": manager, "packages": {n: v.split(", ") for n, v in packages.items()}}
+        )
+
+    found = inventory.diff(parsed(old), parsed(new))
     return PackageChanges(
-        added={n: v for n, v in new.items() if n not in old},
-        removed={n: v for n, v in old.items() if n not in new},
-        changed={n: (old[n], v) for n, v in new.items() if n in old and old[n] != v},
+        added={c.name: c.new for c in found.added},
+        removed={c.name: c.old for c in found.removed},
+        upgraded={c.name: (c.old, c.new) for c in found.upgraded},
+        downgraded={c.name: (c.old, c.new) for c in found.downgraded},
+        changed={c.name: (c.old, c.new) for c in found.changed},
     )
 
 
@@ -189,11 +210,7 @@ class FamilySummary:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["packages"] = (
-            {"added": self.packages.added, "removed": self.packages.removed, "changed": self.packages.changed}
-            if self.packages
-            else None
-        )
+        data["packages"] = self.packages.to_dict() if self.packages else None
         data["decision"] = self.decision.to_dict() if self.decision else None
         data["production_built"] = iso(self.production_built) if self.production_built else None
         data["now"] = iso(self.now)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tasks.errors import JobFailed, UsageError
-from tasks.targets.base import DELETE_WORKERS, ImageRecord, ImageStore, Usage, bounded_map, one_line
+from tasks.targets.base import DELETE_WORKERS, ImageRecord, ImageStore, Usage, bounded_map, iso, one_line
 from tasks.targets.base import MANAGED_BY_VALUES as MANAGED_BY_VALUES
 from tasks.targets.base import family_of as family_of
 from tasks.targets.base import is_managed as is_managed
@@ -305,10 +305,6 @@ def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Out
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else ""
 
 
 def rows(plan: Plan, outcome: Outcome | None = None) -> list[dict[str, str]]:

@@ -148,18 +148,24 @@ def load_private_key(path: str | os.PathLike[str]) -> paramiko.PKey:
         raise UsageError(f"{path}: cannot load private key ({exc})") from exc
 
 
-def generate_keypair(directory: str | os.PathLike[str], name: str = "id_ed25519") -> tuple[Path, str]:
-    """A fresh Ed25519 key: ``(private_key_path, "ssh-ed25519 AAAA... bakery")``; the file is 0600."""
+def new_ed25519_key() -> tuple[bytes, str]:
+    """A fresh Ed25519 key: ``(private key in OpenSSH PEM, "ssh-ed25519 AAAA...")``, written nowhere."""
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode()
+
+
+def generate_keypair(directory: str | os.PathLike[str], name: str = "id_ed25519") -> tuple[Path, str]:
+    """A fresh Ed25519 key: ``(private_key_path, "ssh-ed25519 AAAA... bakery")``; the file is 0600."""
+    private, public = new_ed25519_key()
     path = Path(directory) / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(private)
-    return path, public.decode() + " bakery"
+    return path, public + " bakery"
 
 
 # ------------------------------------------------------------------------------------------ connect

@@ -25,7 +25,7 @@ from typing import Any
 
 from tasks.errors import JobFailed, UsageError
 from tasks.request import keys_root, private_dir
-from tasks.targets.base import Leftover, Source, key, parse_time
+from tasks.targets.base import Leftover, Source, iso, key, parse_time
 
 DEFAULT_MAX_AGE = timedelta(hours=24)
 log = logging.getLogger(__name__)
@@ -186,8 +186,8 @@ def rows(plan: SweepPlan, results: dict[str, str] | None = None) -> list[dict[st
             "id": item.id,
             "name": item.name,
             "run_id": item.run_id,
-            "created": _iso(item.created),
-            "expires_at": _iso(item.expires_at),
+            "created": iso(item.created),
+            "expires_at": iso(item.expires_at),
             "decision": "remove" if item.remove else "keep",
             "reason": item.reason,
         }
@@ -195,10 +195,6 @@ def rows(plan: SweepPlan, results: dict[str, str] | None = None) -> list[dict[st
             row["result"] = results.get(key(item), "")
         table.append(row)
     return table
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else ""
 
 
 def document(plan: SweepPlan, target: str, results: dict[str, str] | None = None) -> dict[str, Any]:

@@ -12,9 +12,13 @@ AT THE TEST SEAM, never in product code:
 
 from __future__ import annotations
 
+import atexit
 import base64
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,7 +33,46 @@ from tasks.targets.aws import client as aws
 from tasks.targets.aws import instances as target_aws
 
 REGION = "us-east-1"
-FIXTURE = "tests/fixtures/packer-aws"  # an amazon-ebs template set that builds against moto in a second
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "packer"
+
+
+def shipped_aws_templates(directory: Path) -> Path:
+    """bakery's shipped ``packer/`` template set, as moto can build it, written into ``directory``.
+
+    The shipped ``variables.pkr.hcl`` and ``aws.pkr.hcl`` (locals, tags, builder tags, ``encrypt_boot``,
+    ``source_ami_filter``, ...) as they are, with two changes a moto instance forces, each made exactly
+    once or the test stops here (so the tests can never build a stale copy):
+
+    - ``communicator = "none"`` instead of the SSH user: moto "runs" instances nobody can log in to, so
+      the build has no provisioners (``bake validate`` flags any that would need a communicator);
+    - ``build.pkr.hcl``: the amazon-ebs source and the shipped manifest post-processor only;
+    - ``moto.auto.pkrvars.hcl``: the base image filter names the newest Canonical image moto has (xenial).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "variables.pkr.hcl").write_text((SHIPPED_TEMPLATES / "variables.pkr.hcl").read_text())
+    source = (SHIPPED_TEMPLATES / "aws.pkr.hcl").read_text()
+    ssh_user = "  ssh_username = var.ssh_username\n"
+    assert source.count(ssh_user) == 1, f"packer/aws.pkr.hcl changed: no single {ssh_user.strip()!r} to replace"
+    (directory / "aws.pkr.hcl").write_text(
+        source.replace(
+            ssh_user,
+            '  # Nobody can log in to an instance moto runs: no SSH, no provisioners.\n  communicator = "none"\n',
+        )
+    )
+    build = (SHIPPED_TEMPLATES / "build.pkr.hcl").read_text()
+    start = build.index('  post-processor "manifest" {')
+    manifest = build[start : build.index("\n  }\n", start) + len("\n  }\n")]
+    (directory / "build.pkr.hcl").write_text(f'build {{\n  sources = ["source.amazon-ebs.base"]\n\n{manifest}}}\n')
+    (directory / "moto.auto.pkrvars.hcl").write_text(
+        'base_ami_filter = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"\n'
+    )
+    return directory
+
+
+# The shipped AWS template set as moto builds it (about a second a build), made once per process.
+_TEMPLATES_ROOT = Path(tempfile.mkdtemp(prefix="bakery-aws-templates-"))
+atexit.register(shutil.rmtree, _TEMPLATES_ROOT, True)
+FIXTURE = str(shipped_aws_templates(_TEMPLATES_ROOT / "packer-aws"))
 BASE_IMAGE = "bakery/debian:bookworm"  # local, never pulled
 TEST_LABELS = {"bakery.test": "1"}
 

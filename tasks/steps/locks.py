@@ -48,6 +48,7 @@ from typing import Any
 from uuid import UUID
 
 from tasks import holders
+from tasks.targets.base import iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,6 @@ def reclaim_variable(family: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _time(text: Any) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _lease() -> timedelta:
@@ -208,7 +197,7 @@ def recorded_holder(state: SlotState) -> Holder | None:
     holder = state.holder
     if holder is None or holder.state != "holding":
         return None
-    beat = _time(holder.heartbeat)
+    beat = parse_time(holder.heartbeat)
     if state.updated is not None and beat is not None and state.updated > beat + SLOT_CLOCK_SLACK:
         return None
     return holder
@@ -228,7 +217,7 @@ def holder_gone(state: SlotState, now: datetime, taken_without_holder_since: dat
         return f"its process {holder.process} is gone"
     if state.run_state_type in FINAL_STATES:
         return f"its flow run is {state.run_state}"
-    expires = _time(holder.expires)
+    expires = parse_time(holder.expires)
     if expires is not None and now > expires:
         return f"its heartbeat stopped at {holder.heartbeat} (lease {_ago(_lease())})"
     return None
@@ -246,7 +235,7 @@ def describe_holder(state: SlotState, now: datetime) -> str:
     run = holder.flow_run_name or "a run outside Prefect"
     ident = f" ({holder.flow_run_id})" if holder.flow_run_id else ""
     run_state = f"{state.run_state}" if state.run_state else "state unknown"
-    since = _time(holder.since)
+    since = parse_time(holder.since)
     held = f"since {holder.since} ({_ago(now - since)})" if since else ""
     return f"run {run}{ident}, {run_state}, holding it {held}, process {holder.process}, heartbeat {holder.heartbeat}"
 
@@ -267,10 +256,10 @@ def give_back(client: Any, state: SlotState, reason: str) -> bool:
     me = holders.this_process()
     token = reclaim_variable(state.family)
     try:
-        client.create_variable(VariableCreate(name=token, value={"by": me, "at": _iso(_now())}))
+        client.create_variable(VariableCreate(name=token, value={"by": me, "at": iso(_now())}))
     except ObjectAlreadyExists:
         stale = client.read_variable_by_name(token)
-        at = _time((stale.value or {}).get("at")) if stale is not None and isinstance(stale.value, dict) else None
+        at = parse_time((stale.value or {}).get("at")) if stale is not None and isinstance(stale.value, dict) else None
         if at is not None and _now() - at > RECLAIM_TOKEN_TTL:
             with contextlib.suppress(Exception):
                 client.delete_variable_by_name(token)  # its reclaimer died; the next look takes it
@@ -286,9 +275,9 @@ def give_back(client: Any, state: SlotState, reason: str) -> bool:
             flow_run_name=dead.flow_run_name if dead else None,
             process=me,
             lease_id=None,
-            since=_iso(_now()),
-            heartbeat=_iso(_now()),
-            expires=_iso(_now()),
+            since=iso(_now()),
+            heartbeat=iso(_now()),
+            expires=iso(_now()),
             state="reclaimed",
         )
         value = reclaimed.to_value()
@@ -322,7 +311,7 @@ def _release(client: Any, family: str, lease_id: str | None, since: str | None) 
         else:
             client.release_concurrency_slots_with_lease(UUID(lease_id))
             return
-    started = _time(since)
+    started = parse_time(since)
     occupied = max((_now() - started).total_seconds(), 1.0) if started else 1.0
     client.release_concurrency_slots(names=[family_lock_name(family)], slots=1, occupancy_seconds=occupied)
 
@@ -439,9 +428,9 @@ def family_lock(family: str, timeout_seconds: float | None = None, poll_seconds:
             flow_run_name=run_name,
             process=holders.this_process(),
             lease_id=lease_id,
-            since=_iso(since),
-            heartbeat=_iso(now),
-            expires=_iso(now + _lease()),
+            since=iso(since),
+            heartbeat=iso(now),
+            expires=iso(now + _lease()),
         )
         with get_client(sync_client=True) as client:
             current = client.read_variable_by_name(holder_variable(family))

@@ -128,13 +128,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+def iso(moment: datetime | None) -> str:
+    """The one time format of bakery's records, tags, labels and reports: UTC to the second,
+    ``2026-01-02T03:04:05+00:00`` (what stored records already use); empty for no time."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """A UTC ISO 8601 time from a tag, label or record (``...+00:00`` as bakery writes it, or ``...Z``);
-    ``None`` for missing or unreadable values. A time without a zone is taken as UTC."""
+def parse_time(text: str | datetime | None) -> datetime | None:
+    """A UTC time from a tag, label or record (``...+00:00`` as bakery writes it, or ``...Z`` as older
+    reports and other tools do) or from an SDK's own datetime; ``None`` for missing or unreadable values.
+    A time without a zone is taken as UTC."""
+    if isinstance(text, datetime):
+        return text if text.tzinfo else text.replace(tzinfo=UTC)
     if not text:
         return None
     try:

@@ -2,4 +2,4 @@
 
 import pytest
 
-pytest.register_assert_rewrite("tests.e2e.verify_host", "tests.e2e.deployment_fixtures")
+pytest.register_assert_rewrite("tests.support.verify_host", "tests.e2e.deployment_fixtures")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run as a script inside the namespace: the shared test helpers by path
+from tests.aws_seam import FIXTURE  # noqa: E402  (the shipped packer/ templates as moto builds them)
+from tests.support.servers import free_port  # noqa: E402
+
 BAKE = str(Path(sys.executable).parent / "bake")
 PREFECT = str(Path(sys.executable).parent / "prefect")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -87,9 +84,7 @@ def main(out: Path) -> None:
             )
 
         started = time.monotonic()
-        built = bake(
-            "--json", "build", "--target", "aws", "--template-dir", "tests/fixtures/packer-aws", "--version", version
-        )
+        built = bake("--json", "build", "--target", "aws", "--template-dir", FIXTURE, "--version", version)
         result["build"] = {
             "code": built.returncode,
             "seconds": time.monotonic() - started,

@@ -8,7 +8,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +39,3 @@ class Bake:
 @pytest.fixture
 def bake(prefect_api_url: str, tmp_path: Path) -> Bake:
     return Bake(prefect_api_url, tmp_path / "state")
-
-
-def labelled_containers(engine: docker.DockerClient, label: str = "bakery.run-id") -> list[str]:
-    return [c.name for c in engine.containers.list(all=True, filters={"label": label})]

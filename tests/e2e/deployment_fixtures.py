@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench._servers import PREFECT, PrefectServer, running_prefect_server, stop_process
 from tests.e2e.conftest import REPO
 from tests.prefect_api import prefect_api
+from tests.support.servers import PREFECT, PrefectServer, running_prefect_server, stop_process
 
 
 @pytest.fixture(scope="module")

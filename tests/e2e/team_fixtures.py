@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench._servers import PrefectServer, free_port
 from tests.e2e.conftest import REPO
+from tests.support.servers import PrefectServer, free_port
 
 SCRIPT = REPO / "scripts" / "team-up.sh"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bench._servers import PREFECT, PrefectServer, running_prefect_server
 from tests.e2e.conftest import BAKE, REPO
+from tests.support.servers import PREFECT, PrefectServer, running_prefect_server
 
 pytestmark = pytest.mark.e2e
 DELIVERY_TIMEOUT = 120.0

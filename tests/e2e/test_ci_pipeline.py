@@ -14,13 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 import yaml
 
-from bench._servers import PrefectServer
 from tests.e2e.conftest import REPO
 from tests.e2e.deployment_fixtures import process_worker
+from tests.support import new_family, remove_family
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
@@ -118,7 +120,14 @@ def test_main_build_step_runs_the_deployment_for_the_commit_and_waits_for_it(
         assert "the checkout this run uses" in failed["state"]["message"], failed["state"]
 
         # GitHub's step for the commit the checkout is at: built, tested, staged, and the step waited for it.
-        done = run_ci(github_step("pipeline"), tmp_path, PREFECT_API_URL=server.url, GITHUB_SHA=commit)
+        # Its image family is this test's own (one more --param): the step never moves the user's app-base tags.
+        step = github_step("pipeline").strip()
+        assert step.startswith("prefect deployment run ") and "\n" not in step, step
+        family = new_family("e2e-ci")
+        try:
+            done = run_ci(f"{step} --param family={family}", tmp_path, PREFECT_API_URL=server.url, GITHUB_SHA=commit)
+        finally:
+            remove_family(docker.from_env(), family)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log.read_text()[-3000:]
     [run] = flow_runs_of(api, commit)
     assert run["state_type"] == "COMPLETED"

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
 from tests.e2e.conftest import REPO
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments

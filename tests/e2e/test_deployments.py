@@ -15,9 +15,10 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
-from tests.e2e.conftest import REPO, labelled_containers
+from tests.e2e.conftest import REPO
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
+from tests.support import containers_of, new_family, remove_family
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
@@ -54,25 +55,32 @@ def test_pipeline_run_started_through_the_api_completes_on_a_process_worker(
     tmp_path: Path,
 ) -> None:
     pipeline = deployments["image-pipeline"]
-    created = api.post(f"/deployments/{pipeline['id']}/create_flow_run", json={"name": f"e2e-{uuid.uuid4().hex[:6]}"})
+    family = new_family("e2e-deployed")  # its own: never the user's app-base tags
+    created = api.post(
+        f"/deployments/{pipeline['id']}/create_flow_run",
+        json={"name": f"e2e-{uuid.uuid4().hex[:6]}", "parameters": {"family": family}},
+    )
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
-    assert created.json()["parameters"] == {"target": "docker"}
+    assert created.json()["parameters"] == {"target": "docker", "family": family}  # the deployment's default too
 
-    with process_worker(server, tmp_path) as log:
-        state = wait_for_final_state(api, run_id, timeout=600)
+    try:
+        with process_worker(server, tmp_path) as log:
+            state = wait_for_final_state(api, run_id, timeout=600)
+    finally:
+        remove_family(engine, family)
     assert state["type"] == "COMPLETED", f"{state}\n{log.read_text()[-4000:]}"
 
     run = api.get(f"/flow_runs/{run_id}").json()
     artifacts = api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts if a["key"]}
-    assert {"app-base-manifest", "app-base-verification", "app-base-build-progress"} <= keys, keys
+    assert {f"{family}-manifest", f"{family}-verification", f"{family}-build-progress"} <= keys, keys
     progress = [a for a in artifacts if a["type"] == "progress"]
     assert progress and progress[0]["data"] == 100.0
-    manifest = next(a for a in artifacts if a["key"] == "app-base-manifest")
+    manifest = next(a for a in artifacts if a["key"] == f"{family}-manifest")
     assert "docker.base" in str(manifest["data"])
     assert run["work_pool_name"] == "bakery-process"
-    assert labelled_containers(engine, f"bakery.run-id={run_id}") == []  # torn down
+    assert containers_of(engine, run_id=run_id) == []  # torn down
 
 
 def test_ui_shows_the_pipeline_form_with_the_target_choice(

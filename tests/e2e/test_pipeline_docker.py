@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.e2e.conftest import Bake, labelled_containers
+from tests.e2e.conftest import Bake
+from tests.support import containers_of, new_family, remove_family
 
 pytestmark = pytest.mark.e2e
 
@@ -38,31 +37,25 @@ def stage_id(engine: docker.DockerClient, tag: str) -> str | None:
 
 
 @pytest.fixture
-def version(engine: docker.DockerClient) -> Iterator[str]:
-    """A fresh version; afterwards its image is removed and ``app-base:staging`` points where it did before
-    (the tests use the README's family, which may be the user's own)."""
-    value = f"0.0.0-e2e.{uuid.uuid4().hex[:8]}"
-    before = stage_id(engine, "app-base:staging")
-    yield value
-    with contextlib.suppress(docker.errors.APIError):
-        if before is not None:
-            engine.images.get(before).tag("app-base", "staging")
-        elif stage_id(engine, "app-base:staging") == stage_id(engine, f"app-base:{value}"):
-            engine.images.remove("app-base:staging")
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(f"app-base:{value}")
+def family(engine: docker.DockerClient) -> Iterator[str]:
+    """A family of this test only (never the user's ``app-base``); its images and containers go afterwards."""
+    name = new_family("e2e-pipeline")
+    try:
+        yield name
+    finally:
+        remove_family(engine, name)
 
 
-def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient, version: str) -> None:
-    v = version
-    result = bake("--json", "run", "--version", v, "--ssh-timeout", "90s")
+def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.DockerClient, family: str) -> None:
+    v = "1.0"
+    result = bake("--json", "run", "--family", family, "--version", v, "--ssh-timeout", "90s")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    image = engine.images.get(f"app-base:{v}")
+    image = engine.images.get(f"{family}:{v}")
     assert summary["image_id"] == image.id
     assert summary["stage"] == "staging"
-    assert stage_id(engine, "app-base:staging") == image.id
-    assert labelled_containers(engine) == []
+    assert stage_id(engine, f"{family}:staging") == image.id
+    assert containers_of(engine, family=family) == []
     junit = ET.parse(summary["junit"]).getroot()
     cases = {(c.get("classname"), c.get("name")) for c in junit.iter("testcase")}
     assert ("package", "nginx installed") in cases
@@ -74,24 +67,25 @@ def test_run_builds_tests_and_stages_the_image(bake: Bake, engine: docker.Docker
 
 
 def test_failing_check_exits_1_names_it_and_does_not_stage(
-    bake: Bake, engine: docker.DockerClient, tmp_path: Path, version: str
+    bake: Bake, engine: docker.DockerClient, tmp_path: Path, family: str
 ) -> None:
     spec = tmp_path / "failing"
     spec.mkdir()
     (spec / "goss.yaml").write_text(FAILING_SPEC)
     variables = tmp_path / "vars.yaml"
     variables.write_text("missing_package: apache-nope\nweb: nginx\n")
-    staged_before = stage_id(engine, "app-base:staging")
-    v = version
+    staged_before = stage_id(engine, f"{family}:staging")
+    assert staged_before is None  # a new family: nothing staged yet
+    v = "1.0"
     result = bake(
-        "run", "--version", v, "--spec", str(spec), "--vars", str(variables),
+        "run", "--family", family, "--version", v, "--spec", str(spec), "--vars", str(variables),
         "--spec-var", "missing_package=no-such-package", "--ssh-timeout", "90s",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
     assert "no-such-package installed" in last_line
     assert "Traceback" not in result.stderr
-    new_image = engine.images.get(f"app-base:{v}")
-    assert stage_id(engine, "app-base:staging") != new_image.id
-    assert stage_id(engine, "app-base:staging") == staged_before
-    assert labelled_containers(engine) == []
+    new_image = engine.images.get(f"{family}:{v}")
+    assert stage_id(engine, f"{family}:staging") != new_image.id
+    assert stage_id(engine, f"{family}:staging") == staged_before
+    assert containers_of(engine, family=family) == []

@@ -14,12 +14,12 @@ from typing import Any
 import boto3
 import pytest
 
-from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from tasks import provenance
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import decide, observe
 from tasks.request import prepare
 from tasks.targets.base import StagedImage
+from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,9 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
 from tests.e2e.team_fixtures import running_team
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: below)

@@ -17,7 +17,8 @@ import pytest
 
 from tasks.targets.docker.image_registry import RegistryClient, parse_registry
 from tasks.targets.docker.registry_stages import RegistryStages
-from tests.e2e.conftest import Bake, labelled_containers
+from tests.e2e.conftest import Bake
+from tests.support import containers_of
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +64,7 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
     assert client.digest_of(repository, "production") is None
     # the test container was started from the pushed digest: the engine pulled it by that digest
     assert f"{registry_host}/{repository}@{digest}" in local_images_of(engine, family)
-    assert labelled_containers(engine, f"bakery.family={family}") == []
+    assert containers_of(engine, family=family) == []
     record = RegistryStages(parse_registry(registry)).read_record(family)
     assert record["images"][digest]["stage"] == "staging" and record["images"][digest]["staged_at"]
     assert [(entry["image"], entry["stage"]) for entry in record["history"]] == [

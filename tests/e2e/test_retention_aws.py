@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 import pytest
 
-from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from tests.e2e.conftest import Bake
+from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e
 

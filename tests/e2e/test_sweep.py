@@ -24,13 +24,17 @@ import boto3
 import docker
 import pytest
 
-from bench._moto import CountingMotoServer, ec2_backend, moto_server
 from tests.e2e.conftest import REPO, Bake
+from tests.support import wait_for
+from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e
 
 BASE = "bakery/debian:bookworm"
+# The label on every container this test makes itself, its value this session's own: another suite's
+# sweep test on the same engine never sees (or removes) these, nor this one theirs.
 TEST_LABEL = "bakery-test.sweep"
+TEST_TOKEN = uuid.uuid4().hex[:12]
 
 KILLED_RUN = """
 import sys, time
@@ -66,7 +70,7 @@ def containers(engine: docker.DockerClient) -> Iterator[list[str]]:
     """Ids of containers this test made (some labelled by the Docker target itself): removed at the end."""
     made: list[str] = []
     yield made
-    for container in engine.containers.list(all=True, filters={"label": TEST_LABEL}):
+    for container in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"}):
         made.append(container.id)
     for container_id in made:
         with contextlib.suppress(docker.errors.NotFound):
@@ -112,16 +116,22 @@ def test_docker_sweep_removes_what_a_killed_run_left(
     fresh = iso(now + timedelta(hours=2))
     # Packer's build container (named by packer/docker.pkr.hcl): a fresh one may be a build in progress
     builder = engine.containers.create(
-        BASE, command=["true"], name=f"bakery-build-{uuid.uuid4()}", labels={TEST_LABEL: "builder"}
+        BASE, command=["true"], name=f"bakery-build-{uuid.uuid4()}", labels={TEST_LABEL: TEST_TOKEN}
     ).id
     keep = engine.containers.create(
         BASE,
         command=["true"],
-        labels={"bakery.run-id": "fresh-run", "bakery.expires-at": fresh, "bakery.family": "app-base", TEST_LABEL: "x"},
+        labels={
+            "bakery.run-id": "fresh-run",
+            "bakery.expires-at": fresh,
+            "bakery.family": "sweeptest",
+            TEST_LABEL: TEST_TOKEN,
+        },
     ).id
-    plain = engine.containers.create(BASE, command=["true"], labels={TEST_LABEL: "unlabelled"}).id
+    plain = engine.containers.create(BASE, command=["true"], labels={TEST_LABEL: TEST_TOKEN}).id
     containers.extend([builder, keep, plain])
-    time.sleep(4)  # the killed run's container expires 3 s after its launch
+    expires = engine.containers.get(killed).labels["bakery.expires-at"]  # 3 s after its launch
+    wait_for(lambda: datetime.now(UTC) > datetime.fromisoformat(expires), "the killed run's container expiring", 30)
 
     monkeypatch.setenv("BAKERY_KEYS_DIR", str(keys))
     with moto_server() as moto:
@@ -146,7 +156,7 @@ def test_docker_sweep_removes_what_a_killed_run_left(
         assert applied.returncode == 0, applied.stderr[-3000:]
         assert moto.counter.total == 0  # --target docker never talks to AWS
     assert "Sweep: target docker" in applied.stdout
-    left = {c.id for c in engine.containers.list(all=True, filters={"label": TEST_LABEL})}
+    left = {c.id for c in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"})}
     left |= {c.id for c in engine.containers.list(all=True, filters={"label": f"bakery.run-id={run_id}"})}
     assert left == {keep, plain, builder}
     assert not (keys / run_id).exists()

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench._servers import free_port
 from tests.e2e.team_fixtures import reachable_team_dir, team_env, team_up
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 

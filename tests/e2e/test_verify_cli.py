@@ -1,4 +1,4 @@
-"""``bake verify`` as a user runs it (a subprocess) against the known-state host (tests/e2e/verify_host.py).
+"""``bake verify`` as a user runs it (a subprocess) against the known-state host (tests/support/verify_host.py).
 
 Exit 0 all checks pass, 1 any fails (or the host key does not match: refused before any check),
 2 a bad request (spec, key, host key, known_hosts, options), found before anything connects.
@@ -18,9 +18,9 @@ import pytest
 
 from tasks import ssh
 from tests.e2e.conftest import BAKE, REPO
-from tests.e2e.verify_host import Host, write_spec
+from tests.support.verify_host import Host, write_spec
 
-pytest_plugins = ("tests.e2e.verify_host",)
+pytest_plugins = ("tests.support.verify_host",)
 pytestmark = pytest.mark.e2e
 
 PASSING = """

@@ -1,4 +1,4 @@
-"""goss files as they are, on the known-state host (tests/e2e/verify_host.py): templates rendered with a
+"""goss files as they are, on the known-state host (tests/support/verify_host.py): templates rendered with a
 vars file, includes, the goss resource types (http from the host's own loopback, mount of /, interface
 lo, addr, dns, matching), goss's matchers and semantics — each check's expected PASS or FAIL known."""
 
@@ -14,9 +14,9 @@ import pytest
 
 from tasks import ssh
 from tasks.verify import load_spec, report, spec_variables, verify, verify_endpoint
-from tests.e2e.verify_host import Host
+from tests.support.verify_host import Host
 
-pytest_plugins = ("tests.e2e.verify_host",)
+pytest_plugins = ("tests.support.verify_host",)
 pytestmark = pytest.mark.e2e
 
 PUBLIC = Path(__file__).resolve().parents[1] / "fixtures" / "goss" / "public"

@@ -27,9 +27,9 @@ from tasks.steps.pipeline import verify_instance
 from tasks.targets.base import Image
 from tasks.verify import VerifyResult
 from tests.e2e.conftest import REPO
-from tests.e2e.verify_host import LABELS, StartHost, write_spec
+from tests.support.verify_host import LABELS, StartHost, write_spec
 
-pytest_plugins = ("tests.e2e.verify_host",)
+pytest_plugins = ("tests.support.verify_host",)
 pytestmark = pytest.mark.e2e
 
 UPGRADED = "RUN dpkg -i /srv/apt/security/bakery-dummy_1.1_all.deb\n"

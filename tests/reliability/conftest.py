@@ -24,8 +24,11 @@ import pytest
 from tasks.request import keys_root
 from tests.conftest import ec2_inventory
 from tests.e2e.conftest import Bake
+from tests.support import LABEL_FAMILY, new_family, remove_containers_of, remove_family
 
-IMAGE_FAMILY = "reliability"
+# The suite's image family, its own per session: another session on the same engine (another checkout's
+# suite, a crashed earlier run) never shares its containers, tags or stages.
+IMAGE_FAMILY = new_family("reliability")
 
 
 def scenario_of(item: pytest.Item) -> str:
@@ -53,21 +56,34 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 @dataclass
 class Leaks:
-    """What exists now that did not before: containers of bakery runs or of the family's images, key dirs."""
+    """What exists now that did not before, of the families this test watches (the suite's family unless a
+    test adds its own with :meth:`watch`): containers labelled with the family or made from its images, and
+    per-run key directories. Only these families are counted: other suites may run on the same engine."""
 
     engine: docker.DockerClient
     containers_before: set[str]
     keys_before: set[str]
+    families: set[str]
+
+    def watch(self, family: str) -> None:
+        self.families.add(family)
+
+    def ours(self, container: Any) -> bool:
+        labels = container.labels or {}
+        if labels.get(LABEL_FAMILY) in self.families:
+            return True
+        try:
+            tags = container.image.tags if container.image else []
+        except docker.errors.ImageNotFound:
+            tags = []
+        return any(tag.split(":")[0] in self.families for tag in tags)
 
     def containers(self) -> list[str]:
-        found = []
-        for container in self.engine.containers.list(all=True):
-            labels = container.labels or {}
-            tags = container.image.tags if container.image else []
-            ours = "bakery.run-id" in labels or any(t.startswith(f"{IMAGE_FAMILY}:") for t in tags)
-            if ours and container.id not in self.containers_before:
-                found.append(f"{container.name} ({container.status})")
-        return found
+        return [
+            f"{c.name} ({c.status})"
+            for c in self.engine.containers.list(all=True)
+            if c.id not in self.containers_before and self.ours(c)
+        ]
 
     def key_dirs(self) -> list[str]:
         root = keys_root()
@@ -78,15 +94,37 @@ class Leaks:
         assert self.containers() == [], "leaked containers"
         assert self.key_dirs() == [], "leaked private key directories"
 
+    def remove_containers(self) -> None:
+        """Remove what a failed test left of its families, so one failing test never breaks the next."""
+        for container in self.engine.containers.list(all=True):
+            if container.id not in self.containers_before and self.ours(container):
+                with contextlib.suppress(docker.errors.APIError):
+                    container.remove(force=True)
+
 
 @pytest.fixture
-def leaks(engine: docker.DockerClient) -> Leaks:
+def leaks(engine: docker.DockerClient) -> Iterator[Leaks]:
+    """Counts what a test leaks (it asserts with ``leaks.assert_none()``); afterwards, on every path, removes
+    the containers it left of its families."""
     root = keys_root()
-    return Leaks(
+    found = Leaks(
         engine,
         {c.id for c in engine.containers.list(all=True)},
         set(os.listdir(root)) if root.exists() else set(),
+        {IMAGE_FAMILY},
     )
+    try:
+        yield found
+    finally:
+        found.remove_containers()
+
+
+@pytest.fixture(autouse=True)
+def _no_suite_container_outlives_a_test(engine: docker.DockerClient) -> Iterator[None]:
+    """Whatever a scenario does (a killed run, a failed assertion before its own cleanup), no container of
+    the suite's family survives it into the next scenario."""
+    yield
+    remove_containers_of(engine, IMAGE_FAMILY)
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +145,7 @@ def built_image(session_bake: Bake, engine: docker.DockerClient) -> Iterator[str
     assert result.returncode == 0, result.stderr[-3000:]
     reference = f"{IMAGE_FAMILY}:{version}"
     yield reference
-    for tag in (reference, f"{IMAGE_FAMILY}:staging"):
-        with contextlib.suppress(docker.errors.APIError):
-            engine.images.remove(tag)
+    remove_family(engine, IMAGE_FAMILY)
 
 
 @pytest.fixture

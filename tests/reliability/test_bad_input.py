@@ -6,11 +6,13 @@ Every case runs the real `bake` in a subprocess, as a user would.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -154,13 +156,24 @@ def cases(tmp: Path) -> list[Case]:
     ]
 
 
-def run_containers(engine: docker.DockerClient) -> set[str]:
-    """Containers a bakery run makes: test instances (labelled) and Packer's builders (named)."""
-    return {
-        c.id
-        for c in engine.containers.list(all=True)
-        if "bakery.run-id" in (c.labels or {}) or c.name.startswith("bakery-build-")
-    }
+def families_of(argv: tuple[str, ...]) -> set[str]:
+    """The families a request names (``--family``), and the default one a run of none would use."""
+    named = {argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--family"}
+    return named | {"app-base"}
+
+
+def run_containers(engine: docker.DockerClient, families: set[str], packer_tmp: Path) -> set[str]:
+    """Containers this request could have made: test instances of its families (labelled), and Packer
+    builders whose files are in this test's own Packer directory. Never another suite's on the engine."""
+
+    def ours(container: Any) -> bool:
+        labels = container.labels or {}
+        if "bakery.run-id" in labels and labels.get("bakery.family", "") in families:
+            return True
+        mounts = container.attrs.get("Mounts") or []
+        return any(Path(m.get("Source") or "/").is_relative_to(packer_tmp) for m in mounts)
+
+    return {c.id for c in engine.containers.list(all=True) if ours(c)}
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +191,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def test_bad_request_exits_2_and_launches_nothing(
-    case_name: str, catalogue: dict[str, Case], engine: docker.DockerClient, aws_env: str
+    case_name: str, catalogue: dict[str, Case], engine: docker.DockerClient, aws_env: str, tmp_path: Path
 ) -> None:
     """Bad request: exit 2 with one line naming the culprit, nothing new in Docker or EC2."""
     case = catalogue[case_name]
-    containers_before = run_containers(engine)
+    families = families_of(case.argv)
+    packer_tmp = tmp_path / "packer-tmp"  # a builder this request started would mount a directory below it
+    packer_tmp.mkdir()
+    containers_before = run_containers(engine, families, packer_tmp)
     ec2_before = ec2_inventory(aws_env)
-    result = subprocess.run([BAKE, *case.argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    env = {**os.environ, "PACKER_TMP_DIR": str(packer_tmp)}
+    result = subprocess.run(
+        [BAKE, *case.argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert case.expected in line
     assert len(line) < 400
-    assert run_containers(engine) == containers_before
+    assert run_containers(engine, families, packer_tmp) == containers_before
     assert ec2_inventory(aws_env) == ec2_before

@@ -11,9 +11,9 @@ import docker
 import httpx
 import pytest
 
-from bench._servers import PrefectServer
-from tests.e2e.conftest import labelled_containers
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
+from tests.support import containers_of, wait_for_command_in_test_container
+from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ("tests.e2e.deployment_fixtures",)  # server, api, deployments
@@ -36,13 +36,14 @@ def test_cancelling_a_run_through_prefect_tears_down_its_instance(
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
     with process_worker(server, tmp_path, BAKERY_KEYS_DIR=str(tmp_path / "bakery-keys")) as log:
-        deadline = time.monotonic() + 600
-        while not labelled_containers(engine, f"bakery.run-id={run_id}"):
+
+        def still_going() -> str:
             state = api.get(f"/flow_runs/{run_id}").json()["state"]["type"]
-            assert state in ("SCHEDULED", "PENDING", "RUNNING"), f"{state}\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.5)
-        time.sleep(5)  # well into the verify step: the slow check is running
+            running = state in ("SCHEDULED", "PENDING", "RUNNING")
+            return "" if running else f"{state}\n{log.read_text()[-4000:]}"
+
+        # well into the verify step: the slow check is running in the run's container
+        wait_for_command_in_test_container(engine, "sleep 120", run_id=run_id, timeout=600, alive=still_going)
         cancelled = api.post(
             f"/flow_runs/{run_id}/set_state",
             json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
@@ -51,9 +52,9 @@ def test_cancelling_a_run_through_prefect_tears_down_its_instance(
         state = wait_for_final_state(api, run_id, timeout=180)
         assert state["type"] == "CANCELLED", f"{state}\n{log.read_text()[-4000:]}"
         deadline = time.monotonic() + 60  # the worker's on_cancellation hooks finish after the state is set
-        while labelled_containers(engine, f"bakery.run-id={run_id}") and time.monotonic() < deadline:
+        while containers_of(engine, run_id=run_id) and time.monotonic() < deadline:
             time.sleep(1)
-    assert labelled_containers(engine, f"bakery.run-id={run_id}") == [], log.read_text()[-4000:]
+    assert containers_of(engine, run_id=run_id) == [], log.read_text()[-4000:]
     assert not (tmp_path / "bakery-keys" / run_id).exists()
     tags = [t for image in engine.images.list(name="cancelled") for t in image.tags]
     assert "cancelled:staging" not in tags

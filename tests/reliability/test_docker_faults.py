@@ -21,6 +21,7 @@ import pytest
 from tasks.targets.docker.instances import DockerTarget
 from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
+from tests.support import wait_for_command_in_test_container
 
 pytestmark = pytest.mark.e2e
 TARGET = "docker"
@@ -193,21 +194,15 @@ def test_sshd_late_by_20s_still_passes(
     leaks.assert_none()
 
 
-def _wait_for_run_container(engine: docker.DockerClient, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if engine.containers.list(filters={"label": "bakery.family=" + IMAGE_FAMILY}):
-            return
-        time.sleep(0.2)
-    raise AssertionError("the run never launched its test container")
+SLOW_CHECK_SECONDS = 45
 
 
-def test_sigterm_during_verify_tears_down(
-    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
-) -> None:
-    """SIGTERM (a worker stopping, a CI job cancelled): the flow's finally/on_crashed remove the container."""
-    spec = tmp_path / "slow.yaml"
-    spec.write_text("command:\n  slow:\n    exec: sleep 60\n    exit-status: 0\n    timeout: 90000\n")
+def sigterm_during_a_check(session_bake: Bake, built_image: str, engine: docker.DockerClient, spec: Path) -> float:
+    """`bake test` with one slow check, SIGTERMed while that check runs (seen in the container, not
+    guessed); returns the seconds from the signal to the exit."""
+    spec.write_text(
+        f"command:\n  slow:\n    exec: sleep {SLOW_CHECK_SECONDS}\n    exit-status: 0\n    timeout: 90000\n"
+    )
     proc = subprocess.Popen(
         [BAKE, "test", "--image", built_image, "--spec", str(spec)],
         cwd=REPO,
@@ -218,12 +213,41 @@ def test_sigterm_during_verify_tears_down(
         start_new_session=True,
     )
     try:
-        _wait_for_run_container(engine)
-        time.sleep(3)  # into the verify step
+        wait_for_command_in_test_container(  # in the verify step: the slow check runs
+            engine,
+            f"sleep {SLOW_CHECK_SECONDS}",
+            family=IMAGE_FAMILY,
+            alive=lambda: "" if proc.poll() is None else f"the run ended ({proc.returncode}) before its check ran",
+        )
         proc.send_signal(signal.SIGTERM)
-        _, _err = proc.communicate(timeout=60)
+        signalled = time.monotonic()
+        proc.communicate(timeout=SLOW_CHECK_SECONDS + 60)
+        seconds = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    return seconds
+
+
+def test_sigterm_during_verify_tears_down(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM (a worker stopping, a CI job cancelled) while a check runs: the run exits non-zero and its
+    container and key are removed."""
+    sigterm_during_a_check(session_bake, built_image, engine, tmp_path / "slow.yaml")
+    leaks.assert_none()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SIGTERM is acted on only when the running check ends (measured: the check's 62 s, then exit -15 "
+    "with no line on stderr); a stopping worker or cancelled CI job waits up to the check's timeout",
+)
+def test_sigterm_during_verify_exits_promptly(
+    session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM while a check runs: the run stops within 20 s, not when the check ends."""
+    seconds = sigterm_during_a_check(session_bake, built_image, engine, tmp_path / "slow.yaml")
+    assert seconds < 20, f"exited {seconds:.0f} s after SIGTERM (the check takes {SLOW_CHECK_SECONDS} s)"
     leaks.assert_none()

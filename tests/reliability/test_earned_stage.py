@@ -106,6 +106,7 @@ def test_docker_testing_an_earned_image_keeps_its_stage(
     monkeypatch.setenv("BAKERY_STATE_DIR", str(state_dir))
     stage = earned.stage
     family, reference = earned_family
+    leaks.watch(family)
     image = docker_image(engine, reference)
     DockerTarget(engine).set_stage(image, stage, "earlier-run")
     pointer = f"{family}:{stage}"
@@ -142,6 +143,7 @@ def test_docker_testing_a_testing_image_still_stages_it(
     """Docker control: an image at `testing` still becomes `staging` when its test passes."""
     monkeypatch.setenv("BAKERY_STATE_DIR", str(state_dir))
     family, reference = earned_family
+    leaks.watch(family)
     image = docker_image(engine, reference)
     DockerTarget(engine).set_stage(image, "testing", "earlier-run")
 

@@ -61,11 +61,13 @@ def tiny(tmp_path: Path, engine: docker.DockerClient) -> Iterator[tuple[str, Pat
     templates = tmp_path / "tiny"
     templates.mkdir()
     (templates / "build.pkr.hcl").write_text(TINY_TEMPLATE)
-    before = {c.id for c in engine.containers.list(all=True)}
     yield family, templates
     for container in engine.containers.list(all=True):
-        mounts = [m.get("Destination") for m in container.attrs.get("Mounts") or []]
-        if container.id not in before and "/packer-files" in mounts:  # the killed run's Packer builder
+        # the killed run's Packer builder: its /packer-files is Packer's temporary directory, which this
+        # test's runs keep below its own tmp_path (start_build) — another suite's builders are not touched
+        mounts = container.attrs.get("Mounts") or []
+        sources = [m.get("Source") or "" for m in mounts if m.get("Destination") == "/packer-files"]
+        if any(Path(source).is_relative_to(tmp_path) for source in sources):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
     for image in engine.images.list(name=family):
@@ -79,11 +81,13 @@ def start_build(
     env: dict[str, str], family: str, templates: Path, version: str, hold: int, log: Path
 ) -> subprocess.Popen[bytes]:
     argv = ["build", "--family", family, "--template-dir", str(templates), "--version", version]
+    packer_tmp = log.parent / "packer-tmp"  # Packer's builder mounts its directory below: the fixture finds it
+    packer_tmp.mkdir(exist_ok=True)
     with open(log, "w") as out:
         return subprocess.Popen(
             [BAKE, *argv, "--var", f"hold_seconds={hold}"],
             cwd=REPO,
-            env=env,
+            env={**env, "PACKER_TMP_DIR": str(packer_tmp)},
             stdout=subprocess.DEVNULL,
             stderr=out,
             start_new_session=True,

@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import BAKE, REPO, Bake
 from tests.reliability.conftest import IMAGE_FAMILY, Leaks
+from tests.support import wait_for_command_in_test_container
 
 pytestmark = pytest.mark.e2e
 TARGET = "docker"
@@ -113,12 +114,16 @@ def test_secrets_stay_out_of_logs_artifacts_and_reports(
 def test_sigkill_during_verify_then_sweep_leaves_nothing(
     session_bake: Bake, built_image: str, leaks: Leaks, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
-    """SIGKILL runs no hook: the container and key stay until `bake sweep` removes them; nothing is staged."""
+    """SIGKILL runs no hook: the container and key stay until `bake sweep` removes them; nothing is staged.
+
+    The run is killed while its slow check runs (seen in the container, not guessed by a sleep). Its TTL is
+    one second, so the sweep removes it as expired: a ``--max-age 0s`` sweep would also take every other
+    suite's running containers and keys on this engine."""
     spec = tmp_path / "slow.yaml"
-    spec.write_text("command:\n  slow:\n    exec: sleep 60\n    exit-status: 0\n    timeout: 90000\n")
+    spec.write_text("command:\n  slow:\n    exec: sleep 61\n    exit-status: 0\n    timeout: 90000\n")
     staged_before = [i.id for i in engine.images.list(name=IMAGE_FAMILY) if f"{IMAGE_FAMILY}:staging" in i.tags]
     proc = subprocess.Popen(
-        [BAKE, "test", "--image", built_image, "--spec", str(spec), "--ttl", "1h"],
+        [BAKE, "test", "--image", built_image, "--spec", str(spec), "--ttl", "1s"],
         cwd=REPO,
         env=session_bake.env(),
         stdout=subprocess.DEVNULL,
@@ -126,18 +131,19 @@ def test_sigkill_during_verify_then_sweep_leaves_nothing(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not engine.containers.list(filters={"label": f"bakery.family={IMAGE_FAMILY}"}):
-            assert time.monotonic() < deadline and proc.poll() is None, "the run never launched its container"
-            time.sleep(0.2)
-        time.sleep(3)  # into the verify step
+        wait_for_command_in_test_container(
+            engine,
+            "sleep 61",
+            family=IMAGE_FAMILY,
+            alive=lambda: "" if proc.poll() is None else f"the run ended ({proc.returncode}) before its check ran",
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert leaks.containers(), "SIGKILL runs no hook: the container must still be there before the sweep"
-    sweep = session_bake("sweep", "--target", "docker", "--max-age", "0s", "--apply")
+    sweep = session_bake("sweep", "--target", "docker", "--apply")
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     leaks.assert_none()
     staged_after = [i.id for i in engine.images.list(name=IMAGE_FAMILY) if f"{IMAGE_FAMILY}:staging" in i.tags]

@@ -16,9 +16,10 @@ from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions, check_aws_options, prepare
 from tasks.steps.pipeline import _worth_another_attempt
 from tasks.targets.aws.instances import AwsFailed
+from tests import aws_seam
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests/fixtures/packer-aws"
+FIXTURE = Path(aws_seam.FIXTURE)  # the shipped packer/ templates as moto builds them
 
 
 def run_bake(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -112,9 +112,9 @@ def fail_call(client: Any, operation: str, code: str, message: str = "injected")
 
 
 def test_family_is_name_minus_version_and_a_family_tag_wins() -> None:
-    assert target_aws.family_of({"Name": "app-base-1.2.3", "Version": "1.2.3"}) == "app-base"
-    assert target_aws.family_of({"Name": "app-base-1.2.3", "Version": "1.2.3", "Family": "web"}) == "web"
-    assert target_aws.family_of({"Name": "something", "Version": "1.2.3"}) is None
+    assert aws.family_of_tags({"Name": "app-base-1.2.3", "Version": "1.2.3"}) == "app-base"
+    assert aws.family_of_tags({"Name": "app-base-1.2.3", "Version": "1.2.3", "Family": "web"}) == "web"
+    assert aws.family_of_tags({"Name": "something", "Version": "1.2.3"}) is None
 
 
 @pytest.mark.parametrize(

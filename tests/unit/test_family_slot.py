@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from tasks import holders
 from tasks.steps import locks
 from tasks.steps.locks import Holder, SlotState
+from tasks.targets.base import iso
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 
@@ -20,9 +21,9 @@ def holder(process: str = "", expires: timedelta = timedelta(minutes=2), state: 
         flow_run_name="amber-fox",
         process=process or holders.this_process(),
         lease_id=None,
-        since=locks._iso(NOW - timedelta(minutes=10)),
-        heartbeat=locks._iso(NOW - timedelta(seconds=20)),
-        expires=locks._iso(NOW + expires),
+        since=iso(NOW - timedelta(minutes=10)),
+        heartbeat=iso(NOW - timedelta(seconds=20)),
+        expires=iso(NOW + expires),
         state=state,
     )
 

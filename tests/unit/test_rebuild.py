@@ -59,9 +59,24 @@ def test_missing_families_file() -> None:
 
 def test_package_changes() -> None:
     changes = package_changes({"a": "1", "b": "1", "c": "1"}, {"a": "1", "b": "2", "d": "1"})
-    assert changes.added == {"d": "1"} and changes.removed == {"c": "1"} and changes.changed == {"b": ("1", "2")}
+    assert changes.added == {"d": "1"} and changes.removed == {"c": "1"} and changes.upgraded == {"b": ("1", "2")}
     assert changes.count == 3
     assert changes.lines() == ["`b` 1 → 2", "`d` added (1)", "`c` removed (1)"]
+
+
+def test_package_changes_keep_upgrades_and_downgrades_apart_in_the_managers_order() -> None:
+    """The rebuild's summary uses the verification's diff: a downgrade is not reported as a plain change,
+    and versions compare as dpkg does (1.10 is newer than 1.9; ~ sorts before anything)."""
+    old = {"openssl": "3.0.11-1~deb12u2", "curl": "7.88.1-10", "zlib": "1.9", "libc6": "2.36-9, 2.36-8"}
+    new = {"openssl": "3.0.13-1~deb12u1", "curl": "7.88.1-10~rc1", "zlib": "1.10", "libc6": "2.36-9"}
+    changes = package_changes(old, new)
+    assert changes.upgraded == {"openssl": ("3.0.11-1~deb12u2", "3.0.13-1~deb12u1"), "zlib": ("1.9", "1.10")}
+    assert changes.downgraded == {"curl": ("7.88.1-10", "7.88.1-10~rc1")}
+    assert changes.changed == {"libc6": ("2.36-8, 2.36-9", "2.36-9")}
+    assert "`curl` 7.88.1-10 → 7.88.1-10~rc1 (downgraded)" in changes.lines()
+    assert FamilySummary("app", "docker", "staged", packages=changes).to_dict()["packages"]["downgraded"] == {
+        "curl": ("7.88.1-10", "7.88.1-10~rc1")
+    }
 
 
 def test_recorded_inventory_is_read_when_a_verification_left_one(tmp_path: Path) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
+
+from tasks.errors import JobFailed
+from tasks.targets.base import family_of
 
 # Tags on everything a run creates in AWS (CONTRACT.md), which is what a sweep looks for.
 TAG_RUN_ID = "bakery:run-id"
@@ -109,3 +113,97 @@ def endpoint_url(service: str = "ec2") -> str | None:
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         return None
     return os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+# ------------------------------------------------------------------------------- errors
+
+# Errors another launch attempt may get past; any other launch error is final.
+TRANSIENT_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientAddressCapacity",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestLimitExceeded",
+        "Throttling",
+    }
+)
+
+
+class AwsFailed(JobFailed):
+    """An AWS call failed (exit 1); ``retryable`` says whether another launch attempt may get past it."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    if isinstance(exc, WaiterError):
+        return str((exc.last_response or {}).get("Error", {}).get("Code", ""))
+    return ""
+
+
+@contextlib.contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """botocore's errors as one clear ``AwsFailed`` line naming what was being done."""
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        raise AwsFailed(f"aws: {doing}: {code}: {message}", retryable=code in TRANSIENT_CODES) from exc
+    except NoCredentialsError as exc:
+        raise AwsFailed(f"aws: {doing}: no credentials (environment, shared files or instance role)") from exc
+    except WaiterError as exc:
+        raise AwsFailed(f"aws: {doing}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise AwsFailed(f"aws: {doing}: {exc}", retryable=True) from exc
+
+
+def gone(call: Callable[[], Any], *gone_codes: str) -> bool:
+    """Run ``call`` (a delete); True when it did something, False when the resource was already gone
+    (any of ``gone_codes``). Every delete of bakery's treats already gone as done."""
+    try:
+        call()
+    except ClientError as exc:
+        if error_code(exc) in gone_codes:
+            return False
+        raise
+    return True
+
+
+def delete_key_pair(ec2: Any, key_id: str, name: str) -> bool:
+    """Delete exactly the key pair ``key_id`` called ``name``: by id, so a newer pair of the same name
+    survives; by name only when the endpoint ignored the id (moto does) and the pair of that name is still
+    this one. True when it existed (already gone is fine)."""
+    existed = gone(lambda: ec2.delete_key_pair(KeyPairId=key_id), "InvalidKeyPair.NotFound")
+    try:
+        still = ec2.describe_key_pairs(KeyNames=[name]).get("KeyPairs", [])
+    except ClientError as exc:
+        if error_code(exc) == "InvalidKeyPair.NotFound":
+            return existed
+        raise
+    if any(p.get("KeyPairId") == key_id for p in still):
+        ec2.delete_key_pair(KeyName=name)
+    return existed
+
+
+# ------------------------------------------------------------------------------- tags
+
+
+def tags_of(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in resource.get("Tags") or []}
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def family_of_tags(tags: dict[str, str]) -> str | None:
+    """The CONTRACT rule (``tasks.targets.base.family_of``) over a resource's tags."""
+    return family_of(tags.get("Name"), tags.get("Version"), tags.get("Family"))

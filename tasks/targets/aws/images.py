@@ -7,20 +7,19 @@ Every listing is paginated and read once per run; the usage lookups run side by 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from tasks.errors import JobFailed, UsageError
+from tasks.errors import UsageError
 from tasks.targets.aws import client as aws
-from tasks.targets.base import ImageRecord, family_of, is_managed
+from tasks.targets.aws.client import aws_errors, tags_of
+from tasks.targets.base import ImageRecord, family_of, is_managed, parse_time
 
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 # botocore says at INFO which credentials and endpoint it found, once per client: keep it to warnings.
@@ -31,14 +30,9 @@ STAGE_SINCE_TAGS = {"staging": "bakery:staged-at", "superseded": "bakery:superse
 GONE_SNAPSHOT_CODES = frozenset({"InvalidSnapshot.NotFound"})
 
 
-def region() -> str | None:
-    """The region from ``AWS_REGION``/``AWS_DEFAULT_REGION`` or the profile (``tasks.aws.region``)."""
-    return aws.region()
-
-
 def not_configured() -> str | None:
     """Why AWS is not usable here (no region, no credentials), or None when it is."""
-    where = region()
+    where = aws.region()
     if not where:
         return "AWS is not configured: no region (set AWS_REGION or AWS_DEFAULT_REGION)"
     if not aws.has_credentials(where):
@@ -50,35 +44,7 @@ def require_configured() -> str:
     why = not_configured()
     if why:
         raise UsageError(f"--target aws: {why}")
-    return region() or ""
-
-
-@contextlib.contextmanager
-def aws_errors(what: str) -> Iterator[None]:
-    """An AWS error while reading is one clear line (exit 1), not a traceback."""
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise JobFailed(f"aws: {what}: {error.get('Code', '?')}: {error.get('Message', exc)}") from exc
-    except BotoCoreError as exc:
-        raise JobFailed(f"aws: {what}: {exc}") from exc
-
-
-def tags_of(resource: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in resource.get("Tags") or []}
-
-
-def parse_time(value: str | datetime | None) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aws.region() or ""
 
 
 def record_from_ami(image: dict[str, Any]) -> ImageRecord:
@@ -155,7 +121,7 @@ class AwsImages:
     target = "aws"
 
     def __init__(self, ec2: Any = None, autoscaling: Any = None, workers: int = 8) -> None:
-        where = region() if ec2 is None or autoscaling is None else None
+        where = aws.region() if ec2 is None or autoscaling is None else None
         self.ec2 = ec2 or aws.client("ec2", region=where)
         self.autoscaling = autoscaling or aws.client("autoscaling", region=where)
         self.workers = workers

@@ -13,7 +13,6 @@ re-raises the original error; ``teardown``/``teardown_run`` are idempotent (NotF
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import math
@@ -21,7 +20,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -31,13 +30,23 @@ from typing import Any, TypeVar
 import paramiko
 import yaml
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from botocore.exceptions import ClientError, WaiterError
 
 from tasks.errors import JobFailed, UsageError
 from tasks.request import AwsOptions
+from tasks.ssh import new_ed25519_key
 from tasks.targets.aws import client as aws
+from tasks.targets.aws.client import (
+    TRANSIENT_CODES,
+    AwsFailed,
+    aws_errors,
+    delete_key_pair,
+    error_code,
+    family_of_tags,
+    gone,
+    tag_list,
+    tags_of,
+)
 from tasks.targets.base import (
     TAG_LAST_RESULT,
     TAG_LAST_TEST_RUN,
@@ -47,9 +56,20 @@ from tasks.targets.base import (
     Run,
     SshEndpoint,
     is_managed,
+    parse_time,
 )
 
 log = logging.getLogger(__name__)
+
+HOST_KEY_NAME = "ssh_host_ed25519_key.pub"
+_KEY_LINE = re.compile(
+    r"\b(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) (AAAA[0-9A-Za-z+/]+=*)"
+)
+_FINGERPRINT_LINE = re.compile(r"\b\d+ (SHA256:[0-9A-Za-z+/]+=*) .*\((ED25519|ECDSA|RSA)\)")
+_KEY_PREFERENCE = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+_FINGERPRINT_TYPES = {"ED25519": "ssh-ed25519", "ECDSA": "ecdsa-sha2-nistp256", "RSA": "rsa-sha2-512"}
+
+T = TypeVar("T")
 
 # botocore logs every request's parameters at DEBUG, RunInstances' UserData (the host key) included,
 # and says which credentials and endpoint it found at INFO: keep it to warnings.
@@ -62,36 +82,6 @@ TAG_STAGE_TIMES = {
     "superseded": "bakery:superseded-at",
 }
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
-# Errors another launch attempt may get past; any other launch error is final.
-TRANSIENT_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientAddressCapacity",
-        "InternalError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "Unavailable",
-        "RequestLimitExceeded",
-        "Throttling",
-    }
-)
-HOST_KEY_NAME = "ssh_host_ed25519_key.pub"
-_KEY_LINE = re.compile(
-    r"\b(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) (AAAA[0-9A-Za-z+/]+=*)"
-)
-_FINGERPRINT_LINE = re.compile(r"\b\d+ (SHA256:[0-9A-Za-z+/]+=*) .*\((ED25519|ECDSA|RSA)\)")
-_KEY_PREFERENCE = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
-_FINGERPRINT_TYPES = {"ED25519": "ssh-ed25519", "ECDSA": "ecdsa-sha2-nistp256", "RSA": "rsa-sha2-512"}
-
-T = TypeVar("T")
-
-
-class AwsFailed(JobFailed):
-    """An AWS call failed (exit 1); ``retryable`` says whether another launch attempt may get past it."""
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -126,46 +116,11 @@ def ec2_client(region: str | None = None, *, quick: bool = False) -> Any:
 # -------------------------------------------------------------------------------------------- errors
 
 
-def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    if isinstance(exc, WaiterError):
-        return str((exc.last_response or {}).get("Error", {}).get("Code", ""))
-    return ""
-
-
-@contextlib.contextmanager
-def aws_errors(doing: str) -> Iterator[None]:
-    """botocore's errors as one clear ``AwsFailed`` line naming what was being done."""
-    try:
-        yield
-    except ClientError as exc:
-        code = error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        raise AwsFailed(f"aws: {doing}: {code}: {message}", retryable=code in TRANSIENT_CODES) from exc
-    except NoCredentialsError as exc:
-        raise AwsFailed(f"aws: {doing}: no credentials (environment, shared files or instance role)") from exc
-    except WaiterError as exc:
-        raise AwsFailed(f"aws: {doing}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise AwsFailed(f"aws: {doing}: {exc}", retryable=True) from exc
-
-
-def _gone(call: Callable[[], Any], *gone_codes: str) -> bool:
-    """Run ``call``; True when it did something, False when the resource was already gone."""
-    try:
-        call()
-    except ClientError as exc:
-        if error_code(exc) in gone_codes:
-            return False
-        raise
-    return True
-
-
-def _retrying(call: Callable[[], T], retry_codes: frozenset[str], timeout: float) -> T:
-    """``call`` again while it fails with one of ``retry_codes`` (EC2's eventual consistency), up to ``timeout``."""
+def _retrying(call: Callable[[], T], retry_codes: frozenset[str], timeout: float, poll: float | None = None) -> T:
+    """``call`` again while it fails with one of ``retry_codes`` (EC2's eventual consistency), up to ``timeout``,
+    every ``poll`` seconds (default: from 1 s doubling up to the waiter delay)."""
     deadline = time.monotonic() + timeout
-    delay = min(1.0, waiter_delay())
+    delay = poll if poll is not None else min(1.0, waiter_delay())
     while True:
         try:
             return call()
@@ -173,28 +128,11 @@ def _retrying(call: Callable[[], T], retry_codes: frozenset[str], timeout: float
             if error_code(exc) not in retry_codes or time.monotonic() > deadline:
                 raise
         time.sleep(delay)
-        delay = min(delay * 2, max(waiter_delay(), 0.1))
+        if poll is None:
+            delay = min(delay * 2, max(waiter_delay(), 0.1))
 
 
 # -------------------------------------------------------------------------------------------- images
-
-
-def tags_of(resource: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in resource.get("Tags") or []}
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
-def family_of(tags: dict[str, str]) -> str | None:
-    """CONTRACT: a ``Family`` tag wins, else ``Name`` with ``-<Version>`` stripped."""
-    if tags.get("Family", "").strip():
-        return tags["Family"].strip()
-    name, version = tags.get("Name", ""), tags.get("Version", "")
-    if name and version and name.endswith(f"-{version}") and len(name) > len(version) + 1:
-        return name[: -len(version) - 1]
-    return None
 
 
 def snapshot_ids(image: dict[str, Any]) -> list[str]:
@@ -240,13 +178,11 @@ def find_image_by_name(ec2: Any, name: str) -> dict[str, Any]:
 
 def image_record(image: dict[str, Any], family: str = "", version: str = "") -> Image:
     tags = tags_of(image)
-    created = None
-    if image.get("CreationDate"):
-        created = datetime.fromisoformat(str(image["CreationDate"]).replace("Z", "+00:00"))
+    created = parse_time(image.get("CreationDate"))
     return Image(
         target="aws",
         id=image["ImageId"],
-        family=family_of(tags) or family,
+        family=family_of_tags(tags) or family,
         version=tags.get("Version") or version,
         name=tags.get("Name") or image.get("Name", ""),
         created=created,
@@ -449,12 +385,8 @@ def instance_address(instance: dict[str, Any], ssh_address: str) -> tuple[str, i
 
 def generate_host_key() -> tuple[str, str]:
     """A fresh Ed25519 host key: ``(private key in OpenSSH PEM, "ssh-ed25519 AAAA...")``; never written."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return private, public
+    private, public = new_ed25519_key()
+    return private.decode(), public
 
 
 def host_key_user_data(private_key: str, public_key: str) -> str:
@@ -551,7 +483,7 @@ def run_key_pairs(ec2: Any, run_id: str) -> list[dict[str, Any]]:
 
 def terminate(ec2: Any, instance_ids: list[str], timeout: float | None = None) -> list[str]:
     """Terminate and wait until terminated; returns the ids that existed. Already gone is fine."""
-    present = [i for i in instance_ids if _gone(partial(ec2.terminate_instances, InstanceIds=[i]), *_NO_INSTANCE)]
+    present = [i for i in instance_ids if gone(partial(ec2.terminate_instances, InstanceIds=[i]), *_NO_INSTANCE)]
     if present:
         try:
             wait_for(ec2, "instance_terminated", present, "terminated", timeout)
@@ -566,16 +498,14 @@ _NO_INSTANCE = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")
 _GROUP_BUSY = frozenset({"DependencyViolation", "InvalidGroup.InUse"})
 
 
-def delete_security_group(ec2: Any, group_id: str, timeout: float | None = None) -> bool:
-    """Delete; retried while the group is still in use (for up to a third of the waiter time limit)."""
+def delete_security_group(
+    ec2: Any, group_id: str, timeout: float | None = None, *, wait: float | None = None, poll: float | None = None
+) -> bool:
+    """Delete (already gone is fine: False); retried while the group is still in use, for ``wait`` seconds
+    (default a third of the waiter time limit ``timeout``), every ``poll`` seconds (default: backing off)."""
     delete = partial(ec2.delete_security_group, GroupId=group_id)
-    limit = max((timeout or waiter_timeout()) / 3, 1.0)
-    return _retrying(partial(_gone, delete, "InvalidGroup.NotFound"), _GROUP_BUSY, timeout=limit)
-
-
-def delete_key_pair(ec2: Any, key_name: str) -> bool:
-    """By name: the run's key pair name is unique to the run (and moto ignores ``KeyPairId`` here)."""
-    return _gone(partial(ec2.delete_key_pair, KeyName=key_name), "InvalidKeyPair.NotFound")
+    limit = wait if wait is not None else max((timeout or waiter_timeout()) / 3, 1.0)
+    return _retrying(partial(gone, delete, "InvalidGroup.NotFound"), _GROUP_BUSY, timeout=limit, poll=poll)
 
 
 def remove_resources(
@@ -609,7 +539,9 @@ def remove_resources(
             failures.append(f"aws: {what}: not removed while its instance is not terminated")
         else:
             steps.append((what, partial(delete_security_group, ec2, group["GroupId"], timeout)))
-    steps += [(f"key pair {k['KeyName']}", partial(delete_key_pair, ec2, k["KeyName"])) for k in key_pairs]
+    steps += [
+        (f"key pair {k['KeyName']}", partial(delete_key_pair, ec2, k["KeyPairId"], k["KeyName"])) for k in key_pairs
+    ]
     for what, step in steps:
         try:
             with aws_errors(f"removing {what}"):

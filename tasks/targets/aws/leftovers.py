@@ -17,7 +17,6 @@ never swept from under itself.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,9 +25,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tasks.targets.aws import client as aws
-from tasks.targets.aws.images import LIVE_INSTANCE_STATES, aws_errors, parse_time, region, tags_of
-from tasks.targets.base import Leftover, bounded_map, key
-from tasks.targets.base import parse_time as parse_label
+from tasks.targets.aws.client import aws_errors, delete_key_pair, error_code, gone, region, tags_of
+from tasks.targets.aws.images import LIVE_INSTANCE_STATES
+from tasks.targets.aws.instances import delete_security_group
+from tasks.targets.base import Leftover, bounded_map, key, parse_time
 
 PACKER_NAME_RE = re.compile(r"^packer_([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PACKER_SG_DESCRIPTION = "Temporary group for Packer"
@@ -43,10 +43,6 @@ def packer_name_time(name: str) -> datetime | None:
 
 def is_bakery_tagged(tags: dict[str, str]) -> bool:
     return bool(tags.get(aws.TAG_RUN_ID)) and tags.get(aws.TAG_MANAGED_BY) == aws.MANAGED_BY_BAKERY
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class AwsLeftovers:
@@ -112,7 +108,7 @@ class AwsLeftovers:
             if is_bakery_tagged(tags):
                 labelled: dict[str, Any] = {
                     "run_id": tags[aws.TAG_RUN_ID],
-                    "expires_at": parse_label(tags.get(aws.TAG_EXPIRES_AT)),
+                    "expires_at": parse_time(tags.get(aws.TAG_EXPIRES_AT)),
                 }
                 found.append(Leftover(**common, **labelled))
             elif aws.TAG_MANAGED_BY in tags and tags[aws.TAG_MANAGED_BY] not in ("bakery", "packer"):
@@ -137,7 +133,7 @@ class AwsLeftovers:
                         name=tags.get("Name", ""),
                         run_id=tags[aws.TAG_RUN_ID],
                         created=parse_time(volume.get("CreateTime")),
-                        expires_at=parse_label(tags.get(aws.TAG_EXPIRES_AT)),
+                        expires_at=parse_time(tags.get(aws.TAG_EXPIRES_AT)),
                     )
                 )
         return found
@@ -162,7 +158,7 @@ class AwsLeftovers:
                 "name": name,
             }
             if is_bakery_tagged(tags):
-                expires = parse_label(tags.get(aws.TAG_EXPIRES_AT))
+                expires = parse_time(tags.get(aws.TAG_EXPIRES_AT))
                 found.append(
                     Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=packer_name_time(name), expires_at=expires)
                 )
@@ -183,7 +179,7 @@ class AwsLeftovers:
                 "name": name,
             }
             if is_bakery_tagged(tags):
-                expires = parse_label(tags.get(aws.TAG_EXPIRES_AT))
+                expires = parse_time(tags.get(aws.TAG_EXPIRES_AT))
                 found.append(Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=created, expires_at=expires))
             elif packer_name_time(name):
                 found.append(Leftover(**common, created=packer_name_time(name) or created, labelled=False))
@@ -231,8 +227,8 @@ class AwsLeftovers:
                 try:
                     self.ec2.terminate_instances(InstanceIds=[item.id])
                 except ClientError as exc:
-                    gone = _code(exc) == "InvalidInstanceID.NotFound"
-                    results[key(item)] = "already gone" if gone else f"failed: {exc}"
+                    missing = error_code(exc) == "InvalidInstanceID.NotFound"
+                    results[key(item)] = "already gone" if missing else f"failed: {exc}"
         waiting = [i for i in ids if f"instance {i}" not in results]
         if waiting:
             try:
@@ -254,34 +250,13 @@ class AwsLeftovers:
     def _delete_key_pair(self, item: Leftover) -> str:
         """By id, so a newer key pair of the same name survives; by name only if the endpoint ignored the id
         (moto does) and the pair under that name is still this very one."""
-        result = self._delete(lambda: self.ec2.delete_key_pair(KeyPairId=item.id), "InvalidKeyPair.NotFound")
-        try:
-            still = self.ec2.describe_key_pairs(KeyNames=[item.name]).get("KeyPairs", [])
-        except ClientError as exc:
-            if _code(exc) == "InvalidKeyPair.NotFound":
-                return result
-            raise
-        if any(p.get("KeyPairId") == item.id for p in still):
-            self.ec2.delete_key_pair(KeyName=item.name)
-        return result
+        return "removed" if delete_key_pair(self.ec2, item.id, item.name) else "already gone"
 
     def _delete_security_group(self, item: Leftover) -> str:
         """An instance's network interface lingers a while after termination: retry DependencyViolation."""
-        deadline = time.monotonic() + self.dependency_wait
-        while True:
-            try:
-                return self._delete(lambda: self.ec2.delete_security_group(GroupId=item.id), "InvalidGroup.NotFound")
-            except ClientError as exc:
-                if _code(exc) != "DependencyViolation" or time.monotonic() > deadline:
-                    raise
-                time.sleep(self.poll)
+        deleted = delete_security_group(self.ec2, item.id, wait=self.dependency_wait, poll=self.poll)
+        return "removed" if deleted else "already gone"
 
     @staticmethod
     def _delete(call: Any, gone_code: str) -> str:
-        try:
-            call()
-        except ClientError as exc:
-            if _code(exc) == gone_code:
-                return "already gone"
-            raise
-        return "removed"
+        return "removed" if gone(call, gone_code) else "already gone"

@@ -65,5 +65,5 @@ class AwsPlatform(Platform):
             return Production(reason=f"cannot look up the production AMI of {family} ({exc})")
         if not found:
             return Production(reason=f"no AMI of {family} tagged status=production")
-        tags = {t["Key"]: t["Value"] for t in found[0].get("Tags") or []}
+        tags = aws.tags_of(found[0])
         return Production(found[0]["ImageId"], tags.get("Name", found[0]["ImageId"]))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from botocore.exceptions import ClientError
 from tasks import holders
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.aws import client as aws
+from tasks.targets.aws.client import delete_key_pair, family_of_tags, region, tags_of
 from tasks.targets.base import (
     TAG_INTENT,
     TAG_PROMOTED_AT,
@@ -50,26 +50,6 @@ LOCK_PREFIX = "bakery-promote-"
 LOCK_PURPOSE = "promotion-lock"
 TAG_HOLDER = "bakery:holder"  # host:pid:start of the holding process (tasks/holders.py)
 SSM_PARAMETER = "/bakery/{family}/production"
-
-
-def _region() -> str | None:
-    """``AWS_REGION`` as well as ``AWS_DEFAULT_REGION`` (botocore itself reads only the latter)."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-
-
-def _tags(image: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in image.get("Tags") or []}
-
-
-def family_of(image: dict[str, Any]) -> str | None:
-    """The ``Family`` tag, else ``Name`` with ``-<Version>`` stripped; ``None`` if neither says."""
-    tags = _tags(image)
-    if tags.get("Family"):
-        return tags["Family"]
-    name, version = tags.get("Name", ""), tags.get("Version", "")
-    if name and version and name.endswith(f"-{version}"):
-        return name[: -len(version) - 1]
-    return None
 
 
 def snapshots_of(image: dict[str, Any]) -> list[str]:
@@ -106,7 +86,7 @@ class AmiStages:
         lock_wait: timedelta = timedelta(minutes=2),
         settle: float = 0.3,
     ) -> None:
-        self.ec2 = ec2 or aws.client("ec2", region=_region())
+        self.ec2 = ec2 or aws.client("ec2", region=region())
         self._ssm = ssm
         self.publish_ssm = publish_ssm
         self.lock_lease = lock_lease
@@ -117,11 +97,11 @@ class AmiStages:
     @property
     def ssm(self) -> Any:
         if self._ssm is None:
-            self._ssm = aws.client("ssm", region=_region())
+            self._ssm = aws.client("ssm", region=region())
         return self._ssm
 
     def _staged(self, image: dict[str, Any], family: str) -> StagedImage:
-        tags = _tags(image)
+        tags = tags_of(image)
         self._raw[image["ImageId"]] = image
         return StagedImage(
             id=image["ImageId"],
@@ -146,9 +126,9 @@ class AmiStages:
         if not found:
             raise UsageError(f"--image {reference!r}: no such AMI")
         image = found[0]
-        if "ManagedBy" not in _tags(image):
+        if "ManagedBy" not in tags_of(image):
             raise JobFailed(f"aws: {reference} has no ManagedBy tag; bakery never touches such images")
-        family = family_of(image)
+        family = family_of_tags(tags_of(image))
         if not family:
             raise JobFailed(f"aws: {reference} has no Family tag and its Name does not end in -<Version>")
         return self._staged(image, family)
@@ -163,7 +143,7 @@ class AmiStages:
         return [
             self._staged(image, family)
             for image in seen.values()
-            if "ManagedBy" in _tags(image) and family_of(image) == family
+            if "ManagedBy" in tags_of(image) and family_of_tags(tags_of(image)) == family
         ]
 
     def write(self, image: StagedImage, stage: str, run_id: str, tags: dict[str, str]) -> None:
@@ -194,12 +174,7 @@ class AmiStages:
     def _delete_lock(self, name: str, key_id: str) -> None:
         """Delete exactly the lock ``key_id`` (by id: a newer holder's lock of the same name survives)."""
         with contextlib.suppress(ClientError):
-            self.ec2.delete_key_pair(KeyPairId=key_id)
-        holder = self._holder(name)
-        if holder is not None and holder.get("KeyPairId") == key_id:
-            # An endpoint that deletes by name only (moto does): the holder is still that very lock.
-            with contextlib.suppress(ClientError):
-                self.ec2.delete_key_pair(KeyName=name)
+            delete_key_pair(self.ec2, key_id, name)
 
     def _acquire(self, name: str, run_id: str) -> str:
         deadline = time.monotonic() + self.lock_wait.total_seconds()
@@ -233,7 +208,7 @@ class AmiStages:
             holder = self._holder(name)
             if holder is None:
                 continue  # released between our create and our look: try again at once
-            holder_tags = _tags(holder)
+            holder_tags = tags_of(holder)
             holder_expires = parse_time(holder_tags.get(aws.TAG_EXPIRES_AT))
             holder_gone = holders.dead_here(holder_tags.get(TAG_HOLDER))
             if holder_expires is None or holder_expires < utcnow() or holder_gone:
@@ -280,19 +255,19 @@ class AmiStages:
 
     def read_intent(self, family: str) -> Intent | None:
         for image in self._with_intent():
-            if family_of(image) == family:
-                return Intent.from_text(family, image["ImageId"], _tags(image)[TAG_INTENT])
+            if family_of_tags(tags_of(image)) == family:
+                return Intent.from_text(family, image["ImageId"], tags_of(image)[TAG_INTENT])
         return None
 
     def clear_intent(self, family: str, intent: Intent) -> None:
         self.ec2.delete_tags(Resources=[intent.new], Tags=[{"Key": TAG_INTENT}])
 
     def families_with_intent(self) -> list[str]:
-        return sorted({f for f in (family_of(i) for i in self._with_intent()) if f})
+        return sorted({f for f in (family_of_tags(tags_of(i)) for i in self._with_intent()) if f})
 
     def _with_intent(self) -> list[dict[str, Any]]:
         found = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag-key", "Values": [TAG_INTENT]}])
-        return [i for i in found["Images"] if "ManagedBy" in _tags(i) and TAG_INTENT in _tags(i)]
+        return [i for i in found["Images"] if "ManagedBy" in tags_of(i) and TAG_INTENT in tags_of(i)]
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         """The consumers' view: the seed's lookup must return exactly ``production``; then SSM."""
@@ -311,7 +286,7 @@ class AmiStages:
             record.published[parameter] = production.id
         if ids != [production.id]:
             others = ", ".join(
-                f"{i['ImageId']} (family {family_of(i)})" for i in found if i["ImageId"] != production.id
+                f"{i['ImageId']} (family {family_of_tags(tags_of(i))})" for i in found if i["ImageId"] != production.id
             )
             message = (
                 f"{production.label} is production, but the seed's lookup (tag:Name={family}-*, "

@@ -20,10 +20,8 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.targets.base import ImageRecord, is_managed
-from tasks.targets.docker.client import client
+from tasks.targets.docker.client import STAGE_TAGS, client, pointer_stage
 from tasks.targets.docker.instances import FAMILY_LABEL, MANAGED_LABEL
-
-STAGE_TAGS = ("production", "staging", "superseded", "latest")
 
 
 def parse_created(value: str | int | None) -> datetime:
@@ -49,10 +47,10 @@ def records_from_images(images: list[dict[str, Any]], created: dict[str, datetim
                 by_repo[repo].add(name)
         labels = image.get("Labels") or {}
         for repo, names in by_repo.items():
-            stage = next((s for s in ("production", "staging", "superseded") if s in names), None)
+            stage = pointer_stage(names)
             pins = ("tagged latest",) if "latest" in names and stage != "production" else ()
             foreign = built_as(labels, repo)
-            for version in sorted(names - set(STAGE_TAGS)):
+            for version in sorted(names - STAGE_TAGS):
                 records.append(
                     ImageRecord(
                         ref=f"{repo}:{version}",
@@ -132,7 +130,7 @@ class DockerImages:
             return []  # gone already: the deletion says so
         repo = image.ref.rpartition(":")[0]
         names = {t.rpartition(":")[2] for t in found.get("RepoTags") or [] if t.rpartition(":")[0] == repo}
-        stage = next((s for s in ("production", "staging", "superseded") if s in names), None)
+        stage = pointer_stage(names)
         reasons = []
         if stage != image.stage:
             reasons.append(f"stage changed since the plan: now {stage or 'none'}")

@@ -19,7 +19,7 @@ from docker.models.containers import Container
 
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import Image, Instance, Run, SshEndpoint, is_managed
-from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, client
+from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, STAGE_TAGS, client, pointer_stage
 from tasks.targets.docker.image_registry import Registry, RegistryError
 
 LABEL_RUN_ID = "bakery.run-id"
@@ -324,17 +324,13 @@ class DockerTarget:
 
 def _stage_from_tags(tags: list[str], family: str) -> str | None:
     names = {t.rpartition(":")[2] for t in tags if t.rpartition(":")[0] == family}
-    for stage in ("production", "staging", "superseded"):
-        if stage in names:
-            return stage
-    return "testing" if names else None
+    return pointer_stage(names) or ("testing" if names else None)
 
 
 def _family_version(tags: list[str], reference: str) -> tuple[str, str]:
-    stage_tags = {"staging", "production", "superseded", "latest"}
     for tag in tags:
         repo, _, version = tag.rpartition(":")
-        if version not in stage_tags:
+        if version not in STAGE_TAGS:
             return repo, version
     repo, _, version = reference.rpartition(":")
     return (repo, version) if repo else (reference, "")

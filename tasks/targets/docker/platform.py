@@ -11,9 +11,6 @@ if TYPE_CHECKING:
     from tasks.request import AwsOptions
     from tasks.targets.docker.image_registry import Registry
 
-# Tags that name a stage (or Docker's default) rather than a version.
-STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
-
 
 class DockerPlatform(Platform):
     name = "docker"
@@ -60,7 +57,7 @@ class DockerPlatform(Platform):
     def production(self, family: str) -> Production:
         import docker.errors
 
-        from tasks.targets.docker.client import client
+        from tasks.targets.docker.client import STAGE_TAGS, client
 
         try:
             found = client().images.get(f"{family}:production")

@@ -52,9 +52,8 @@ from tasks.targets.base import (
     parse_time,
     utcnow,
 )
+from tasks.targets.docker.client import POINTER_STAGES, STAGE_TAGS
 
-POINTER_STAGES = ("production", "staging", "superseded")
-STAGE_TAGS = frozenset({"production", "staging", "superseded", "latest"})
 _FIELDS = {
     TAG_STAGED_AT: "staged_at",
     TAG_PROMOTED_AT: "promoted_at",

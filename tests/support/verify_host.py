@@ -4,7 +4,7 @@ dummy package with newer versions in two local apt repositories (a security suit
 ``file:`` sources, no network). Containers publish SSH on 127.0.0.1 only, carry ``bakery.test=1`` and are
 removed on every path.
 
-A test module uses the fixtures with ``pytest_plugins = ("tests.e2e.verify_host",)``; they are module-scoped,
+A test module uses the fixtures with ``pytest_plugins = ("tests.support.verify_host",)``; they are module-scoped,
 so each module gets its own containers (the image build is cached by the engine).
 """
 
@@ -124,7 +124,7 @@ exec apt-get update -qq
 """
 
 
-def _context() -> io.BytesIO:
+def image_context() -> io.BytesIO:
     files = {
         "Dockerfile": DOCKERFILE.encode(),
         "start": START.encode(),
@@ -156,7 +156,7 @@ def docker_engine() -> docker.DockerClient:
 def test_image(docker_engine: docker.DockerClient) -> str:
     docker_engine.images.get(BASE)  # present locally; never pulled
     docker_engine.images.build(
-        fileobj=_context(), custom_context=True, tag=IMAGE, labels=LABELS, rm=True, forcerm=True, pull=False
+        fileobj=image_context(), custom_context=True, tag=IMAGE, labels=LABELS, rm=True, forcerm=True, pull=False
     )
     return IMAGE
 

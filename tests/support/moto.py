@@ -1,6 +1,6 @@
 """A moto server on 127.0.0.1 that counts the API calls it serves, whoever makes them (boto3, the aws CLI).
 
-Used by ``bench/retention_speed.py`` and the retention/sweep tests. The server runs in this process, so a
+Used by ``bench/retention_speed.py`` and the retention/sweep/rebuild tests. The server runs in this process, so a
 test or benchmark can also reach into moto's backend at the seam (creation dates, shared snapshots).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import socket
 import threading
 import urllib.request
 from collections import Counter
@@ -22,14 +21,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from tests.support.servers import free_port
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class CountingApp:
