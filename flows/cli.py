@@ -20,37 +20,54 @@ from tasks.errors import BakeryError
 log = logging.getLogger("bakery")
 
 
+def _options(parser: Any, model: Any, names: Sequence[str], given_only: bool = False) -> None:
+    """The options of the named ``model`` fields, from the model (tasks/request.py): its flag, help and
+    metavar; repeatable for lists and mappings (``K=V``); the model's default, or None with ``given_only``
+    (to tell what was given). ``dest`` is the field's name, so ``_fields`` reads them back by name."""
+    for name in names:
+        info = model.model_fields[name]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        options: dict[str, Any] = {"dest": name, "help": info.description}
+        if info.annotation is bool:
+            options.update(action="store_true", default=None if given_only else False)
+        elif isinstance(info.default, list | dict):
+            options.update(action="append", default=[], metavar=extra.get("metavar"))
+        else:
+            options.update(default=None if given_only else info.default, metavar=extra.get("metavar"))
+        parser.add_argument(str(extra["flag"]), **options)
+
+
+def _fields(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The options given for ``model``'s fields (the ones this subcommand has)."""
+    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+
+
+SELECTION = (
+    "target",
+    "family",
+    "version",
+    "template_dir",
+    "variables",
+    "var_files",
+    "only",
+    "build_timeout",
+    "version_var",
+    "lint_ignore",
+    "strict",
+)
+TESTING = ("spec", "spec_vars_file", "spec_vars", "keep_on_failure", "ttl", "ssh_timeout")
+
+
 def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="docker", help="docker or aws (default: docker)")
-    parser.add_argument("--family", default="app-base", help="image family (default: app-base)")
-    parser.add_argument("--version", help="image version (default: a UTC timestamp)")
-    parser.add_argument("--template-dir", default="packer", help="Packer template directory (default: packer)")
-    parser.add_argument("--var", action="append", default=[], metavar="K=V", help="a Packer variable")
-    parser.add_argument("--var-file", action="append", default=[], metavar="F", help="a Packer variable file")
-    parser.add_argument("--only", metavar="SOURCE", help="template source(s) to build, e.g. docker.base")
-    parser.add_argument("--build-timeout", default="1h", metavar="D", help="packer build time limit (default: 1h)")
-    parser.add_argument(
-        "--version-var",
-        metavar="NAME",
-        help="template variable that gets --version (default: image_version, when the templates declare it)",
-    )
-    parser.add_argument(
-        "--lint-ignore",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="waive a lint warning for this run (repeatable), e.g. encrypt-boot",
-    )
-    parser.add_argument("--strict", action="store_true", help="lint warnings are errors")
+    from tasks.request import PipelineParameters
+
+    _options(parser, PipelineParameters, SELECTION)
 
 
 def _registry(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--registry",
-        metavar="HOST[:PORT][/PREFIX]",
-        help="docker: push images to this registry and keep their stages there as tags (default: "
-        "$BAKERY_REGISTRY; unset: the local engine only). Credentials: docker login / $DOCKER_CONFIG",
-    )
+    from tasks.request import PipelineParameters
+
+    _options(parser, PipelineParameters, ("registry",))
 
 
 def _registry_param(args: argparse.Namespace, target: str) -> str:
@@ -61,7 +78,7 @@ def _registry_param(args: argparse.Namespace, target: str) -> str:
 
 
 def _spec_vars(parser: argparse.ArgumentParser, *names: str) -> None:
-    """``--vars FILE`` and ``--spec-var K=V`` (the .Vars of a templated goss spec)."""
+    """``--vars FILE`` and ``--spec-var K=V`` (the .Vars of a templated goss spec) of verify and spec."""
     parser.add_argument("--vars", dest="spec_vars_file", metavar="FILE", help="YAML/JSON variables for the spec")
     parser.add_argument(
         *(names or ("--spec-var",)),
@@ -74,59 +91,27 @@ def _spec_vars(parser: argparse.ArgumentParser, *names: str) -> None:
 
 
 def _testing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--spec", default="packer/test/image_spec.yaml", help="goss-format verification spec (file or directory)"
-    )
-    _spec_vars(parser)
-    parser.add_argument("--keep-on-failure", action="store_true", help="leave a failed test instance for debugging")
-    parser.add_argument("--ttl", default="2h", metavar="D", help="when a kept/leaked instance expires (default: 2h)")
-    parser.add_argument("--ssh-timeout", default="2m", metavar="D", help="how long to wait for SSH (default: 2m)")
+    from tasks.request import PipelineParameters
 
-
-# --target aws options of run/test: flag per AwsOptions field (tasks/request.py).
-AWS_FLAGS = {
-    "subnet": "--subnet",
-    "instance_type": "--instance-type",
-    "ssh_user": "--ssh-user",
-    "ssh_address": "--ssh-address",
-    "ssh_cidr": "--ssh-cidr",
-    "instance_profile": "--instance-profile",
-    "host_key": "--host-key-source",
-    "trust_on_first_use": "--trust-on-first-use",
-}
+    _options(parser, PipelineParameters, TESTING)
 
 
 def _aws(parser: argparse.ArgumentParser) -> None:
+    from tasks.request import AwsOptions
+
     group = parser.add_argument_group("AWS test instance (--target aws)")
-    group.add_argument("--subnet", metavar="ID", help="subnet of the test instance (default: the default VPC's)")
-    group.add_argument("--instance-type", metavar="T", help="test instance type (default: t3.micro)")
-    group.add_argument("--ssh-user", metavar="U", help="login user of the image (default: ubuntu)")
-    group.add_argument("--ssh-address", metavar="private|public", help="address bakery connects to (default: private)")
-    group.add_argument("--ssh-cidr", metavar="CIDR", help="who may reach port 22 (default: the subnet's VPC CIDR)")
-    group.add_argument("--instance-profile", metavar="NAME", help="IAM instance profile (name or ARN)")
-    group.add_argument(
-        "--host-key-source",
-        dest="host_key",
-        metavar="user-data|console",
-        help="user-data: a per-run host key injected through cloud-init (default); console: the console output",
-    )
-    group.add_argument(
-        "--trust-on-first-use",
-        action="store_true",
-        default=None,
-        help="accept the first host key offered when no other way yields one (off by default)",
-    )
+    _options(group, AwsOptions, list(AwsOptions.model_fields), given_only=True)
 
 
 def _aws_options(args: argparse.Namespace) -> Any:
     """The AWS options given, checked (exit 2 before anything starts); None for other targets."""
     from tasks.errors import UsageError
-    from tasks.request import check_aws_options
+    from tasks.request import AwsOptions, check_aws_options, field_flag
 
-    given = {name: getattr(args, name) for name in AWS_FLAGS if getattr(args, name, None) is not None}
+    given = _fields(args, AwsOptions)
     if args.target != "aws":
         if given:
-            raise UsageError(f"{AWS_FLAGS[next(iter(given))]}: only with --target aws")
+            raise UsageError(f"{field_flag(AwsOptions, next(iter(given)))}: only with --target aws")
         return None
     return check_aws_options(given)
 
@@ -153,18 +138,18 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
     own AWS calls too; the flows get the names (``_block_params``) and load them where they run.
 
     Secret ``--var``s (named like a secret, or ``sensitive`` in the templates) go the one way secrets go:
-    out of ``args.var`` (so never a flow parameter nor ``-var``) into packer's own subprocess environment
+    out of ``args.variables`` (so never a flow parameter nor ``-var``) into packer's own subprocess environment
     as ``PKR_VAR_<name>``, like a Secret block's value."""
     from tasks import packer
     from tasks.errors import UsageError
 
     stack = contextlib.ExitStack()
-    if getattr(args, "var", None):
+    if getattr(args, "variables", None):
         from tasks.inputs import parse_var
         from tasks.request import split_secrets
 
-        plain, secret = split_secrets(dict(parse_var(v) for v in args.var), _sensitive_names(args))
-        args.var = [f"{k}={v}" for k, v in plain.items()]
+        plain, secret = split_secrets(dict(parse_var(v) for v in args.variables), _sensitive_names(args))
+        args.variables = [f"{k}={v}" for k, v in plain.items()]
         if secret:
             stack.enter_context(packer.subprocess_environment(secret))
     name = getattr(args, "aws_credentials_block", None)
@@ -217,6 +202,8 @@ def _check_aws_configured(target: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.request import PipelineParameters
+
     parser = argparse.ArgumentParser(prog="bake", description="Bake, test and promote machine images with Packer.")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -240,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=cmd_build)
 
     test = sub.add_parser("test", help="launch, verify and tear down a test instance of an image")
-    test.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    _options(test, PipelineParameters, ("target",))
     test.add_argument("--image", required=True, help="image id or family:version")
     _testing(test)
     _aws(test)
@@ -387,23 +374,10 @@ def _with_prefect() -> None:
 
 
 def _request(args: argparse.Namespace, **extra: Any) -> Any:
-    from tasks.request import prepare
+    """The request of the options given (the model's fields this subcommand has), checked: exit 2."""
+    from tasks.request import PipelineParameters, prepare
 
-    return prepare(
-        target=args.target,
-        family=args.family,
-        version=args.version,
-        template_dir=args.template_dir,
-        variables=args.var,
-        var_files=args.var_file,
-        only=args.only,
-        build_timeout=args.build_timeout,
-        version_var=args.version_var,
-        lint_ignore=args.lint_ignore,
-        strict=args.strict,
-        registry=getattr(args, "registry", None),
-        **extra,
-    )
+    return prepare(**_fields(args, PipelineParameters), **extra)
 
 
 def _static_checks(request: Any) -> Any:
@@ -476,22 +450,13 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "findings"}
 
 
-def _selection_params(request: Any) -> dict[str, Any]:
-    """The flow parameters that say which image to build, shared by ``build`` and ``run``."""
-    return {
-        "target": request.target,
-        "family": request.family,
-        "version": request.version,
-        "template_dir": str(request.template_dir),
-        "variables": request.variables,  # secrets were taken out (_using_blocks): never flow parameters
-        "var_files": [str(f) for f in request.var_files],
-        "only": ",".join(request.only),
-        "build_timeout": f"{int(request.build_timeout.total_seconds())}s",
-        "version_var": request.version_var or "",
-        "lint_ignore": list(request.lint_ignore),
-        "strict": request.strict,
-        "registry": str(request.registry or ""),
-    }
+def _flow_parameters(flow: Any, request: Any) -> dict[str, Any]:
+    """The checked request as the parameters ``flow`` declares (secrets were taken out by _using_blocks:
+    never flow parameters)."""
+    import inspect
+
+    declared = inspect.signature(flow.fn).parameters
+    return {name: value for name, value in request.as_parameters().items() if name in declared}
 
 
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
@@ -500,72 +465,27 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     _with_prefect()
     from flows.pipeline import image_build
 
-    return image_build(**_selection_params(request), **_block_params(args, secrets=True))
+    return image_build(**_flow_parameters(image_build, request), **_block_params(args, secrets=True))
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    aws = _aws_options(args)
-    request = _request(
-        args,
-        spec=args.spec,
-        spec_vars_file=args.spec_vars_file,
-        spec_vars=args.spec_var,
-        ttl=args.ttl,
-        ssh_timeout=args.ssh_timeout,
-        keep_on_failure=args.keep_on_failure,
-        aws=aws,
-    )
-    request = _static_checks(request)
+    request = _static_checks(_request(args, aws=_aws_options(args)))
     _load_spec(request)
     _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_pipeline
 
-    return image_pipeline(
-        **_selection_params(request),
-        spec=str(request.spec),
-        spec_vars_file=str(request.spec_vars_file or ""),
-        spec_vars=dict(request.spec_vars),
-        keep_on_failure=request.keep_on_failure,
-        ttl=args.ttl,
-        ssh_timeout=args.ssh_timeout,
-        aws=aws,
-        **_block_params(args, secrets=True),
-    )
+    return image_pipeline(**_flow_parameters(image_pipeline, request), **_block_params(args, secrets=True))
 
 
 def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.request import prepare
-
-    request = prepare(
-        target=args.target,
-        spec=args.spec,
-        spec_vars_file=args.spec_vars_file,
-        spec_vars=args.spec_var,
-        ttl=args.ttl,
-        ssh_timeout=args.ssh_timeout,
-        keep_on_failure=args.keep_on_failure,
-        aws=_aws_options(args),
-        registry=args.registry,
-    )
+    request = _request(args, aws=_aws_options(args))
     _load_spec(request)
     _check_aws_configured(request.target)
     _with_prefect()
     from flows.pipeline import image_test
 
-    return image_test(
-        image=args.image,
-        target=request.target,
-        spec=str(request.spec),
-        spec_vars_file=str(request.spec_vars_file or ""),
-        spec_vars=dict(request.spec_vars),
-        ssh_timeout=args.ssh_timeout,
-        ttl=args.ttl,
-        keep_on_failure=args.keep_on_failure,
-        aws=request.aws if request.target == "aws" else None,
-        registry=str(request.registry or ""),
-        **_block_params(args),
-    )
+    return image_test(image=args.image, **_flow_parameters(image_test, request), **_block_params(args))
 
 
 class HideUserErrorTracebacks(logging.Filter):

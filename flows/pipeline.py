@@ -22,8 +22,21 @@ from flows.blocks import block_credentials
 from flows.checkout import check_commit
 from tasks import keys, provenance
 from tasks.errors import JobFailed, UsageError
-from tasks.inputs import TargetName
-from tasks.request import DEFAULT_SPEC, AwsOptions, PipelineRequest, expires_at, prepare, run_workdir
+from tasks.request import (
+    DEFAULT_SPEC,
+    AwsOptions,
+    Duration,
+    Family,
+    OptionalVariableName,
+    OptionalVersion,
+    PathText,
+    PipelineRequest,
+    TargetName,
+    expires_at,
+    pipeline_fields,
+    prepare,
+    run_workdir,
+)
 from tasks.steps.locks import family_lock
 from tasks.steps.pipeline import (
     adopt_image,
@@ -246,9 +259,9 @@ def _teardown(target: Target, instance: Instance, failure: BaseException | None)
 def image_test(
     image: str,
     target: TargetName = "docker",
-    spec: str = DEFAULT_SPEC,
-    ssh_timeout: str = "2m",
-    ttl: str = "2h",
+    spec: PathText = DEFAULT_SPEC,
+    ssh_timeout: Duration = "2m",
+    ttl: Duration = "2h",
     keep_on_failure: bool = False,
     aws: AwsOptions | None = None,
     aws_credentials: str | None = None,
@@ -264,17 +277,7 @@ def image_test(
     ``HOST[:PORT][/PREFIX]`` the image is read from (by tag or digest) and staged in (empty:
     ``$BAKERY_REGISTRY``, else the local engine).
     """
-    request = prepare(
-        target=target,
-        spec=spec,
-        spec_vars_file=spec_vars_file or None,
-        spec_vars=spec_vars,
-        ssh_timeout=ssh_timeout,
-        ttl=ttl,
-        keep_on_failure=keep_on_failure,
-        aws=aws,
-        registry=registry,
-    )
+    request = prepare(**pipeline_fields(locals()))
     with block_credentials(request.target, aws_credentials):
         chosen = get_target(target, request.aws, request.registry)
         found = chosen.image(image)  # type: ignore[attr-defined]
@@ -284,19 +287,19 @@ def image_test(
 @flow(name="image-pipeline", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
 def image_pipeline(
     target: TargetName = "docker",
-    family: str = "app-base",
-    version: str = "",
-    template_dir: str = "packer",
-    spec: str = DEFAULT_SPEC,
+    family: Family = "app-base",
+    version: OptionalVersion = "",
+    template_dir: PathText = "packer",
+    spec: PathText = DEFAULT_SPEC,
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
     only: str = "",
     keep_on_failure: bool = False,
-    ttl: str = "2h",
-    ssh_timeout: str = "2m",
-    build_timeout: str = "1h",
+    ttl: Duration = "2h",
+    ssh_timeout: Duration = "2m",
+    build_timeout: Duration = "1h",
     aws: AwsOptions | None = None,
-    version_var: str = "",
+    version_var: OptionalVariableName = "",
     lint_ignore: list[str] | None = None,
     strict: bool = False,
     aws_credentials: str | None = None,
@@ -310,7 +313,7 @@ def image_pipeline(
 
     Args:
         target: where the image is built and tested (docker: the local engine; aws: an AMI).
-        family: the image family, the template's image_name (lowercase letters, digits, . _ -).
+        family: the image family, the template's image_name (lowercase letters, digits and -, from a letter).
         version: the image version; empty for a UTC timestamp such as 20260101.040000.
         template_dir: the Packer template directory, relative to the checkout.
         spec: the goss-format verification spec the test instance must pass: a file (it may include
@@ -339,28 +342,8 @@ def image_pipeline(
         registry: Docker only: ``HOST[:PORT][/PREFIX]`` to push the image to, test it from (by digest)
             and keep its stages in (empty: ``$BAKERY_REGISTRY``, else the local engine only).
     """
+    request = prepare(**pipeline_fields(locals()))
     built_commit = check_commit(commit)
-    request = prepare(
-        target=target,
-        family=family,
-        version=version,
-        template_dir=template_dir,
-        spec=spec,
-        spec_vars_file=spec_vars_file or None,
-        spec_vars=spec_vars,
-        variables=variables,
-        var_files=var_files,
-        only=only,
-        keep_on_failure=keep_on_failure,
-        ttl=ttl,
-        ssh_timeout=ssh_timeout,
-        build_timeout=build_timeout,
-        aws=aws,
-        version_var=version_var or None,
-        lint_ignore=lint_ignore,
-        strict=strict,
-        registry=registry,
-    )
     run_id = _run_id()
     with block_credentials(request.target, aws_credentials, secret_vars):
         chosen = get_target(request.target, request.aws, request.registry)
@@ -388,14 +371,14 @@ def publish_pipeline_result(family: str, result: dict[str, Any]) -> None:
 @flow(name="image-build", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
 def image_build(
     target: TargetName = "docker",
-    family: str = "app-base",
-    version: str = "",
-    template_dir: str = "packer",
+    family: Family = "app-base",
+    version: OptionalVersion = "",
+    template_dir: PathText = "packer",
     variables: dict[str, str] | None = None,
     var_files: list[str] | None = None,
     only: str = "",
-    build_timeout: str = "1h",
-    version_var: str = "",
+    build_timeout: Duration = "1h",
+    version_var: OptionalVariableName = "",
     lint_ignore: list[str] | None = None,
     strict: bool = False,
     aws_credentials: str | None = None,
@@ -410,20 +393,7 @@ def image_build(
     Prefect Secret blocks ({variable: block name}), ``registry`` where a Docker image is pushed, as for
     ``image_pipeline``.
     """
-    request = prepare(
-        target=target,
-        family=family,
-        version=version,
-        template_dir=template_dir,
-        variables=variables,
-        var_files=var_files,
-        only=only,
-        build_timeout=build_timeout,
-        version_var=version_var or None,
-        lint_ignore=lint_ignore,
-        strict=strict,
-        registry=registry,
-    )
+    request = prepare(**pipeline_fields(locals()))
     run_id = _run_id()
     with block_credentials(request.target, aws_credentials, secret_vars):
         chosen = get_target(request.target, registry=request.registry)
@@ -451,8 +421,8 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
     built_from, base_note = provenance.build_inputs(checked.request, checked.templates)
     if base_note:
         get_run_logger().warning("the base of this build cannot be told (%s): a rebuild will not skip it", base_note)
-    manifest = build_image(checked.request, checked.templates, workdir, run_id)
-    image = adopt_image(target, manifest[-1].artifact_id, checked.request, run_id)
+    built = build_image(checked.request, checked.templates, workdir, run_id)
+    image = adopt_image(target, built.artifact_id, checked.request, run_id)
     set_stage(target, image, "testing", run_id)
     _record_inputs(request, image, built_from)
     return image

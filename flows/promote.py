@@ -18,9 +18,8 @@ from prefect.runtime import flow_run as current_flow_run
 from flows.blocks import block_credentials
 from tasks import inputs, promotion
 from tasks.errors import UsageError
-from tasks.inputs import TargetName
 from tasks.promotion import PromoteTo
-from tasks.request import check_registry_for
+from tasks.request import Duration, Family, TargetName, check_registry_for
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import ProblemAfterPromotion, PromotionRecord
 from tasks.targets.registry import platform_errors, store_for
@@ -105,10 +104,10 @@ def check_promote_request(
 @flow(name="promote")
 def promote(
     target: TargetName = "docker",
-    family: str | None = "app-base",
+    family: Family | None = "app-base",
     image: str | None = None,
     to: PromoteTo = "production",
-    min_soak: str = "24h",
+    min_soak: Duration = "24h",
     force: bool = False,
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
@@ -141,7 +140,7 @@ def promote(
 @flow(name="rollback")
 def rollback(
     target: TargetName = "docker",
-    family: str = "app-base",
+    family: Family = "app-base",
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
     registry: str = "",

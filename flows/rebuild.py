@@ -12,12 +12,11 @@ A failed family does not stop the others; the flow fails at the end if any did.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect import flow, task
@@ -25,13 +24,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows.blocks import block_credentials, check_secret_vars
 from flows.pipeline import image_pipeline
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
-from tasks.inputs import TargetName, check_target, parse_duration
-from tasks.request import prepare
+from tasks.inputs import check_target, parse_duration
+from tasks.request import Duration, PipelineParameters, TargetName, prepare
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import StagedImage, human, utcnow
 from tasks.targets.registry import store_for
@@ -40,7 +40,7 @@ MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the
 PIPELINE_DEPLOYMENT = "image-pipeline/image-pipeline"  # prefect.yaml: flow name / deployment name
 # How long a fanned-out rebuild waits for one family's pipeline run: twice the pipeline's build time
 # limit (the build, then the test and stage, and a wait for a free worker).
-PIPELINE_WAIT = 2 * parse_duration(inspect.signature(image_pipeline.fn).parameters["build_timeout"].default, "")
+PIPELINE_WAIT = 2 * parse_duration(PipelineParameters.model_fields["build_timeout"].default, "")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -134,14 +134,7 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
     )
     return {
         "target": check_target(target),
-        "family": spec.family,
-        "template_dir": spec.template_dir,
-        "spec": spec.spec,
-        "spec_vars_file": spec.spec_vars_file,
-        "spec_vars": dict(spec.spec_vars),
-        "variables": dict(spec.variables),
-        "var_files": list(spec.var_files),
-        "only": spec.only or "",
+        **spec.pipeline_arguments(),
         **({"registry": str(registry)} if registry else {}),
         **(blocks or {}),
     }
@@ -200,17 +193,7 @@ def _decide(
     if force:
         return lib.decide(lib.Observation(lib.current_image(images), None, "", ""), force=True, now=now)
     try:
-        request = prepare(
-            target=target,
-            family=spec.family,
-            template_dir=spec.template_dir,
-            spec=spec.spec,
-            spec_vars_file=spec.spec_vars_file or None,
-            spec_vars=dict(spec.spec_vars),
-            variables=dict(spec.variables),
-            var_files=list(spec.var_files),
-            only=spec.only or "",
-        )
+        request = prepare(target=target, **spec.pipeline_arguments())
     except UsageError as exc:  # the pipeline reports it properly
         return lib.Decision(True, (f"the request cannot be checked ({_first_line(exc)})",))
     observed = lib.observe(request, images, run_id, engine=getattr(store, "engine", None))
@@ -307,9 +290,9 @@ def rebuild_one(
 def rebuild(
     families_file: str = lib.DEFAULT_FAMILIES,
     target: TargetName | None = None,
-    max_parallel: int = 2,
+    max_parallel: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 2,
     force: bool = False,
-    max_age: str = "7d",
+    max_age: Duration = "7d",
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
     fan_out: bool | None = None,

@@ -16,14 +16,14 @@ from flows.blocks import block_credentials
 from tasks import retention
 from tasks.inputs import TargetName, check_family, check_target
 from tasks.rebuild import DEFAULT_FAMILIES, load_families
-from tasks.request import check_registry_for
+from tasks.request import Family, check_registry_for
 from tasks.steps.housekeeping import apply_retention, report_retention, take_inventory
 
 
 @flow(name="retention")
 def image_retention(
     target: TargetName = "docker",
-    family: str | None = None,
+    family: Family | None = None,
     keep: int = retention.DEFAULT_KEEP,
     apply: bool = False,
     aws_credentials: str | None = None,

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run as current_flow_run
 from flows.blocks import block_credentials
 from tasks import sweep
 from tasks.inputs import TargetName, check_target, parse_duration
+from tasks.request import Duration
 from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.targets.registry import open_sources, store_for
 
@@ -74,7 +75,7 @@ def release_family_slots(apply: bool, max_age: str | None) -> list[str]:
 @flow(name="sweep")
 def sweep_leftovers(
     target: TargetName = "docker",
-    max_age: str | None = None,
+    max_age: Duration | None = None,
     apply: bool = False,
     aws_credentials: str | None = None,
     packer_leftovers: bool = False,

@@ -72,8 +72,9 @@ class Checked:
 
 
 def select_sources(templates: lint.TemplateSet, request: PipelineRequest) -> tuple[str, ...]:
-    """The ``-only`` names to build: ``--only`` as given (each must exist), else the one source of the
-    target's builder type. None or several of that type is a UsageError listing what there is."""
+    """The one ``-only`` source to build: ``--only`` as given (it must exist and name one source: a run
+    builds and tests one image), else the one source of the target's builder type. None or several is a
+    UsageError listing what there is."""
     sources = lint.all_build_sources(templates)
     if request.only:
         chosen = []
@@ -83,7 +84,13 @@ def select_sources(templates: lint.TemplateSet, request: PipelineRequest) -> tup
                 known = ", ".join(".".join(b.labels) for b in templates.of_type("source")) or "none"
                 raise UsageError(f"--only {name}: no such source in {request.template_dir} (sources: {known})")
             chosen += [s.qualified for s in found] or [name]
-        return tuple(dict.fromkeys(chosen))
+        unique = tuple(dict.fromkeys(chosen))
+        if len(unique) > 1:
+            raise UsageError(
+                f"--only {','.join(request.only)}: selects {len(unique)} sources ({', '.join(unique)}); "
+                "a run builds and tests one image: name one source"
+            )
+        return unique
     builder = TARGET_BUILDERS[request.target]
     candidates = list(dict.fromkeys(s.qualified for s in sources if s.type == builder))
     if len(candidates) == 1:
@@ -304,8 +311,9 @@ def build(
     workdir: Path,
     run_id: str,
     on_progress: Callable[[Progress], None] = lambda p: None,
-) -> list[packer.ManifestBuild]:
-    """``packer build`` of the selected sources into ``workdir``; returns this run's artifact records.
+) -> packer.ManifestBuild:
+    """``packer build`` of the selected source into ``workdir``; returns the record of its one artifact
+    (a build that records none or several is a failure: a run tests the image it built, not a guess).
 
     When the template declares ``run_id`` and ``expires_at``, they are set so that Packer's temporary
     builder carries the run's labels and a sweep can find it after a crash; ``manifest_path`` (when
@@ -343,7 +351,11 @@ def build(
         on_line=on_line,
         secrets=sensitive_values(templates, request),
     )
-    if not result.manifest:
-        raise JobFailed(f"packer build recorded no artifact (log: {workdir / 'build.log'})")
+    if len(result.manifest) != 1:
+        found = ", ".join(f"{m.source}: {m.artifact_id}" for m in result.manifest) or "none"
+        raise JobFailed(
+            f"packer build of {', '.join(request.only)} recorded {len(result.manifest)} artifacts, expected one "
+            f"({found}; log: {workdir / 'build.log'})"
+        )
     log.info("packer build finished in %.1f s", result.seconds)
-    return result.manifest
+    return result.manifest[0]

@@ -34,33 +34,50 @@ def check_target(value: str) -> TargetName:
     return cast(TargetName, value)
 
 
+# What a bad value is told, after the option or field and the value (``--family 'X': <this>``).
+VERSION_PROBLEM = (
+    "not a valid image version (expected 1-64 characters of letters, digits, '.', '_' or '-', "
+    "starting with a letter or digit)"
+)
+FAMILY_PROBLEM = (
+    f"not a valid image family (expected {FAMILY_PATTERN}: lowercase letters, digits and '-', "
+    "starting with a letter, at most 40 characters)"
+)
+DURATION_PROBLEM = "not a duration (expected a number and s, m, h or d: 90s, 15m, 2h, 7d)"
+DURATION_PATTERN = r"^\s*[0-9]+[smhd]\s*$"
+
+
 def check_version(value: str) -> str:
     if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
-        raise UsageError(
-            f"--version {value!r}: not a valid image version (expected 1-64 characters of "
-            "letters, digits, '.', '_' or '-', starting with a letter or digit)"
-        )
+        raise UsageError(f"--version {value!r}: {VERSION_PROBLEM}")
     return value
 
 
 def check_family(value: str) -> str:
     if not isinstance(value, str) or not FAMILY_RE.fullmatch(value):
-        raise UsageError(
-            f"--family {value!r}: not a valid image family (expected {FAMILY_PATTERN}: lowercase letters, "
-            "digits and '-', starting with a letter, at most 40 characters)"
-        )
+        raise UsageError(f"--family {value!r}: {FAMILY_PROBLEM}")
     return value
+
+
+def duration_problem(value: object) -> str | None:
+    """What is wrong with a duration (``90s``, ``15m``, ``2h``, ``7d``), or None."""
+    match = DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        return DURATION_PROBLEM
+    count = int(match.group(1))
+    if count > MAX_DURATION.total_seconds() or timedelta(**{_UNITS[match.group(2)]: count}) > MAX_DURATION:
+        return f"too long (at most {MAX_DURATION.days}d)"
+    return None
 
 
 def parse_duration(value: str, option: str) -> timedelta:
     """Reads ``90s``, ``15m``, ``2h``, ``7d``."""
-    match = DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not match:
-        raise UsageError(f"{option} {value!r}: not a duration (expected a number and s, m, h or d: 90s, 15m, 2h, 7d)")
-    count = int(match.group(1))
-    if count > MAX_DURATION.total_seconds() or timedelta(**{_UNITS[match.group(2)]: count}) > MAX_DURATION:
-        raise UsageError(f"{option} {value!r}: too long (at most {MAX_DURATION.days}d)")
-    return timedelta(**{_UNITS[match.group(2)]: count})
+    problem = duration_problem(value)
+    if problem:
+        raise UsageError(f"{option} {value!r}: {problem}")
+    match = DURATION_RE.fullmatch(value.strip())
+    assert match is not None
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def parse_var(text: str) -> tuple[str, str]:

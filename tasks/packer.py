@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -46,7 +46,6 @@ class ManifestBuild:
     artifact_id: str
     build_time: int
     packer_run_uuid: str
-    custom_data: dict[str, str] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -60,7 +59,6 @@ class BuildResult:
     bakery gave, else from the ``artifact`` lines of the machine-readable output."""
 
     manifest: list[ManifestBuild]
-    artifacts: dict[str, dict[str, dict[str, str]]]
     seconds: float
 
 
@@ -73,8 +71,8 @@ def parse_machine_line(line: str) -> MachineLine | None:
     return MachineLine(int(parts[0]), parts[1], parts[2], data)
 
 
-def read_manifest(path: Path, packer_run_uuid: str | None = None) -> list[ManifestBuild]:
-    """Builds recorded in a manifest file, only those of ``packer_run_uuid`` when given."""
+def read_manifest(path: Path) -> list[ManifestBuild]:
+    """Every build recorded in a manifest file (a manifest post-processor appends to it)."""
     try:
         document = json.loads(path.read_text())
         builds = document["builds"]
@@ -85,14 +83,11 @@ def read_manifest(path: Path, packer_run_uuid: str | None = None) -> list[Manife
                 artifact_id=b["artifact_id"],
                 build_time=int(b.get("build_time", 0)),
                 packer_run_uuid=b.get("packer_run_uuid", ""),
-                custom_data=dict(b.get("custom_data") or {}),
             )
             for b in builds
         ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise JobFailed(f"{path}: not a readable Packer manifest ({exc})") from exc
-    if packer_run_uuid is not None:
-        records = [r for r in records if r.packer_run_uuid == packer_run_uuid]
     return records
 
 
@@ -346,8 +341,8 @@ def build(
     if manifest_path is not None and manifest_path.exists():
         manifest = read_manifest(manifest_path)
         run_uuid = manifest[-1].packer_run_uuid if manifest else ""
-        return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], artifacts, seconds)
-    return BuildResult(records_from_artifacts(artifacts, int(time.time())), artifacts, seconds)
+        return BuildResult([m for m in manifest if m.packer_run_uuid == run_uuid], seconds)
+    return BuildResult(records_from_artifacts(artifacts, int(time.time())), seconds)
 
 
 def records_from_artifacts(artifacts: dict[str, dict[str, dict[str, str]]], build_time: int = 0) -> list[ManifestBuild]:
@@ -359,7 +354,7 @@ def records_from_artifacts(artifacts: dict[str, dict[str, dict[str, str]]], buil
         builder_type = builder_type.rpartition(".")[2]  # a named build: <build>.<type>.<name>
         for _, fields in sorted(by_index.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
             if fields.get("id"):
-                records.append(ManifestBuild(name, builder_type, fields["id"], build_time, "", {}))
+                records.append(ManifestBuild(name, builder_type, fields["id"], build_time, ""))
                 break
     return records
 

@@ -35,7 +35,7 @@ import yaml
 from tasks import inputs
 from tasks.errors import UsageError
 from tasks.provenance import BuildInputs
-from tasks.request import DEFAULT_SPEC, PipelineRequest, check_no_secret_spec_vars, check_no_secrets, state_dir
+from tasks.request import FamilySpec, PipelineRequest, state_dir
 from tasks.targets.base import StagedImage, human, iso
 
 log = logging.getLogger(__name__)
@@ -43,34 +43,8 @@ STALE_AFTER = timedelta(days=90)
 # The Prefect event a rebuild emits for a production older than STALE_AFTER (deployments/automations.yaml).
 STALE_EVENT = "bakery.production.stale"
 DEFAULT_FAMILIES = "deployments/families.yaml"
-_KEYS = {
-    "family",
-    "template_dir",
-    "var_files",
-    "variables",
-    "spec",
-    "spec_vars_file",
-    "spec_vars",
-    "targets",
-    "only",
-    "registry",
-}
 DEFAULT_MAX_AGE = timedelta(days=7)
 PENDING_SHOWN = 10
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    family: str
-    template_dir: str = "packer"
-    var_files: tuple[str, ...] = ()
-    variables: dict[str, str] = field(default_factory=dict)
-    spec: str = DEFAULT_SPEC
-    targets: tuple[inputs.TargetName, ...] = ("docker",)
-    only: str | None = None
-    spec_vars_file: str = ""
-    spec_vars: dict[str, str] = field(default_factory=dict)
-    registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
 
 
 def load_families(path: str | Path) -> list[FamilySpec]:
@@ -87,59 +61,16 @@ def load_families(path: str | Path) -> list[FamilySpec]:
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"{source}: families[{index}]"
-        if not isinstance(entry, dict):
-            raise UsageError(f"{where}: expected a mapping with at least 'family'")
-        unknown = sorted(set(entry) - _KEYS)
-        if unknown:
-            raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
-        family = entry.get("family")
-        if not isinstance(family, str):
-            raise UsageError(f"{where}.family: required, a string")
-        try:
-            inputs.check_family(family)
-            targets = tuple(inputs.check_target(str(t)) for t in _list(entry, "targets", where, ["docker"]))
-        except UsageError as exc:
-            raise UsageError(f"{where}: {exc}") from None
-        if family in seen:
-            raise UsageError(f"{where}.family: {family!r} is listed twice")
-        seen.add(family)
-        variables = entry.get("variables") or {}
-        if not isinstance(variables, dict):
-            raise UsageError(f"{where}.variables: expected a mapping of NAME: VALUE")
-        check_no_secrets({str(k): "" for k in variables}, f"{where}.variables:")
-        spec_vars = entry.get("spec_vars") or {}
-        if not isinstance(spec_vars, dict):
-            raise UsageError(f"{where}.spec_vars: expected a mapping of NAME: VALUE")
-        check_no_secret_spec_vars({str(k): "" for k in spec_vars}, f"{where}.spec_vars:")
-        registry = entry.get("registry") or ""
-        if registry:
+        family = FamilySpec.read(entry, where)
+        if family.family in seen:
+            raise UsageError(f"{where}.family: {family.family!r} is listed twice")
+        seen.add(family.family)
+        if family.registry:
             from tasks.targets.docker.image_registry import parse_registry
 
-            registry = str(parse_registry(str(registry), f"{where}.registry:"))
-        families.append(
-            FamilySpec(
-                family=family,
-                template_dir=str(entry.get("template_dir") or "packer"),
-                var_files=tuple(str(f) for f in _list(entry, "var_files", where, [])),
-                variables={str(k): str(v) for k, v in variables.items()},
-                spec=str(entry.get("spec") or DEFAULT_SPEC),
-                targets=targets,
-                only=str(entry["only"]) if entry.get("only") else None,
-                spec_vars_file=str(entry.get("spec_vars_file") or ""),
-                spec_vars={str(k): str(v) for k, v in spec_vars.items()},
-                registry=registry,
-            )
-        )
+            family = family.model_copy(update={"registry": str(parse_registry(family.registry, f"{where}.registry:"))})
+        families.append(family)
     return families
-
-
-def _list(entry: dict[str, Any], key: str, where: str, default: list[Any]) -> list[Any]:
-    value = entry.get(key, default)
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise UsageError(f"{where}.{key}: expected a list")
-    return value
 
 
 @dataclass(frozen=True)
@@ -207,10 +138,8 @@ def recorded_inventory(workdir: str | Path | None) -> dict[str, str] | None:
 
 def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
     """The inventory the verification engine kept for ``image_id`` (``tasks/verify/inventory.py``)."""
-    try:
-        from tasks.verify import inventory
-    except ImportError:  # an older verification engine: no inventories kept
-        return None
+    from tasks.verify import inventory
+
     stored = inventory.load(target, image_id, state_dir())
     return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
 

@@ -61,9 +61,7 @@ def validate_templates(request: PipelineRequest) -> build_lib.Checked:
 
 
 @task(name="build", cache_policy=NO_CACHE)
-def build_image(
-    request: PipelineRequest, templates: lint.TemplateSet, workdir: Path, run_id: str
-) -> list[ManifestBuild]:
+def build_image(request: PipelineRequest, templates: lint.TemplateSet, workdir: Path, run_id: str) -> ManifestBuild:
     logger = get_run_logger()
     progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync task
         0.0,
@@ -79,23 +77,22 @@ def build_image(
             last_step = progress.step
             update_progress_artifact(progress_id, 100 * progress.fraction)
 
-    manifest = build_lib.build(request, templates, workdir, run_id, on_progress)
+    built = build_lib.build(request, templates, workdir, run_id, on_progress)
     update_progress_artifact(progress_id, 100.0)
     create_table_artifact(
         [
             {
-                "source": m.source,
-                "artifact_id": m.artifact_id,
-                "build_time": m.build_time,
+                "source": built.source,
+                "artifact_id": built.artifact_id,
+                "build_time": built.build_time,
                 "version": request.version,
-                "packer_run_uuid": m.packer_run_uuid,
+                "packer_run_uuid": built.packer_run_uuid,
             }
-            for m in manifest
         ],
         key=artifact_key(request.family, "manifest"),
         description=f"Packer manifest of {request.family}:{request.version} ({workdir / 'manifest.json'})",
     )
-    return manifest
+    return built
 
 
 def _worth_another_attempt(task: Any, task_run: Any, state: Any) -> bool:

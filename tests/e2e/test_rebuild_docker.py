@@ -113,4 +113,4 @@ def test_rebuild_with_a_bad_families_file_exits_2(bake: Bake, tmp_path: Path) ->
     families.write_text("families:\n  - family: Bad Name\n")
     result = bake("rebuild", "--families", str(families))
     assert result.returncode == 2
-    assert f"{families}: families[0]: --family 'Bad Name'" in result.stderr
+    assert f"{families}: families[0].family 'Bad Name'" in result.stderr

@@ -23,7 +23,10 @@ def test_the_shipped_families_file_loads() -> None:
     [
         ("nope: []\n", "expected a top-level 'families:' list"),
         ("families:\n  - template_dir: packer\n", "families[0].family: required"),
-        ("families:\n  - family: a\n    targets: [gcp]\n", "families[0]: --target 'gcp': unknown target"),
+        ("families:\n  - family: a\n    targets: [gcp]\n", "families[0].targets[0] 'gcp': unknown target"),
+        ("families:\n  - family: Bad Name\n", "families[0].family 'Bad Name': not a valid image family"),
+        ("families:\n  - family: a\n    var_files: {x: 1}\n", "families[0].var_files: expected a list, got dict"),
+        ("families:\n  - family: a\n    template_dir: ''\n", "families[0].template_dir '': String should have"),
         ("families:\n  - family: a\n    colour: red\n", "families[0]: unknown key 'colour'"),
         ("families:\n  - family: a\n  - family: a\n", "families[1].family: 'a' is listed twice"),
         ("families:\n  - family: a\n    variables: [x]\n", "families[0].variables: expected a mapping"),
@@ -37,6 +40,7 @@ def test_bad_families_files_name_the_file_and_field(tmp_path: Path, text: str, e
     with pytest.raises(UsageError) as raised:
         load_families(path)
     assert expected in str(raised.value) and str(path) in str(raised.value)
+    assert "\n" not in str(raised.value) and "validation error" not in str(raised.value)
 
 
 def test_a_family_gives_its_templated_spec_its_variables(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from flows.cli import main
 from tasks import build, lint, packer
-from tasks.errors import UsageError
+from tasks.errors import JobFailed, UsageError
 from tasks.request import prepare
 
 # A template set as people write them: no image_version, no manifest_path, no cleanup, no tags.
@@ -160,6 +160,35 @@ def test_several_sources_of_the_type_are_listed_and_need_only(tmp_path: Path) ->
         build.static_checks(request_for(directory))  # type: ignore[arg-type]
     chosen = build.static_checks(request_for(directory, only="docker.other"))  # type: ignore[arg-type]
     assert chosen.request.only == ("docker.other",)
+
+
+def test_only_names_one_source_a_run_builds_and_tests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two sources in one run used to build both and test whichever the manifest listed last."""
+    two = PLAIN.replace(
+        'source "docker" "example" {',
+        'source "docker" "other" {\n  image = "x"\n  commit = true\n}\n\nsource "docker" "example" {',
+    ).replace('sources = ["source.docker.example"]', 'sources = ["source.docker.other", "source.docker.example"]')
+    directory = template_dir(tmp_path, two)
+    with pytest.raises(UsageError, match=r"^--only docker.other,docker.example: selects 2 sources"):
+        build.static_checks(request_for(directory, only="docker.other,docker.example"))  # type: ignore[arg-type]
+    code, _, err = run_bake(capsys, "build", "--template-dir", str(directory), "--only", "docker.other,docker.example")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "bake build: --only docker.other,docker.example: selects 2 sources (docker.other, docker.example); "
+        "a run builds and tests one image: name one source"
+    ]
+
+
+def test_a_build_recording_several_artifacts_is_a_failure_not_a_guess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [packer.ManifestBuild("example", "docker", f"sha256:{n}", 1, "u") for n in "ab"]
+    monkeypatch.setattr(packer, "build", lambda *a, **k: packer.BuildResult(records, 1.0))
+    checked = build.static_checks(request_for(template_dir(tmp_path)))  # type: ignore[arg-type]
+    with pytest.raises(JobFailed, match="recorded 2 artifacts, expected one"):
+        build.build(checked.request, checked.templates, tmp_path, "run-1")
+    monkeypatch.setattr(packer, "build", lambda *a, **k: packer.BuildResult(records[:1], 1.0))
+    assert build.build(checked.request, checked.templates, tmp_path, "run-1").artifact_id == "sha256:a"
 
 
 def test_no_source_of_the_type_says_what_there_is(tmp_path: Path) -> None:
