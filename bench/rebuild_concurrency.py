@@ -8,8 +8,8 @@ rounds so drift in machine load hits all three alike. Prints the medians and the
 ``--workers``: the team case instead (issue 12). A ``prefect server start`` with the pool and the
 deployments of prefect.yaml; a weekly-rebuild run over both families started through the API fans out
 one image-pipeline deployment run per family, timed from its creation to Completed, taken by one process
-worker, or by two (each its own working directory and BAKERY_STATE_DIR, like two machines; the first at
-most two runs at once: the rebuild and one pipeline). Prints the medians and ``two workers / one worker``.
+worker, or by two (each its own working directory and BAKERY_STATE_DIR, like two machines; the first takes
+at most two runs at once). Prints the medians and ``two workers / one worker``.
 Run: .venv/bin/python bench/rebuild_concurrency.py [--rounds N] [--workers]
 """
 
