@@ -6,7 +6,7 @@ In the family's repository ``[PREFIX/]<family>``:
 - ``production`` and ``latest``, ``staging``, ``superseded`` — pointer tags, each written by digest
   (the manifest read by digest, stored under the tag: ``RegistryClient.tag``);
 - ``bakery-stages`` — the family's stage record: an OCI manifest whose config blob
-  (``application/vnd.bakery.stages.v1+json``) is the same JSON document ``tasks.promotion.docker``
+  (``application/vnd.bakery.stages.v1+json``) is the same JSON document ``tasks.targets.docker.stages``
   keeps on disk (per image digest: version, stage, staged/promoted/superseded times, last test; the
   history; a promotion's intent). Every worker reads the same record from the registry.
 
