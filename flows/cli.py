@@ -1,4 +1,5 @@
-"""``bake``: a thin shell over the flows. Exit 0 done, 1 the job failed, 2 the request was wrong.
+"""``bake``: a thin shell over the flows. Exit 0 done, 1 the job failed, 2 the request was wrong;
+143 on SIGTERM, 130 on Ctrl-C.
 
 Requests are checked here, before Prefect starts, so a bad one costs nothing and launches nothing.
 Prefect is imported only by the subcommands that run a flow, to keep ``bake verify`` light.
