@@ -1,4 +1,5 @@
-"""``bake``: a thin shell over the flows. Exit 0 done, 1 the job failed, 2 the request was wrong.
+"""``bake``: a thin shell over the flows. Exit 0 done, 1 the job failed, 2 the request was wrong;
+143 on SIGTERM, 130 on Ctrl-C.
 
 Requests are checked here, before Prefect starts, so a bad one costs nothing and launches nothing.
 Prefect is imported only by the subcommands that run a flow, to keep ``bake verify`` light.
@@ -11,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +20,10 @@ from typing import Any
 from tasks.errors import BakeryError
 
 log = logging.getLogger("bakery")
+
+# Stopped by a signal: 128 + its number, as a shell reports a process killed by it.
+INTERRUPTED_EXIT = 128 + signal.SIGINT  # Ctrl-C
+TERMINATED_EXIT = 128 + signal.SIGTERM  # a worker stopping, a CI job cancelled
 
 
 def _options(parser: Any, model: Any, names: Sequence[str], given_only: bool = False) -> None:
@@ -758,14 +764,41 @@ def configure_logging() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+class Terminated(BaseException):
+    """SIGTERM (a worker stopping, a CI job cancelled): like KeyboardInterrupt, no ``except Exception`` stops it."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Any:
+    """While a command runs, SIGTERM raises ``Terminated`` in the main thread, so ``main`` says why it stopped
+    and exits 143 instead of dying silently. During a flow, Prefect's own handler raises first (the flow's
+    ``finally`` and crash hooks run), then it re-sends the signal to the handler it replaced: this one."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
     try:
-        with _using_blocks(args):
+        with _sigterm_raises(), _using_blocks(args):
             result = handler(args)
+    except Terminated:
+        print(f"bake {args.command}: terminated by SIGTERM", file=sys.stderr)
+        return TERMINATED_EXIT
     except BakeryError as exc:
         if args.json and exc.result is not None:
             print(json.dumps(exc.result, indent=2, default=str))  # a partial result is still one document
@@ -773,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"bake {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
     except Exception as exc:  # an engine, cloud or bug error: one line, the traceback only at DEBUG
         log.debug("bake %s failed", args.command, exc_info=True)
         print(

@@ -9,6 +9,7 @@ connection, concurrently, each on its own channel with its own timeout; ``matchi
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +117,8 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     script = build_script(spec)
     commands = [(i, r) for i, r in enumerate(spec.resources) if TYPES[r.type].on_channel(r) and not r.skip]
 
+    stopped = threading.Event()  # set when this thread is interrupted: no check starts or retries after it
+
     def run_command(item: tuple[int, Resource]) -> tuple[int, list[CheckResult]]:
         index, resource = item
         run = TYPES[resource.type].run
@@ -128,22 +131,25 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
             except Exception as exc:  # a broken channel fails this check, not the whole run
                 found = dict.fromkeys(resource.checks, Unavailable(f"{type(exc).__name__}: {exc}"))
             checked = evaluate(resource, found, time.monotonic() - begun)
-            if all(c.ok for c in checked) or attempt == attempts:
+            if all(c.ok for c in checked) or attempt == attempts or stopped.wait(delay):
                 return index, checked
-            time.sleep(delay)
         raise AssertionError("unreachable")
 
     # The fact script and the commands share the connection, each on its own channel, all at once.
     with ThreadPoolExecutor(max_workers=min(MAX_CHANNELS, 1 + len(commands))) as pool:
-        gathering = pool.submit(
-            ssh.run, client, "exec /bin/sh -s", command_timeout, stdin=script.text.encode(), sudo=elevate
-        )
-        command_results = pool.map(run_command, commands)
         try:
-            gathered = gathering.result()
-        except Exception as exc:  # a broken connection fails the checks, it does not lose the report
-            gathered = ssh.CommandResult(-1, b"", f"{type(exc).__name__}: {exc}".encode())
-        results: dict[int, list[CheckResult]] = dict(command_results)
+            gathering = pool.submit(
+                ssh.run, client, "exec /bin/sh -s", command_timeout, stdin=script.text.encode(), sudo=elevate
+            )
+            command_results = pool.map(run_command, commands)
+            try:
+                gathered = gathering.result()
+            except Exception as exc:  # a broken connection fails the checks, it does not lose the report
+                gathered = ssh.CommandResult(-1, b"", f"{type(exc).__name__}: {exc}".encode())
+            results: dict[int, list[CheckResult]] = dict(command_results)
+        except BaseException:
+            _abandon_checks(client, pool, stopped)
+            raise
 
     facts = script.parse(gathered.stdout)
     failure = ""
@@ -177,6 +183,16 @@ def verify(client: paramiko.SSHClient, spec: Spec, *, sudo: bool = True, command
     return VerifyResult(
         spec.path, f"{peer[0]}:{peer[1]}", checks, time.monotonic() - started, remote_user, tuple(notes), packages
     )
+
+
+def _abandon_checks(client: paramiko.SSHClient, pool: ThreadPoolExecutor, stopped: threading.Event) -> None:
+    """This thread was interrupted while the checks ran (SIGTERM: Prefect's handler raises here; Ctrl-C).
+    Leaving the pool waits for its threads, and they sit in channel reads until their commands end, up to
+    each check's timeout: stop retries, drop the checks not started yet and close the connection, which
+    ends every open channel at once. The remote commands die with the test instance's teardown."""
+    stopped.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    client.close()
 
 
 def verify_endpoint(

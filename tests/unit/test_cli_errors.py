@@ -95,3 +95,22 @@ def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     code, err = run_bake(capsys, "run", "--nosuch")
     assert code == 2
     assert "unrecognized arguments: --nosuch" in err
+
+
+def test_sigterm_is_one_line_and_exit_143(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM while a command runs (a worker stopping, a CI job cancelled): one line saying so, exit 143
+    (128 + SIGTERM), and the process's own SIGTERM handler is back afterwards."""
+    import os
+    import signal
+
+    from flows import cli
+
+    def terminated_while_running(args: object) -> dict[str, object]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(cli, "cmd_server", terminated_while_running)
+    before = signal.getsignal(signal.SIGTERM)
+    code, err = run_bake(capsys, "server", "status")
+    assert (code, err.splitlines()[-1]) == (143, "bake server: terminated by SIGTERM")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
 import socket
 import stat
 import subprocess
@@ -145,3 +149,94 @@ def test_timeout_wrapper_kills_the_command_group() -> None:
     assert time.monotonic() - started < 3
     wrapped = ssh._wrap("echo 'quoted' \"$HOME\"", 5, sudo=False)
     assert subprocess.run(["/bin/sh", "-c", wrapped], capture_output=True, check=True).stdout.startswith(b"quoted /")
+
+
+class _HangingSshServer(paramiko.ServerInterface):
+    """A real SSH server (paramiko's) that accepts the client's key and every command, and never ends one."""
+
+    def __init__(self, commands_started: threading.Semaphore) -> None:
+        self.commands_started = commands_started
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.commands_started.release()
+        return True
+
+
+@pytest.fixture
+def hanging_ssh_server(keypair: tuple[Path, str]) -> Iterator[tuple[SshEndpoint, threading.Semaphore]]:
+    """The endpoint of a ``_HangingSshServer`` on 127.0.0.1 (its host key pinned), and a semaphore released
+    once per command it starts."""
+    private, public = ssh.new_ed25519_key()
+    host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(private.decode()))
+    commands_started = threading.Semaphore(0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    transports: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(host_key)
+            transports.append(transport)
+            transport.start_server(server=_HangingSshServer(commands_started))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield SshEndpoint("127.0.0.1", listener.getsockname()[1], "deploy", keypair[0], public), commands_started
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        listener.close()
+        for transport in transports:
+            transport.close()
+        thread.join(5)
+
+
+def test_sigterm_while_a_check_runs_ends_verify_at_once(
+    tmp_path: Path, hanging_ssh_server: tuple[SshEndpoint, threading.Semaphore]
+) -> None:
+    """SIGTERM raises in the main thread (bake's handler, or Prefect's during a flow) while the fact script
+    and a 30 s check hang on their channels: verify closes the connection and re-raises at once, instead
+    of waiting in the check pool's exit until the commands' timeouts; no channel thread is left behind."""
+    from flows.cli import Terminated, _sigterm_raises
+    from tasks.verify.runner import verify
+    from tasks.verify.spec import load_spec
+
+    endpoint, commands_started = hanging_ssh_server
+    spec = tmp_path / "slow.yaml"
+    spec.write_text("command:\n  slow:\n    exec: sleep 30\n    exit-status: 0\n    timeout: 30000\n")
+    client = ssh.connect(endpoint, timeout=5)
+    threads_before = set(threading.enumerate())
+
+    def terminate_when_both_commands_run() -> None:
+        if all(commands_started.acquire(timeout=5) for _ in range(2)):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signaller = threading.Thread(target=terminate_when_both_commands_run)
+    try:
+        with _sigterm_raises(), pytest.raises(Terminated):
+            signaller.start()
+            started = time.monotonic()
+            verify(client, load_spec(spec), sudo=False, command_timeout=30)
+        assert time.monotonic() - started < 3
+        transport = client.get_transport()
+        assert transport is None or not transport.is_active()
+        signaller.join(5)
+        assert set(threading.enumerate()) - threads_before == set()
+    finally:
+        client.close()
