@@ -223,10 +223,32 @@ def _attempt(
         return client
     except Exception as exc:
         offered = _offered_key(client)
+        turned_away = _turned_away(client, exc)
         client.close()
         if sock is not None:
             sock.close()
+        if turned_away is not None:
+            raise _Retry("turned away after the key was accepted", turned_away) from None
         raise _classify(exc, endpoint, pinned, offered, connected, step) from None
+
+
+def _turned_away(client: paramiko.SSHClient, exc: Exception) -> str | None:
+    """What the server said when it closed the connection during authentication, or None if it did not.
+
+    A key the server refuses gets an answer ("Authentication failed."): that is final. A closed
+    connection is not a refusal: while a host boots, pam_nologin (``/run/nologin``, removed when boot ends)
+    makes sshd send its message as a banner and hang up, even though the key was good.
+    """
+    if not isinstance(exc, paramiko.AuthenticationException) or isinstance(exc, paramiko.BadAuthenticationType):
+        return None
+    transport = client.get_transport()
+    if transport is None or transport.is_active():
+        return None
+    # transport.get_banner() answers only while the transport is up; the handler keeps what was said.
+    banner = transport.auth_handler.banner if transport.auth_handler is not None else None
+    text = banner.decode("utf-8", "replace") if isinstance(banner, bytes) else banner or ""
+    said = " ".join(text.split())
+    return f"server closed the connection: {said}" if said else "server closed the connection"
 
 
 def _classify(
@@ -280,7 +302,8 @@ def connect(
     """Connect with the pinned host key(s), key auth only, retrying until ``timeout`` seconds have passed.
 
     Refused, timed-out and closed-before-handshake attempts are retried with exponential backoff
-    (0.2 s doubling to 2 s); a host key mismatch or an authentication failure ends at once.
+    (0.2 s doubling to 2 s), and so is a connection the server closes during authentication (a host still
+    booting turns logins away with pam_nologin); a host key mismatch or a refused key ends at once.
     """
     pkey = load_private_key(endpoint.key_path)
     started = time.monotonic()

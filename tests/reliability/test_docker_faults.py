@@ -198,6 +198,39 @@ def test_sshd_late_by_20s_still_passes(
     leaks.assert_none()
 
 
+def test_logins_turned_away_while_booting_are_retried(
+    in_process: Callable[..., int],
+    built_image: str,
+    leaks: Leaks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Boot not finished when sshd answers: pam_nologin turns the login away (sshd sends /run/nologin's
+    text, then hangs up) for 8 s; the run retries and passes. (CI, two pipelines booting at once: one was
+    failed as "authentication failed" with a good key.) The seam keeps /run/nologin in place for 8 s,
+    rewriting it in case systemd-user-sessions removes it meanwhile, then removes it as the end of boot does."""
+    real_launch = DockerTarget.launch
+    keep_nologin = (
+        "for i in $(seq 40); do echo 'System is booting up.' > /run/nologin; sleep 0.2; done; rm -f /run/nologin"
+    )
+
+    def still_booting(self: DockerTarget, image: Any, run: Any) -> Any:
+        instance = real_launch(self, image, run)
+        try:
+            container = self.engine.containers.get(instance.id)
+            self._exec(container, "echo 'System is booting up.' > /run/nologin")
+            container.exec_run(["/bin/sh", "-c", keep_nologin], detach=True)
+        except BaseException:
+            self.teardown(instance)
+            raise
+        return instance
+
+    monkeypatch.setattr(DockerTarget, "launch", still_booting)
+    started = time.monotonic()
+    assert in_process("test", "--image", built_image, "--spec", SPEC, "--ssh-timeout", "60s") == 0
+    assert time.monotonic() - started >= 8
+    leaks.assert_none()
+
+
 SLOW_CHECK_SECONDS = 45
 
 
