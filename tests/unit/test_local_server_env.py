@@ -45,6 +45,7 @@ http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
 def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import socket
     import subprocess
     import sys
 
@@ -54,13 +55,18 @@ def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
     fake.write_text(FAKE_SERVER)
     monkeypatch.setattr(local_server, "_prefect_command", lambda: [sys.executable, str(fake)])
     home = local_server._private_home()
-    # A recorded "prefect server start" that is alive but never answers (a hung server).
+    # A recorded "prefect server start" that is alive but never answers (a hung server), on a port of its
+    # own: the replacement takes the recorded port again, and a fixed one (root may bind port 1) would be
+    # shared with any other suite running this test at the same time.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
     hung = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "server", "start", "--port", "1"],
+        [sys.executable, "-c", "import time; time.sleep(60)", "server", "start", "--port", str(port)],
         start_new_session=True,
     )
     try:
-        local_server._write_record(home, local_server.ServerRecord(pid=hung.pid, port=1))
+        local_server._write_record(home, local_server.ServerRecord(pid=hung.pid, port=port))
         record, started = local_server.ensure_running(announce=False)
         try:
             assert started and record.pid != hung.pid
