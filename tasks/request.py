@@ -16,9 +16,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tasks import inputs
 from tasks.errors import UsageError
+from tasks.targets.docker.image_registry import ENV_VAR as ENV_REGISTRY
 from tasks.targets.docker.image_registry import Registry, resolve_registry
 
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
+REGISTRY_CREDENTIALS_FLAG = "--registry-credentials-block"
 
 
 # --- the request model: each value's rule once, for the CLI, the flows' parameters (the Prefect UI form
@@ -49,6 +51,15 @@ def _option(flag: str, help: str, metavar: str | None = None, **schema: Any) -> 
     also the field's description in the Prefect UI form."""
     extra: dict[str, Any] = {"flag": flag, **({"metavar": metavar} if metavar else {})}
     return Field(description=help, json_schema_extra=extra, **schema)
+
+
+def _block_name_problem(value: Any) -> str | None:
+    """A Prefect block name (flows/blocks.py's rule), or empty."""
+    from flows.blocks import BLOCK_NAME_RE
+
+    if value in ("", None) or (isinstance(value, str) and BLOCK_NAME_RE.fullmatch(value)):
+        return None
+    return "not a Prefect block name (expected lowercase letters, digits and '-')"
 
 
 def _target_problem(value: Any) -> str | None:
@@ -239,6 +250,7 @@ class PipelineRequest:
     spec_vars_file: Path | None = None  # --vars: the .Vars of a templated spec
     spec_vars: dict[str, str] = field(default_factory=dict)  # --spec-var K=V, over the file's
     registry: Registry | None = None  # --registry / BAKERY_REGISTRY: push and stage there (docker only)
+    registry_credentials: str = ""  # a Prefect DockerRegistryCredentials block name (never its values)
 
     def as_parameters(self) -> dict[str, Any]:
         """The request as ``PipelineParameters`` values (what a flow takes): the checked values, so a flow
@@ -256,6 +268,7 @@ class PipelineRequest:
             "lint_ignore": list(self.lint_ignore),
             "strict": self.strict,
             "registry": str(self.registry or ""),
+            "registry_credentials": self.registry_credentials,
             "spec": str(self.spec),
             "spec_vars_file": str(self.spec_vars_file or ""),
             "spec_vars": dict(self.spec_vars),
@@ -355,9 +368,20 @@ class PipelineParameters(BaseModel):
         _option(
             "--registry",
             "docker: push images to this registry and keep their stages there as tags (default: "
-            "$BAKERY_REGISTRY; unset: the local engine only). Credentials: docker login / $DOCKER_CONFIG",
+            "$BAKERY_REGISTRY; unset: the local engine only). Credentials: --registry-credentials-block, "
+            "else docker login / $DOCKER_CONFIG",
             "HOST[:PORT][/PREFIX]",
         ),
+    ] = ""
+    registry_credentials: Annotated[
+        str,
+        _option(
+            REGISTRY_CREDENTIALS_FLAG,
+            "with a registry: log in to it with this Prefect DockerRegistryCredentials block (default: docker "
+            "login / $DOCKER_CONFIG; none: anonymous)",
+            "NAME",
+        ),
+        _rule(_block_name_problem),
     ] = ""
     spec: Annotated[PathText, _option("--spec", "goss-format verification spec (file or directory)", "FILE|DIR")] = (
         DEFAULT_SPEC
@@ -434,6 +458,7 @@ def _request_of(given: PipelineParameters) -> PipelineRequest:
     from tasks import lint  # the HCL parser: only for requests that build
 
     checked_registry = check_registry_for(given.target, given.registry or None)
+    check_registry_credentials(checked_registry, given.registry_credentials)
     directory = Path(given.template_dir)
     if not directory.is_dir():
         raise UsageError(f"--template-dir {directory}: not a directory")
@@ -473,6 +498,7 @@ def _request_of(given: PipelineParameters) -> PipelineRequest:
         lint_ignore=lint.check_rule_names(given.lint_ignore),
         strict=given.strict,
         registry=checked_registry,
+        registry_credentials=given.registry_credentials,
     )
 
 
@@ -509,11 +535,13 @@ class FamilySpec(BaseModel):
     spec_vars_file: str = ""
     spec_vars: TextMapping = {}
     registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
+    # a Prefect DockerRegistryCredentials block name for that registry (default: the rebuild's, else docker login)
+    registry_credentials: Annotated[str, _rule(_block_name_problem)] = ""
 
     def pipeline_arguments(self) -> dict[str, Any]:
-        """The ``PipelineParameters`` this entry sets (every field but ``targets`` and ``registry``, which
-        the rebuild resolves per target)."""
-        given = self.model_dump(exclude={"targets", "registry"})
+        """The ``PipelineParameters`` this entry sets (every field but ``targets``, ``registry`` and
+        ``registry_credentials``, which the rebuild resolves per target)."""
+        given = self.model_dump(exclude={"targets", "registry", "registry_credentials"})
         given["var_files"] = list(self.var_files)
         given["only"] = self.only or ""
         return given
@@ -546,6 +574,21 @@ def check_registry_for(target: str, registry: str | None, where: str = "--regist
             raise UsageError(f"{where} {registry!r}: only the docker target pushes to a registry")
         return None
     return resolve_registry(registry, where)
+
+
+def check_registry_credentials(
+    registry: Registry | str | None, block: str | None, where: str = REGISTRY_CREDENTIALS_FLAG
+) -> str:
+    """A registry credentials block name (``--registry-credentials-block``), checked: a block name, and
+    given only with a registry (the checked one of the request; none for AWS). Returns it ("" for none)."""
+    if not block:
+        return ""
+    problem = _block_name_problem(block)
+    if problem:
+        raise UsageError(f"{where} {block!r}: {problem}")
+    if not registry:
+        raise UsageError(f"{where} {block}: only with a registry (docker target, --registry or ${ENV_REGISTRY})")
+    return block
 
 
 def state_dir() -> Path:
