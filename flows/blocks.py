@@ -122,7 +122,7 @@ def registry_login(block_name: str, registry: Registry | str) -> Iterator[None]:
     host = parse_registry(str(registry)).host
     kind = "DockerRegistryCredentials"
     try:
-        block: Any = DockerRegistryCredentials.load(block_name, _sync=True)  # type: ignore[call-arg]
+        block: Any = DockerRegistryCredentials.load(block_name, _sync=True)
     except ValueError as exc:
         raise UsageError(f"{REGISTRY_OPTION} {block_name}: {_not_found(exc, kind, block_name)}") from None
     if registry_host(str(block.registry_url)) != host:

@@ -60,9 +60,9 @@ def blocks(prefect_api_url: str, host: str, password: str) -> Iterator[dict[str,
 
     tag = uuid.uuid4().hex[:8]
     names = {"right": f"t-reg-right-{tag}", "wrong": f"t-reg-wrong-{tag}", "elsewhere": f"t-reg-other-{tag}"}
-    DockerRegistryCredentials(username=USER, password=password, registry_url=host).save(names["right"])  # type: ignore[arg-type]
-    DockerRegistryCredentials(username=USER, password="not-it", registry_url=f"http://{host}").save(names["wrong"])  # type: ignore[arg-type]
-    DockerRegistryCredentials(username=USER, password=password, registry_url="registry.example.com").save(  # type: ignore[arg-type]
+    DockerRegistryCredentials(username=USER, password=password, registry_url=host).save(names["right"])
+    DockerRegistryCredentials(username=USER, password="not-it", registry_url=f"http://{host}").save(names["wrong"])
+    DockerRegistryCredentials(username=USER, password=password, registry_url="registry.example.com").save(
         names["elsewhere"]
     )
     yield names
@@ -107,6 +107,30 @@ def test_promote_logs_in_with_the_block_and_a_wrong_one_is_one_line(
     (run,) = [r for r in runs if r["parameters"].get("image") == f"{family}:1.0" and r["state_type"] == "COMPLETED"]
     assert run["parameters"]["registry_credentials"] == blocks["right"]
     assert password not in json.dumps(runs)
+
+
+def test_a_build_with_a_refused_block_login_stops_before_it_builds(
+    bake: Bake, engine: docker.DockerClient, host: str, password: str, blocks: dict[str, str]
+) -> None:
+    family = f"creds-build-{uuid.uuid4().hex[:6]}"
+    built = bake(
+        "build",
+        "--family",
+        family,
+        "--version",
+        "1.0",
+        "--registry",
+        host,
+        "--registry-credentials-block",
+        blocks["wrong"],
+    )
+    assert built.returncode == 1, built.stderr[-3000:]
+    assert last_line(built.stderr) == (
+        f"bake build: registry {host}: checking the API: the login of the Prefect block {blocks['wrong']!r} was "
+        "refused (check its username and password)"
+    )
+    assert password not in built.stdout + built.stderr
+    assert engine.images.list(name=family) == []  # nothing was built, so nothing pushed or staged
 
 
 def test_a_missing_block_or_one_for_another_registry_is_exit_2_in_one_line(

@@ -122,7 +122,7 @@ def test_a_housekeeping_flow_refuses_the_block_without_a_registry(flow: Any, giv
 def test_a_families_entry_names_its_registrys_block_and_the_rebuilds_is_the_default() -> None:
     spec = FamilySpec.read({"family": "app", "registry": "127.0.0.1:5000", "registry_credentials": "app-login"}, "f")
     assert "registry_credentials" not in spec.pipeline_arguments()
-    blocks = {"aws_credentials": None, "secret_vars": {}, "registry_credentials": "team-login"}
+    blocks: dict[str, Any] = {"aws_credentials": None, "secret_vars": {}, "registry_credentials": "team-login"}
     assert pipeline_parameters(spec, "docker", blocks)["registry_credentials"] == "app-login"
     plain = FamilySpec.read({"family": "app", "registry": "127.0.0.1:5000"}, "f")
     assert pipeline_parameters(plain, "docker", blocks)["registry_credentials"] == "team-login"
