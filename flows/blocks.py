@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from tasks import packer
 from tasks.errors import UsageError
 from tasks.inputs import parse_var
+from tasks.request import BLOCK_NAME_PATTERN
 from tasks.targets.aws import client as aws
 
 if TYPE_CHECKING:
     from tasks.targets.docker.image_registry import Registry
 
 # Prefect block document names: lowercase letters, digits and dashes.
-BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+BLOCK_NAME_RE = re.compile(BLOCK_NAME_PATTERN)
 AWS_OPTION = "--aws-credentials-block"
 SECRET_OPTION = "--secret-var"  # noqa: S105  (an option name, not a secret)
 REGISTRY_OPTION = "--registry-credentials-block"

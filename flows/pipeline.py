@@ -27,6 +27,7 @@ from tasks.request import (
     AwsOptions,
     Duration,
     Family,
+    OptionalBlockName,
     OptionalVariableName,
     OptionalVersion,
     PathText,
@@ -268,7 +269,7 @@ def image_test(
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Test an existing image: launch a test instance, verify it over SSH, tear it down.
 
@@ -310,7 +311,7 @@ def image_pipeline(
     spec_vars: dict[str, str] | None = None,
     commit: str = "",
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -394,7 +395,7 @@ def image_build(
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``.
 

@@ -19,7 +19,14 @@ from flows.blocks import block_credentials
 from tasks import inputs, promotion
 from tasks.errors import UsageError
 from tasks.promotion import PromoteTo
-from tasks.request import Duration, Family, TargetName, check_registry_credentials, check_registry_for
+from tasks.request import (
+    Duration,
+    Family,
+    OptionalBlockName,
+    TargetName,
+    check_registry_credentials,
+    check_registry_for,
+)
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import ProblemAfterPromotion, PromotionRecord
 from tasks.targets.registry import platform_errors, store_for
@@ -112,7 +119,7 @@ def promote(
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Promote an image: testing → staging, or staging → production after the soak.
 
@@ -148,7 +155,7 @@ def rollback(
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Make the most recently superseded image production again; the current one becomes superseded.
 

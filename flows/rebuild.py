@@ -31,7 +31,7 @@ from flows.pipeline import image_pipeline
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import check_target, parse_duration
-from tasks.request import Duration, PipelineParameters, TargetName, prepare
+from tasks.request import Duration, OptionalBlockName, PipelineParameters, TargetName, prepare
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import StagedImage, human, utcnow
 from tasks.targets.registry import store_for
@@ -307,7 +307,7 @@ def rebuild(
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
     fan_out: bool | None = None,
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Rebuild every family that changed (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
 

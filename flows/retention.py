@@ -16,7 +16,7 @@ from flows.blocks import block_credentials
 from tasks import retention
 from tasks.inputs import TargetName, check_family, check_target
 from tasks.rebuild import DEFAULT_FAMILIES, load_families
-from tasks.request import Family, check_registry_credentials, check_registry_for
+from tasks.request import Family, OptionalBlockName, check_registry_credentials, check_registry_for
 from tasks.steps.housekeeping import apply_retention, report_retention, take_inventory
 
 
@@ -29,7 +29,7 @@ def image_retention(
     aws_credentials: str | None = None,
     families_file: str = DEFAULT_FAMILIES,
     registry: str = "",
-    registry_credentials: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given.
 

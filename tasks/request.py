@@ -53,13 +53,17 @@ def _option(flag: str, help: str, metavar: str | None = None, **schema: Any) -> 
     return Field(description=help, json_schema_extra=extra, **schema)
 
 
-def _block_name_problem(value: Any) -> str | None:
-    """A Prefect block name (flows/blocks.py's rule), or empty."""
-    from flows.blocks import BLOCK_NAME_RE
+# Prefect block document names: lowercase letters, digits and dashes (flows/blocks.py checks every name by it)
+BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,127}$"
+BLOCK_NAME_PROBLEM = "not a Prefect block name (expected lowercase letters, digits and '-')"
+_BLOCK_NAME_RE = re.compile(BLOCK_NAME_PATTERN)
 
-    if value in ("", None) or (isinstance(value, str) and BLOCK_NAME_RE.fullmatch(value)):
+
+def _block_name_problem(value: Any) -> str | None:
+    """A Prefect block name, or empty."""
+    if value in ("", None) or (isinstance(value, str) and _BLOCK_NAME_RE.fullmatch(value)):
         return None
-    return "not a Prefect block name (expected lowercase letters, digits and '-')"
+    return BLOCK_NAME_PROBLEM
 
 
 def _target_problem(value: Any) -> str | None:
@@ -77,6 +81,8 @@ OptionalVersion = Annotated[
 # a file or directory named by its path (relative to the checkout a run starts in)
 PathText = Annotated[str, Field(min_length=1)]
 Duration = Annotated[str, Field(pattern=inputs.DURATION_PATTERN), _rule(inputs.duration_problem)]
+# a Prefect block's name ("": none)
+OptionalBlockName = Annotated[str, Field(pattern=f"^$|{BLOCK_NAME_PATTERN}"), _rule(_block_name_problem)]
 VARIABLE_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
 OptionalVariableName = Annotated[
     str,
@@ -374,14 +380,13 @@ class PipelineParameters(BaseModel):
         ),
     ] = ""
     registry_credentials: Annotated[
-        str,
+        OptionalBlockName,
         _option(
             REGISTRY_CREDENTIALS_FLAG,
             "with a registry: log in to it with this Prefect DockerRegistryCredentials block (default: docker "
             "login / $DOCKER_CONFIG; none: anonymous)",
             "NAME",
         ),
-        _rule(_block_name_problem),
     ] = ""
     spec: Annotated[PathText, _option("--spec", "goss-format verification spec (file or directory)", "FILE|DIR")] = (
         DEFAULT_SPEC
@@ -536,7 +541,7 @@ class FamilySpec(BaseModel):
     spec_vars: TextMapping = {}
     registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
     # a Prefect DockerRegistryCredentials block name for that registry (default: the rebuild's, else docker login)
-    registry_credentials: Annotated[str, _rule(_block_name_problem)] = ""
+    registry_credentials: OptionalBlockName = ""
 
     def pipeline_arguments(self) -> dict[str, Any]:
         """The ``PipelineParameters`` this entry sets (every field but ``targets``, ``registry`` and

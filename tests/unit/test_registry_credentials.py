@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.exceptions import ParameterTypeError
+from prefect.utilities.callables import parameter_schema
 
+from flows.blocks import BLOCK_NAME_RE
 from flows.cli import main
 from flows.pipeline import image_build, image_pipeline, image_test
 from flows.promote import promote, rollback
@@ -95,14 +98,23 @@ def test_the_environments_registry_is_a_registry_too(monkeypatch: pytest.MonkeyP
         prepare(target="aws", registry_credentials="creds")  # AWS has no registry, whatever the environment
 
 
-def test_every_flow_with_a_registry_takes_the_block_name_with_the_models_default() -> None:
+def test_every_flow_with_a_registry_takes_the_block_name_with_the_models_default_and_rule() -> None:
     default = PipelineParameters.model_fields["registry_credentials"].default
-    assert default == ""
+    rule = PipelineParameters.model_json_schema()["properties"]["registry_credentials"]["pattern"]
+    assert default == "" and rule == f"^$|{BLOCK_NAME_RE.pattern}"  # the UI form checks it as bake does
     for flow in (image_pipeline, image_build, image_test, promote, rollback, image_retention, rebuild):
         parameter = inspect.signature(flow.fn).parameters["registry_credentials"]
-        assert parameter.default == default and parameter.annotation in (str, "str"), flow.name
+        assert parameter.default == default, flow.name
+        assert parameter_schema(flow).model_dump()["properties"]["registry_credentials"]["pattern"] == rule
     flag = PipelineParameters.model_fields["registry_credentials"].json_schema_extra
     assert isinstance(flag, dict) and flag["flag"] == FLAG
+
+
+def test_a_flow_refuses_a_bad_block_name_before_it_runs() -> None:
+    for flow in (image_pipeline, promote, image_retention, rebuild):
+        with pytest.raises(ParameterTypeError) as raised:
+            flow.validate_parameters({"registry_credentials": "Bad_Name"})
+        assert "registry_credentials" in str(raised.value) and "not a Prefect block name" in str(raised.value)
 
 
 @pytest.mark.parametrize(
