@@ -3,10 +3,12 @@
 Docker target's registry (``registry_credentials`` / ``--registry-credentials-block``: the registry HTTP
 client and the engine's push and pull, through ``tasks.targets.docker.image_registry.using_login``).
 
-Both are named by a flow parameter (``aws_credentials``, ``secret_vars``) or a ``bake`` option
-(``--aws-credentials-block``, ``--secret-var NAME=BLOCK``): the names travel, the values never do. They are
-loaded where the flow runs and reach only what needs them: boto3 clients through ``tasks.aws.using_session``,
-Packer through its own subprocess environment (``tasks.packer.subprocess_environment``), masked in its output.
+Each is named by a flow parameter (``aws_credentials``, ``secret_vars``, ``registry_credentials``) or a
+``bake`` option (``--aws-credentials-block``, ``--secret-var NAME=BLOCK``, ``--registry-credentials-block``):
+the names travel, the values never do. They are loaded where the flow runs and reach only what needs them:
+boto3 clients through ``tasks.aws.using_session``, Packer through its own subprocess environment
+(``tasks.packer.subprocess_environment``), masked in its output, the registry login through a context
+variable the registry client and the Docker target read.
 """
 
 from __future__ import annotations

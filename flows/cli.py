@@ -737,6 +737,10 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         check_target(args.target)
     parse_duration(args.max_age, "--max-age")
     load_families(args.families)  # a bad families file is exit 2 before Prefect starts
+    if args.registry_credentials:
+        from flows.blocks import REGISTRY_OPTION, check_block_name
+
+        check_block_name(args.registry_credentials, REGISTRY_OPTION)
     _prefect_ready()
     from flows.rebuild import rebuild
 

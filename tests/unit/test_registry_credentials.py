@@ -188,3 +188,8 @@ def test_against_a_registry_with_htpasswd_the_block_login_is_used_and_a_refusal_
         monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody"))
         with pytest.raises(RegistryError, match="authentication required and no login stored"):
             RegistryClient(registry).check()  # anonymous
+
+
+def test_rebuild_checks_its_block_name_before_prefect_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    err = one_line_exit_2(["rebuild", FLAG, "Bad_Name"], capsys)
+    assert f"{FLAG} 'Bad_Name': not a Prefect block name" in err
