@@ -100,7 +100,12 @@ def test_promote_logs_in_with_the_block_and_a_wrong_one_is_one_line(
     assert json.loads(done.stdout)["to"] == "production"
     with using_login(USER, password, host):
         assert RegistryClient(registry).digest_of(family, "production") == digest
-    for result in (anonymous, refused, done):
+    kept = bake(
+        "--json", "retention", "--family", family, "--registry", host, "--registry-credentials-block", blocks["right"]
+    )  # bake's own look at the registry before the flow, then the flow's
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert [row["image"] for row in json.loads(kept.stdout)["images"]] == [f"{family}:1.0"]
+    for result in (anonymous, refused, done, kept):
         assert password not in result.stdout + result.stderr
     with prefect_api(prefect_api_url) as api:  # the flow run holds the block's name, not its values
         runs = api.post("/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 20}).json()
