@@ -161,7 +161,7 @@ def using_login(username: str, password: str, host: str, source: str = "") -> It
         password: its password or token; it reaches only the registry (an HTTP header, the engine's
             ``X-Registry-Auth``), never a log, a message or a parameter.
         host: ``HOST[:PORT]`` of the registry the login is for; other registries do not get it.
-        source: what gave the login, for messages (``Prefect block 'name'``).
+        source: what gave the login, for messages (``the Prefect block 'name'``).
     """
     token = _LOGIN.set(Login(registry_host(host), username, password, source))
     try:
@@ -239,7 +239,8 @@ def describe_failure(
 
 
 class RegistryClient:
-    """The Distribution HTTP API v2 of one registry."""
+    """The Distribution HTTP API v2 of one registry, with the credentials found where it is made
+    (``credentials``: the context's login, else ``docker login``'s)."""
 
     def __init__(self, registry: Registry, timeout: float = 30) -> None:
         self.registry = registry
