@@ -73,14 +73,17 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 def _registry(parser: argparse.ArgumentParser) -> None:
     from tasks.request import PipelineParameters
 
-    _options(parser, PipelineParameters, ("registry",))
+    _options(parser, PipelineParameters, ("registry", "registry_credentials"))
 
 
 def _registry_param(args: argparse.Namespace, target: str) -> str:
-    """``--registry`` (else ``$BAKERY_REGISTRY``) checked, as the flow parameter (exit 2 on a bad one)."""
-    from tasks.request import check_registry_for
+    """``--registry`` (else ``$BAKERY_REGISTRY``) checked, as the flow parameter (exit 2 on a bad one);
+    ``--registry-credentials-block`` only with one."""
+    from tasks.request import check_registry_credentials, check_registry_for
 
-    return str(check_registry_for(target, args.registry) or "")
+    registry = str(check_registry_for(target, args.registry) or "")
+    check_registry_credentials(registry, args.registry_credentials)
+    return registry
 
 
 def _spec_vars(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -158,6 +161,8 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
         args.variables = [f"{k}={v}" for k, v in plain.items()]
         if secret:
             stack.enter_context(packer.subprocess_environment(secret))
+    if getattr(args, "registry_credentials", None) and hasattr(args, "registry"):  # rebuild: per family
+        stack.enter_context(_registry_login(args))
     name = getattr(args, "aws_credentials_block", None)
     secret_vars = getattr(args, "secret_var", None) or []
     if not name and not secret_vars:
@@ -171,6 +176,19 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
     args.secret_vars = parse_secret_vars(secret_vars)
     stack.enter_context(block_credentials(target or "aws", name, args.secret_vars))
     return stack
+
+
+def _registry_login(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """``--registry-credentials-block``: checked (only with a registry: exit 2), loaded (no such block: exit
+    2) and used for the command's own registry calls; the flow gets the name and loads it where it runs."""
+    from flows.blocks import registry_login
+    from tasks.request import check_registry_credentials, check_registry_for
+
+    target = getattr(args, "target", None) or "docker"
+    registry = check_registry_for(target, args.registry)
+    block = check_registry_credentials(registry, args.registry_credentials)
+    _prefect_ready()
+    return registry_login(block, str(registry))
 
 
 def _sensitive_names(args: argparse.Namespace) -> set[str]:
@@ -342,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="each family's pipeline in this process (the default from a shell)",
     )
     _blocks(rebuild, secrets=True)
+    _options(rebuild, PipelineParameters, ("registry_credentials",))
     rebuild.set_defaults(handler=cmd_rebuild)
 
     alerts = sub.add_parser("alerts", help="bakery's Prefect automations (failed runs, stale productions)")
@@ -598,6 +617,7 @@ def cmd_retention(args: argparse.Namespace) -> dict[str, Any]:
             keep=keep,
             apply=args.apply,
             registry=registry,
+            registry_credentials=args.registry_credentials or "",
             **_block_params(args),
         ),
     )
@@ -683,6 +703,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         force=args.force,
         publish_ssm=args.publish_ssm,
         registry=registry,
+        registry_credentials=args.registry_credentials or "",
         **_block_params(args),
     )
 
@@ -699,7 +720,12 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
     quiet_user_error_tracebacks()
     return rollback(
-        target=target, family=args.family, publish_ssm=args.publish_ssm, registry=registry, **_block_params(args)
+        target=target,
+        family=args.family,
+        publish_ssm=args.publish_ssm,
+        registry=registry,
+        registry_credentials=args.registry_credentials or "",
+        **_block_params(args),
     )
 
 
@@ -711,6 +737,10 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         check_target(args.target)
     parse_duration(args.max_age, "--max-age")
     load_families(args.families)  # a bad families file is exit 2 before Prefect starts
+    if args.registry_credentials:
+        from flows.blocks import REGISTRY_OPTION, check_block_name
+
+        check_block_name(args.registry_credentials, REGISTRY_OPTION)
     _prefect_ready()
     from flows.rebuild import rebuild
 
@@ -722,6 +752,7 @@ def cmd_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         force=args.force,
         max_age=args.max_age,
         fan_out=args.fan_out,
+        registry_credentials=args.registry_credentials or "",
         **_block_params(args, secrets=True),
     )
 

@@ -27,6 +27,7 @@ from tasks.request import (
     AwsOptions,
     Duration,
     Family,
+    OptionalBlockName,
     OptionalVariableName,
     OptionalVersion,
     PathText,
@@ -268,6 +269,7 @@ def image_test(
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Test an existing image: launch a test instance, verify it over SSH, tear it down.
 
@@ -275,10 +277,11 @@ def image_test(
     and CIDR, instance profile, host key source); ignored by other targets. ``aws_credentials``: the name
     of a Prefect AwsCredentials block (empty: the standard credential chain). ``registry``: Docker only,
     ``HOST[:PORT][/PREFIX]`` the image is read from (by tag or digest) and staged in (empty:
-    ``$BAKERY_REGISTRY``, else the local engine).
+    ``$BAKERY_REGISTRY``, else the local engine). ``registry_credentials``: with a registry, the name of a
+    Prefect DockerRegistryCredentials block to log in with (empty: ``docker login`` / ``$DOCKER_CONFIG``).
     """
     request = prepare(**pipeline_fields(locals()))
-    with block_credentials(request.target, aws_credentials):
+    with block_credentials(request.target, aws_credentials, None, request.registry, request.registry_credentials):
         chosen = get_target(target, request.aws, request.registry)
         found = chosen.image(image)  # type: ignore[attr-defined]
         return test_stage(chosen, found, request, _run_id())
@@ -308,6 +311,7 @@ def image_pipeline(
     spec_vars: dict[str, str] | None = None,
     commit: str = "",
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Validate the templates, build the image, test it, and tag it ``staging`` when it passes.
 
@@ -341,11 +345,16 @@ def image_pipeline(
             must be at it. Empty: whatever the checkout holds.
         registry: Docker only: ``HOST[:PORT][/PREFIX]`` to push the image to, test it from (by digest)
             and keep its stages in (empty: ``$BAKERY_REGISTRY``, else the local engine only).
+        registry_credentials: with a registry: the name of a Prefect DockerRegistryCredentials block whose
+            login the registry client and the engine's push and pull use (empty: ``docker login`` /
+            ``$DOCKER_CONFIG`` of the worker).
     """
     request = prepare(**pipeline_fields(locals()))
     built_commit = check_commit(commit)
     run_id = _run_id()
-    with block_credentials(request.target, aws_credentials, secret_vars):
+    with block_credentials(
+        request.target, aws_credentials, secret_vars, request.registry, request.registry_credentials
+    ):
         chosen = get_target(request.target, request.aws, request.registry)
         _preflight(chosen)  # a bad --subnet (exit 2), an unreachable registry (exit 1): before anything is built
         with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
@@ -386,16 +395,19 @@ def image_build(
     spec_vars_file: str = "",
     spec_vars: dict[str, str] | None = None,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Validate the templates and build the image; it is left at ``testing``.
 
     ``aws_credentials`` names a Prefect AwsCredentials block, ``secret_vars`` Packer variables read from
-    Prefect Secret blocks ({variable: block name}), ``registry`` where a Docker image is pushed, as for
-    ``image_pipeline``.
+    Prefect Secret blocks ({variable: block name}), ``registry`` where a Docker image is pushed and
+    ``registry_credentials`` the DockerRegistryCredentials block to log in there with, as for ``image_pipeline``.
     """
     request = prepare(**pipeline_fields(locals()))
     run_id = _run_id()
-    with block_credentials(request.target, aws_credentials, secret_vars):
+    with block_credentials(
+        request.target, aws_credentials, secret_vars, request.registry, request.registry_credentials
+    ):
         chosen = get_target(request.target, registry=request.registry)
         _preflight(chosen)  # an unreachable registry or refused credentials: before anything is built
         with family_lock(request.family):

@@ -19,7 +19,14 @@ from flows.blocks import block_credentials
 from tasks import inputs, promotion
 from tasks.errors import UsageError
 from tasks.promotion import PromoteTo
-from tasks.request import Duration, Family, TargetName, check_registry_for
+from tasks.request import (
+    Duration,
+    Family,
+    OptionalBlockName,
+    TargetName,
+    check_registry_credentials,
+    check_registry_for,
+)
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import ProblemAfterPromotion, PromotionRecord
 from tasks.targets.registry import platform_errors, store_for
@@ -112,6 +119,7 @@ def promote(
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Promote an image: testing → staging, or staging → production after the soak.
 
@@ -126,12 +134,15 @@ def promote(
         aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
         registry: Docker only: ``HOST[:PORT][/PREFIX]`` whose tags hold the stages (empty:
             ``$BAKERY_REGISTRY``, else the local engine); works from any machine that reaches it.
+        registry_credentials: with a registry: a Prefect DockerRegistryCredentials block to log in with
+            (empty: ``docker login`` / ``$DOCKER_CONFIG``).
     """
     if image:
         family = None
     checked, family, image = check_promote_request(target, family, image, to, min_soak)
     checked_registry = check_registry_for(checked, registry)
-    with block_credentials(checked, aws_credentials):
+    check_registry_credentials(checked_registry, registry_credentials)
+    with block_credentials(checked, aws_credentials, None, checked_registry, registry_credentials):
         return promote_image(
             checked, family, image, to, min_soak, force, publish_ssm, _run_id(), str(checked_registry or "")
         )
@@ -144,6 +155,7 @@ def rollback(
     publish_ssm: bool = False,
     aws_credentials: str | None = None,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Make the most recently superseded image production again; the current one becomes superseded.
 
@@ -154,9 +166,12 @@ def rollback(
         aws_credentials: AWS only: a Prefect AwsCredentials block name (empty: the standard chain).
         registry: Docker only: ``HOST[:PORT][/PREFIX]`` whose tags hold the stages (empty:
             ``$BAKERY_REGISTRY``, else the local engine).
+        registry_credentials: with a registry: a Prefect DockerRegistryCredentials block to log in with
+            (empty: ``docker login`` / ``$DOCKER_CONFIG``).
     """
     checked = inputs.check_target(target)
     inputs.check_family(family)
     checked_registry = check_registry_for(checked, registry)
-    with block_credentials(checked, aws_credentials):
+    check_registry_credentials(checked_registry, registry_credentials)
+    with block_credentials(checked, aws_credentials, None, checked_registry, registry_credentials):
         return rollback_family(checked, family, publish_ssm, _run_id(), str(checked_registry or ""))

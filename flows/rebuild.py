@@ -26,12 +26,12 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.blocks import block_credentials, check_secret_vars
+from flows.blocks import block_credentials, check_block_name, check_secret_vars
 from flows.pipeline import image_pipeline
 from tasks import rebuild as lib
 from tasks.errors import JobFailed, UsageError
 from tasks.inputs import check_target, parse_duration
-from tasks.request import Duration, PipelineParameters, TargetName, prepare
+from tasks.request import Duration, OptionalBlockName, PipelineParameters, TargetName, prepare
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import StagedImage, human, utcnow
 from tasks.targets.registry import store_for
@@ -65,7 +65,8 @@ def rebuild_family(
         run_id: the rebuild's flow run id.
         force: build even when nothing changed.
         max_age: build when the current image is older than this.
-        blocks: ``aws_credentials`` and ``secret_vars`` for the pipeline (Prefect block names).
+        blocks: ``aws_credentials`` and ``secret_vars`` for the pipeline (Prefect block names), and
+            ``registry_credentials``: the login block of families with a registry that name none.
         pipeline_run_name: run the pipeline as this ``image-pipeline`` deployment run (any worker takes
             it) and wait for it; empty: run it here, in-process.
     """
@@ -79,8 +80,10 @@ def rebuild_family(
         from tasks.request import check_registry_for
 
         registry = check_registry_for(target, spec.registry or None, f"{spec.family}: registry")
-        store = store_for(target, registry=str(registry or ""))
-        images = store.family_images(spec.family)
+        login = str(pipeline_parameters(spec, target, blocks).get("registry_credentials") or "")
+        with block_credentials(target, registry=registry, registry_credentials=login):  # the store's client
+            store = store_for(target, registry=str(registry or ""))
+            images = store.family_images(spec.family)
         before = lib.production_of(images)
     except Exception as exc:
         summary.base_note = f"could not read the current production: {_first_line(exc)}"
@@ -126,17 +129,25 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
     """The image_pipeline parameters of one family, the same in-process and as a deployment run (block
     names only: secret-named Packer variables are refused as parameters by tasks/request.py). The registry
     is resolved here, ``$BAKERY_REGISTRY`` included: a child run on another worker must build into the
-    registry this rebuild read the stages from, not into its own worker's default."""
-    from tasks.request import check_registry_for
+    registry this rebuild read the stages from, not into its own worker's default. Its login block: the
+    family's ``registry_credentials``, else the rebuild's (``blocks``), for a registry only."""
+    from tasks.request import check_registry_credentials, check_registry_for
 
+    shared = dict(blocks or {})
+    default_login = str(shared.pop("registry_credentials", None) or "")
     registry = (
         check_registry_for(target, spec.registry or None, f"{spec.family}: registry") if target == "docker" else None
     )
+    login = ""
+    if target == "docker":
+        login = spec.registry_credentials or (default_login if registry else "")
+        check_registry_credentials(registry, login, f"{spec.family}: registry_credentials")
     return {
         "target": check_target(target),
         **spec.pipeline_arguments(),
         **({"registry": str(registry)} if registry else {}),
-        **(blocks or {}),
+        **({"registry_credentials": login} if login else {}),
+        **shared,
     }
 
 
@@ -296,6 +307,7 @@ def rebuild(
     aws_credentials: str | None = None,
     secret_vars: dict[str, str] | None = None,
     fan_out: bool | None = None,
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Rebuild every family that changed (cron 0 4 * * 1 UTC): build, test and stage a fresh image of each.
 
@@ -313,6 +325,9 @@ def rebuild(
         secret_vars: Packer variables from Prefect Secret blocks ({variable: block name}) for every build.
         fan_out: run each family's pipeline as an image-pipeline deployment run, which any free worker
             takes, and wait for them (empty: when this rebuild runs from a deployment); false: in-process.
+        registry_credentials: a Prefect DockerRegistryCredentials block for the Docker families with a
+            registry whose entry names none (``registry_credentials:`` in the families file); empty:
+            ``docker login`` / ``$DOCKER_CONFIG``.
     """
     from prefect.runtime import deployment, flow_run
 
@@ -334,6 +349,8 @@ def rebuild(
         return f"{spec.family}-{target}-of-rebuild-{rebuild_name}" if fanned else ""
 
     blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
+    if registry_credentials:
+        blocks["registry_credentials"] = check_block_name(registry_credentials, "registry_credentials")
     uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
     with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
         futures = [

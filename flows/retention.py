@@ -16,7 +16,7 @@ from flows.blocks import block_credentials
 from tasks import retention
 from tasks.inputs import TargetName, check_family, check_target
 from tasks.rebuild import DEFAULT_FAMILIES, load_families
-from tasks.request import Family, check_registry_for
+from tasks.request import Family, OptionalBlockName, check_registry_credentials, check_registry_for
 from tasks.steps.housekeeping import apply_retention, report_retention, take_inventory
 
 
@@ -29,6 +29,7 @@ def image_retention(
     aws_credentials: str | None = None,
     families_file: str = DEFAULT_FAMILIES,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Plan (and with ``apply``, carry out) retention for one family, or for every family when none is given.
 
@@ -40,13 +41,16 @@ def image_retention(
     ``registry``: Docker only, ``HOST[:PORT][/PREFIX]``: the registry's version tags instead of the local
     engine's (empty: ``$BAKERY_REGISTRY``, else the engine); deleted by digest through the registry API,
     never a digest another tag names; blob space comes back with the registry's garbage collection.
+    ``registry_credentials``: with a registry, a Prefect DockerRegistryCredentials block to log in with
+    (empty: ``docker login`` / ``$DOCKER_CONFIG``).
     """
     check_target(target)
     if family:
         check_family(family)
     keep = retention.check_keep(keep)
     checked_registry = str(check_registry_for(target, registry) or "")
-    with block_credentials(target, aws_credentials):
+    check_registry_credentials(checked_registry, registry_credentials)
+    with block_credentials(target, aws_credentials, None, checked_registry, registry_credentials):
         store = retention.open_store(target, checked_registry, family)
         images, usage = take_inventory(store)
         listed = [f.family for f in load_families(families_file)] if Path(families_file).is_file() else []

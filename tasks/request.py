@@ -16,9 +16,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tasks import inputs
 from tasks.errors import UsageError
+from tasks.targets.docker.image_registry import ENV_VAR as ENV_REGISTRY
 from tasks.targets.docker.image_registry import Registry, resolve_registry
 
 DEFAULT_SPEC = "packer/test/image_spec.yaml"
+REGISTRY_CREDENTIALS_FLAG = "--registry-credentials-block"
 
 
 # --- the request model: each value's rule once, for the CLI, the flows' parameters (the Prefect UI form
@@ -51,6 +53,19 @@ def _option(flag: str, help: str, metavar: str | None = None, **schema: Any) -> 
     return Field(description=help, json_schema_extra=extra, **schema)
 
 
+# Prefect block document names: lowercase letters, digits and dashes (flows/blocks.py checks every name by it)
+BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,127}$"
+BLOCK_NAME_PROBLEM = "not a Prefect block name (expected lowercase letters, digits and '-')"
+_BLOCK_NAME_RE = re.compile(BLOCK_NAME_PATTERN)
+
+
+def _block_name_problem(value: Any) -> str | None:
+    """A Prefect block name, or empty."""
+    if value in ("", None) or (isinstance(value, str) and _BLOCK_NAME_RE.fullmatch(value)):
+        return None
+    return BLOCK_NAME_PROBLEM
+
+
 def _target_problem(value: Any) -> str | None:
     return None if value in inputs.TARGETS else f"unknown target (expected one of {', '.join(inputs.TARGETS)})"
 
@@ -66,6 +81,8 @@ OptionalVersion = Annotated[
 # a file or directory named by its path (relative to the checkout a run starts in)
 PathText = Annotated[str, Field(min_length=1)]
 Duration = Annotated[str, Field(pattern=inputs.DURATION_PATTERN), _rule(inputs.duration_problem)]
+# a Prefect block's name ("": none)
+OptionalBlockName = Annotated[str, Field(pattern=f"^$|{BLOCK_NAME_PATTERN}"), _rule(_block_name_problem)]
 VARIABLE_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
 OptionalVariableName = Annotated[
     str,
@@ -239,6 +256,7 @@ class PipelineRequest:
     spec_vars_file: Path | None = None  # --vars: the .Vars of a templated spec
     spec_vars: dict[str, str] = field(default_factory=dict)  # --spec-var K=V, over the file's
     registry: Registry | None = None  # --registry / BAKERY_REGISTRY: push and stage there (docker only)
+    registry_credentials: str = ""  # a Prefect DockerRegistryCredentials block name (never its values)
 
     def as_parameters(self) -> dict[str, Any]:
         """The request as ``PipelineParameters`` values (what a flow takes): the checked values, so a flow
@@ -256,6 +274,7 @@ class PipelineRequest:
             "lint_ignore": list(self.lint_ignore),
             "strict": self.strict,
             "registry": str(self.registry or ""),
+            "registry_credentials": self.registry_credentials,
             "spec": str(self.spec),
             "spec_vars_file": str(self.spec_vars_file or ""),
             "spec_vars": dict(self.spec_vars),
@@ -355,8 +374,18 @@ class PipelineParameters(BaseModel):
         _option(
             "--registry",
             "docker: push images to this registry and keep their stages there as tags (default: "
-            "$BAKERY_REGISTRY; unset: the local engine only). Credentials: docker login / $DOCKER_CONFIG",
+            "$BAKERY_REGISTRY; unset: the local engine only). Credentials: --registry-credentials-block, "
+            "else docker login / $DOCKER_CONFIG",
             "HOST[:PORT][/PREFIX]",
+        ),
+    ] = ""
+    registry_credentials: Annotated[
+        OptionalBlockName,
+        _option(
+            REGISTRY_CREDENTIALS_FLAG,
+            "with a registry: log in to it with this Prefect DockerRegistryCredentials block (default: docker "
+            "login / $DOCKER_CONFIG; none: anonymous)",
+            "NAME",
         ),
     ] = ""
     spec: Annotated[PathText, _option("--spec", "goss-format verification spec (file or directory)", "FILE|DIR")] = (
@@ -434,6 +463,7 @@ def _request_of(given: PipelineParameters) -> PipelineRequest:
     from tasks import lint  # the HCL parser: only for requests that build
 
     checked_registry = check_registry_for(given.target, given.registry or None)
+    check_registry_credentials(checked_registry, given.registry_credentials)
     directory = Path(given.template_dir)
     if not directory.is_dir():
         raise UsageError(f"--template-dir {directory}: not a directory")
@@ -473,6 +503,7 @@ def _request_of(given: PipelineParameters) -> PipelineRequest:
         lint_ignore=lint.check_rule_names(given.lint_ignore),
         strict=given.strict,
         registry=checked_registry,
+        registry_credentials=given.registry_credentials,
     )
 
 
@@ -509,11 +540,13 @@ class FamilySpec(BaseModel):
     spec_vars_file: str = ""
     spec_vars: TextMapping = {}
     registry: str = ""  # HOST[:PORT][/PREFIX]: the docker target pushes and stages there
+    # a Prefect DockerRegistryCredentials block name for that registry (default: the rebuild's, else docker login)
+    registry_credentials: OptionalBlockName = ""
 
     def pipeline_arguments(self) -> dict[str, Any]:
-        """The ``PipelineParameters`` this entry sets (every field but ``targets`` and ``registry``, which
-        the rebuild resolves per target)."""
-        given = self.model_dump(exclude={"targets", "registry"})
+        """The ``PipelineParameters`` this entry sets (every field but ``targets``, ``registry`` and
+        ``registry_credentials``, which the rebuild resolves per target)."""
+        given = self.model_dump(exclude={"targets", "registry", "registry_credentials"})
         given["var_files"] = list(self.var_files)
         given["only"] = self.only or ""
         return given
@@ -546,6 +579,21 @@ def check_registry_for(target: str, registry: str | None, where: str = "--regist
             raise UsageError(f"{where} {registry!r}: only the docker target pushes to a registry")
         return None
     return resolve_registry(registry, where)
+
+
+def check_registry_credentials(
+    registry: Registry | str | None, block: str | None, where: str = REGISTRY_CREDENTIALS_FLAG
+) -> str:
+    """A registry credentials block name (``--registry-credentials-block``), checked: a block name, and
+    given only with a registry (the checked one of the request; none for AWS). Returns it ("" for none)."""
+    if not block:
+        return ""
+    problem = _block_name_problem(block)
+    if problem:
+        raise UsageError(f"{where} {block!r}: {problem}")
+    if not registry:
+        raise UsageError(f"{where} {block}: only with a registry (docker target, --registry or ${ENV_REGISTRY})")
+    return block
 
 
 def state_dir() -> Path:

@@ -4,20 +4,25 @@ With a registry the Docker target pushes ``<registry>/<prefix>/<family>:<version
 registry tags written by digest (``tasks.targets.docker.registry_stages``). The client speaks the Distribution API
 (https://distribution.github.io/distribution/spec/api/) with httpx: manifests by digest and tag, blobs,
 the paginated tag list. Loopback registries (127.0.0.0/8, ``localhost``, ``[::1]``) are spoken to over
-plain HTTP, as Docker does; every other over HTTPS. Credentials come from the environment only: the
-``auths`` of Docker's ``config.json`` (``$DOCKER_CONFIG``, else ``~/.docker``; what ``docker login``
-writes), Basic, or a Bearer token fetched with them when the registry asks for one. Every failure is one
-line (``RegistryError``, exit 1) naming the registry and what was asked.
+plain HTTP, as Docker does; every other over HTTPS. Credentials: a login given for this context
+(``using_login``: a Prefect ``DockerRegistryCredentials`` block, loaded by ``flows/blocks.py``) first, else
+the ``auths`` of Docker's ``config.json`` (``$DOCKER_CONFIG``, else ``~/.docker``; what ``docker login``
+writes), else none; sent as Basic, or used to fetch a Bearer token when the registry asks for one. Every
+failure is one line (``RegistryError``, exit 1) naming the registry and what was asked; never a password.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +124,67 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class Login:
+    """A registry login given for a context (``using_login``); ``source`` names where it came from (a
+    block's name) for messages; the password is never in its ``repr``."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    source: str = ""
+
+    def basic(self) -> str:
+        """The ``auth`` value: base64 ``user:password``."""
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def auth_config(self) -> dict[str, str]:
+        """The engine's ``auth_config`` for a push or pull (docker-py sends it in the X-Registry-Auth header)."""
+        return {"username": self.username, "password": self.password}
+
+
+_LOGIN: ContextVar[Login | None] = ContextVar("bakery_registry_login", default=None)
+
+
+def registry_host(url: str) -> str:
+    """The ``HOST[:PORT]`` of a registry URL as a login names it (``https://host:5000/v2/`` → ``host:5000``)."""
+    return re.sub(r"^[a-z]+://", "", url.strip().lower()).split("/", 1)[0]
+
+
+@contextlib.contextmanager
+def using_login(username: str, password: str, host: str, source: str = "") -> Iterator[None]:
+    """Within this context (and threads started with a copy of it) the registry ``host`` is logged in to
+    as ``username``: the HTTP client and the engine's push and pull use it before any ``docker login``.
+
+    Args:
+        username: the registry user.
+        password: its password or token; it reaches only the registry (an HTTP header, the engine's
+            ``X-Registry-Auth``), never a log, a message or a parameter.
+        host: ``HOST[:PORT]`` of the registry the login is for; other registries do not get it.
+        source: what gave the login, for messages (``the Prefect block 'name'``).
+    """
+    token = _LOGIN.set(Login(registry_host(host), username, password, source))
+    try:
+        yield
+    finally:
+        _LOGIN.reset(token)
+
+
+def context_login(host: str) -> Login | None:
+    """The login ``using_login`` gave for ``host`` in this context, if any."""
+    found = _LOGIN.get()
+    return found if found is not None and found.host == registry_host(host) else None
+
+
+def credentials(host: str) -> tuple[str | None, str]:
+    """``(basic auth or None, source)`` for ``host``: the context's login first (``source`` names what gave
+    it), then Docker's ``config.json`` (``source`` empty), else ``(None, "")``: anonymous."""
+    given = context_login(host)
+    if given is not None:
+        return given.basic(), given.source or "the login given"
+    return docker_config_auth(host), ""
+
+
 def docker_config_auth(host: str) -> str | None:
     """The ``auth`` (base64 ``user:password``) ``docker login`` stored for ``host``, if any."""
     directory = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
@@ -144,12 +210,16 @@ def _error_detail(response: httpx.Response) -> str:
     return response.reason_phrase or ""
 
 
-def describe_failure(registry: Registry, doing: str, response: httpx.Response, logged_in: bool | None = None) -> str:
+def describe_failure(
+    registry: Registry, doing: str, response: httpx.Response, logged_in: bool | None = None, source: str = ""
+) -> str:
     """One line for a failed call: the status mapped to what a person does about it (``logged_in``: whether
-    credentials for the registry were found, when known)."""
+    credentials for the registry were found, when known; ``source``: a block that gave them, by name)."""
     status = response.status_code
     detail = _error_detail(response)
-    if status == 401 and logged_in is False:
+    if status == 401 and logged_in and source:
+        why = f"the login of {source} was refused (check its username and password)"
+    elif status == 401 and logged_in is False:
         why = f"authentication required and no login stored for {registry.host} (docker login, or DOCKER_CONFIG)"
     elif status == 401 and logged_in:
         why = f"the stored login for {registry.host} was refused (docker login {registry.host} again)"
@@ -169,12 +239,13 @@ def describe_failure(registry: Registry, doing: str, response: httpx.Response, l
 
 
 class RegistryClient:
-    """The Distribution HTTP API v2 of one registry."""
+    """The Distribution HTTP API v2 of one registry, with the credentials found where it is made
+    (``credentials``: the context's login, else ``docker login``'s)."""
 
     def __init__(self, registry: Registry, timeout: float = 30) -> None:
         self.registry = registry
         self.http = httpx.Client(base_url=registry.base_url, timeout=timeout, follow_redirects=True)
-        self._basic = docker_config_auth(registry.host)
+        self._basic, self._source = credentials(registry.host)
         self._bearer: str | None = None
 
     def close(self) -> None:
@@ -204,7 +275,7 @@ class RegistryClient:
                 continue
             break
         if response.status_code not in ok:
-            raise RegistryError(describe_failure(self.registry, doing, response, self._basic is not None))
+            raise RegistryError(describe_failure(self.registry, doing, response, self._basic is not None, self._source))
         return response
 
     def _fetch_token(self, challenge: httpx.Response) -> bool:

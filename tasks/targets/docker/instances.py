@@ -27,7 +27,7 @@ from tasks.targets.docker.client import (
     client,
     pointer_stage,
 )
-from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
+from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError, context_login
 
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_EXPIRES_AT = "bakery.expires-at"
@@ -176,8 +176,9 @@ class DockerTarget:
 
     def push(self, image: Image, run_id: str) -> Image:
         """``<family>:<version>`` pushed as ``<registry>/[<prefix>/]<family>:<version>`` (credentials: the
-        engine's, from ``docker login`` / ``$DOCKER_CONFIG``); the image's id becomes the pushed digest,
-        recorded in the registry's stage record. A failed push leaves no stage tag."""
+        context's login (``image_registry.using_login``, a Prefect block), else the engine's, from ``docker
+        login`` / ``$DOCKER_CONFIG``); the image's id becomes the pushed digest, recorded in the registry's
+        stage record. A failed push leaves no stage tag."""
         assert self.registry is not None
         from tasks.targets.docker.registry_stages import RegistryStages
 
@@ -185,12 +186,15 @@ class DockerTarget:
         self.engine.images.get(image.id).tag(repository, image.version)
         digest = ""
         try:
-            for line in self.engine.images.push(repository, tag=image.version, stream=True, decode=True):
+            pushed = self.engine.images.push(
+                repository, tag=image.version, stream=True, decode=True, auth_config=self._auth_config()
+            )
+            for line in pushed:
                 if line.get("error"):
-                    raise RegistryError(f"registry {self.registry}: pushing {image.name}: {line['error']}")
+                    raise RegistryError(self._failure(f"pushing {image.name}", str(line["error"])))
                 digest = str((line.get("aux") or {}).get("Digest") or digest)
         except docker.errors.APIError as exc:
-            raise RegistryError(f"registry {self.registry}: pushing {image.name}: {exc.explanation or exc}") from None
+            raise RegistryError(self._failure(f"pushing {image.name}", str(exc.explanation or exc))) from None
         finally:
             with contextlib.suppress(docker.errors.APIError):
                 self.engine.api.remove_image(f"{repository}:{image.version}", noprune=True)
@@ -212,9 +216,25 @@ class DockerTarget:
         assert self.registry is not None
         reference = f"{self.registry.image(image.family)}@{image.id}"
         try:
-            return str(self.engine.images.pull(reference).id)
+            return str(self.engine.images.pull(reference, auth_config=self._auth_config()).id)
         except docker.errors.APIError as exc:
-            raise RegistryError(f"registry {self.registry}: pulling {reference}: {exc.explanation or exc}") from None
+            raise RegistryError(self._failure(f"pulling {reference}", str(exc.explanation or exc))) from None
+
+    def _auth_config(self) -> dict[str, str] | None:
+        """The context's login for the registry as the engine's ``auth_config``; None: the engine's own."""
+        assert self.registry is not None
+        given = context_login(self.registry.host)
+        return given.auth_config() if given is not None else None
+
+    def _failure(self, doing: str, error: str) -> str:
+        """One line for a failed push or pull; with a block's login, an authentication failure names the
+        block (the engine's words are kept: they never hold the password)."""
+        assert self.registry is not None
+        given = context_login(self.registry.host)
+        line = f"registry {self.registry}: {doing}: {error.splitlines()[0] if error else 'failed'}"
+        if given is not None and given.source and _auth_failure(error):
+            line += f" (the login of {given.source} was refused: check its username and password)"
+        return line
 
     def image(self, reference: str) -> Image:
         """An image by id or ``family:version`` (with a registry: ``family:version`` or ``family@digest``
@@ -333,6 +353,11 @@ class DockerTarget:
     def record_test_result(self, image: Image, result: str, run_id: str) -> None:
         """``last_tested``/``last_result``/``last_test_run`` in the family's promotion record; no tag moves."""
         self._stages().record_test(image.id, image.family, image.version, result, run_id)
+
+
+def _auth_failure(error: str) -> bool:
+    text = error.lower()
+    return any(word in text for word in ("unauthorized", "authentication required", "no basic auth", "401"))
 
 
 def _stage_from_tags(tags: list[str], family: str) -> str | None:
