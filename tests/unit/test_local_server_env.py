@@ -48,6 +48,7 @@ def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
     import socket
     import subprocess
     import sys
+    import time
 
     monkeypatch.setenv("BAKERY_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(local_server, "UNANSWERED_TIMEOUT", 1.0)  # the new server keeps its whole start time
@@ -66,7 +67,13 @@ def test_a_hung_server_is_replaced_not_waited_on_by_every_command(
         start_new_session=True,
     )
     try:
-        local_server._write_record(home, local_server.ServerRecord(pid=hung.pid, port=port))
+        recorded = local_server.ServerRecord(pid=hung.pid, port=port)
+        local_server._write_record(home, recorded)
+        # Popen returns while the kernel may still be finishing the exec: until /proc shows the new command
+        # line, the recorded process does not look like a server (and would be left alone, not replaced).
+        deadline = time.monotonic() + 10
+        while not local_server.is_our_process(recorded) and time.monotonic() < deadline:
+            time.sleep(0.01)
         record, started = local_server.ensure_running(announce=False)
         try:
             assert started and record.pid != hung.pid
