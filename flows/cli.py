@@ -193,12 +193,12 @@ def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, 
     return params
 
 
-def _check_aws_configured(target: str) -> None:
-    from tasks.errors import UsageError
-    from tasks.targets.aws import client as aws
+def _check_configured_to_run(target: str) -> None:
+    """What a pipeline run needs from here before it starts (AWS: a region; the credentials are checked
+    where they are used: Packer's and the flow's own chain, or a block)."""
+    from tasks.targets.registry import platform
 
-    if target == "aws" and not aws.region():
-        raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
+    platform(target).check_configured(credentials=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -461,7 +461,7 @@ def _flow_parameters(flow: Any, request: Any) -> dict[str, Any]:
 
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     request = _static_checks(_request(args))
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_build
 
@@ -471,7 +471,7 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     request = _static_checks(_request(args, aws=_aws_options(args)))
     _load_spec(request)
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_pipeline
 
@@ -481,7 +481,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(args, aws=_aws_options(args))
     _load_spec(request)
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_test
 
@@ -642,12 +642,12 @@ def _tabled(
     return doc
 
 
-def _aws_configured(target: str) -> None:
-    """No region or no credentials: one clear line (exit 2) before Prefect starts."""
-    if target == "aws":
-        from tasks.targets.aws.images import require_configured
+def _check_configured(target: str) -> None:
+    """A platform not usable from here (AWS: no region or no credentials): one clear line (exit 2) before
+    Prefect starts."""
+    from tasks.targets.registry import platform
 
-        require_configured()
+    platform(target).check_configured()
 
 
 def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
@@ -655,7 +655,7 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
 
     target, family, image = check_promote_request(args.target, args.family, args.image, args.to, args.min_soak)
     registry = _registry_param(args, target)
-    _aws_configured(target)
+    _check_configured(target)
     if registry and image:
         from tasks.targets.docker.registry_stages import split_reference
 
@@ -687,7 +687,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     target = check_target(args.target)
     check_family(args.family)
     registry = _registry_param(args, target)
-    _aws_configured(target)
+    _check_configured(target)
     _prefect_ready()
     from flows.promote import rollback
 

@@ -487,6 +487,9 @@ class Platform(ABC):
 
     name: str  # as --target spells it
     title: str  # as people write it in a sentence (AWS, Docker)
+    # The Packer builder type a build for this target uses: without --only, the pipeline builds the one
+    # source of this type (``docker.*``, ``amazon-ebs.*``).
+    packer_builder: str
 
     @abstractmethod
     def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
@@ -516,3 +519,19 @@ class Platform(ABC):
     @abstractmethod
     def production(self, family: str) -> Production:
         """The family's current production image (may raise; callers report, never fail on it)."""
+
+    # --- the build ------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def check_configured(self, *, credentials: bool = True) -> None:
+        """A ``UsageError`` (exit 2, one line) when the platform cannot be used from here as configured, before
+        anything starts (AWS: no region; with ``credentials``, also no credentials)."""
+
+    @abstractmethod
+    def before_build(self, target: Target) -> None:
+        """What must be in place before Packer builds for ``target`` (Docker: the default base image)."""
+
+    @abstractmethod
+    def packer_variables(self) -> dict[str, str]:
+        """bakery's values for template variables of this platform (AWS: ``aws_region``, ``aws_endpoint``);
+        each reaches a template only when the template declares it, and an empty value not at all."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 class AwsPlatform(Platform):
     name = "aws"
     title = "AWS"
+    packer_builder = "amazon-ebs"
 
     def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
         from tasks.targets.aws.instances import AwsTarget
@@ -67,3 +68,23 @@ class AwsPlatform(Platform):
             return Production(reason=f"no AMI of {family} tagged status=production")
         tags = aws.tags_of(found[0])
         return Production(found[0]["ImageId"], tags.get("Name", found[0]["ImageId"]))
+
+    def check_configured(self, *, credentials: bool = True) -> None:
+        from tasks.errors import UsageError
+        from tasks.targets.aws import client as aws
+        from tasks.targets.aws.images import require_configured
+
+        if credentials:
+            require_configured()
+        elif not aws.region():
+            raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
+
+    def before_build(self, target: Target) -> None:
+        pass  # Packer's amazon-ebs builder finds its source AMI itself
+
+    def packer_variables(self) -> dict[str, str]:
+        """The EC2 region and endpoint from the standard AWS variables: Packer reads neither itself, and
+        without them a build could land in another region than bakery looks in."""
+        from tasks.targets.aws import client as aws
+
+        return {"aws_region": aws.region() or "", "aws_endpoint": aws.endpoint_url("ec2") or ""}

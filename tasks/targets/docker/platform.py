@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 class DockerPlatform(Platform):
     name = "docker"
     title = "Docker"
+    packer_builder = "docker"
 
     def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
         from tasks.targets.docker.instances import DockerTarget
@@ -67,3 +68,17 @@ class DockerPlatform(Platform):
             return Production(reason=f"cannot ask the Docker engine for {family}:production ({exc})")
         versions = [t for t in found.tags if t.startswith(f"{family}:") and t.rpartition(":")[2] not in STAGE_TAGS]
         return Production(found.id, versions[0] if versions else f"{family}:production")
+
+    def check_configured(self, *, credentials: bool = True) -> None:
+        pass  # the engine is this machine's; a missing one is said when it is first asked
+
+    def before_build(self, target: Target) -> None:
+        """The default base image, imported from the tarball when the engine lacks it."""
+        from tasks.targets.docker.baseimage import ensure_base_image
+        from tasks.targets.docker.instances import DockerTarget
+
+        if isinstance(target, DockerTarget):
+            ensure_base_image(target.engine)
+
+    def packer_variables(self) -> dict[str, str]:
+        return {}  # the engine is this machine's: nothing to tell the template
