@@ -469,6 +469,59 @@ class Production:
     reason: str = ""
 
 
+# --- what an image was built from, for the weekly rebuild (tasks/provenance.py) ---------------------------
+
+TAG_BASE = "bakery:base"
+TAG_INPUTS = "bakery:inputs"
+TAG_SPEC = "bakery:spec"
+
+
+class BaseLookupError(Exception):
+    """The base the template names cannot be told (unresolvable filter, API or engine error)."""
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What one image was built from (any field may be unknown: empty)."""
+
+    base: str = ""
+    inputs: str = ""
+    spec: str = ""
+
+    def to_tags(self) -> dict[str, str]:
+        found = {TAG_BASE: self.base, TAG_INPUTS: self.inputs, TAG_SPEC: self.spec}
+        return {k: v for k, v in found.items() if v}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> BuildInputs | None:
+        """The record in an image's tags; ``None`` for an image built before bakery recorded inputs."""
+        if TAG_INPUTS not in tags:
+            return None
+        return cls(
+            base=tags.get(TAG_BASE, "") or tags.get("BaseAMI", ""), inputs=tags[TAG_INPUTS], spec=tags.get(TAG_SPEC, "")
+        )
+
+
+class TemplateSource(Protocol):
+    """One source block of a template set with the build's variable values: what a platform reads the base
+    from (``tasks.provenance.template_source`` makes one)."""
+
+    @property
+    def name(self) -> str:
+        """The source as ``-only`` names it: ``docker.base``, ``amazon-ebs.base``."""
+        ...
+
+    @property
+    def block(self) -> Mapping[str, Any]:
+        """The block's attributes as python-hcl2 reads them (strings still quoted)."""
+        ...
+
+    def evaluate(self, text: Any, where: str) -> str:
+        """An attribute's value, variables substituted; a ``BaseLookupError`` naming ``where`` when it
+        cannot be evaluated."""
+        ...
+
+
 # --- one platform: everything bakery opens on it ---------------------------------------------------------
 
 
@@ -530,6 +583,20 @@ class Platform(ABC):
     @abstractmethod
     def before_build(self, target: Target) -> None:
         """What must be in place before Packer builds for ``target`` (Docker: the default base image)."""
+
+    @abstractmethod
+    def current_base(self, source: TemplateSource) -> str:
+        """What ``source`` would build on now, as the image records it (Docker: the local image id its
+        ``image`` names; AWS: the AMI its ``source_ami_filter`` selects); a ``BaseLookupError`` when that
+        cannot be told."""
+
+    @abstractmethod
+    def record_build_inputs(self, image_id: str, built_from: BuildInputs) -> None:
+        """Keep ``built_from`` with the image, where every worker that sees the image reads it."""
+
+    @abstractmethod
+    def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
+        """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
 
     @abstractmethod
     def packer_variables(self) -> dict[str, str]:

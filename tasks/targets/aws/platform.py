@@ -5,7 +5,17 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from tasks.targets.base import ImageStore, NotConfigured, Platform, Production, Source, StageStore, Target
+from tasks.targets.base import (
+    BuildInputs,
+    ImageStore,
+    NotConfigured,
+    Platform,
+    Production,
+    Source,
+    StageStore,
+    Target,
+    TemplateSource,
+)
 
 if TYPE_CHECKING:
     from tasks.request import AwsOptions
@@ -81,6 +91,21 @@ class AwsPlatform(Platform):
 
     def before_build(self, target: Target) -> None:
         pass  # Packer's amazon-ebs builder finds its source AMI itself
+
+    def current_base(self, source: TemplateSource) -> str:
+        from tasks.targets.aws import provenance
+
+        return provenance.current_base(source)
+
+    def record_build_inputs(self, image_id: str, built_from: BuildInputs) -> None:
+        from tasks.targets.aws import provenance
+
+        provenance.record(image_id, built_from)
+
+    def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
+        from tasks.targets.aws import provenance
+
+        return provenance.recorded(image_id)
 
     def packer_variables(self) -> dict[str, str]:
         """The EC2 region and endpoint from the standard AWS variables: Packer reads neither itself, and

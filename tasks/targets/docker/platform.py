@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from tasks.targets.base import ImageStore, Platform, Production, Source, StageStore, Target
+from tasks.targets.base import BuildInputs, ImageStore, Platform, Production, Source, StageStore, Target, TemplateSource
 
 if TYPE_CHECKING:
     from tasks.request import AwsOptions
@@ -79,6 +79,21 @@ class DockerPlatform(Platform):
 
         if isinstance(target, DockerTarget):
             ensure_base_image(target.engine)
+
+    def current_base(self, source: TemplateSource) -> str:
+        from tasks.targets.docker import provenance
+
+        return provenance.current_base(source)
+
+    def record_build_inputs(self, image_id: str, built_from: BuildInputs) -> None:
+        from tasks.targets.docker import provenance
+
+        provenance.record(image_id, built_from)
+
+    def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
+        from tasks.targets.docker import provenance
+
+        return provenance.recorded(image_id)
 
     def packer_variables(self) -> dict[str, str]:
         return {}  # the engine is this machine's: nothing to tell the template
