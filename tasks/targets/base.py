@@ -522,6 +522,32 @@ class TemplateSource(Protocol):
         ...
 
 
+# --- what the weekly rebuild reads from the images themselves (tasks/rebuild.py) ---------------------------
+
+
+class NotChecked(Exception):
+    """A check this platform does not make (here); the message says why, as the rebuild's report shows it."""
+
+
+class ImageChecks(Protocol):
+    """What the weekly rebuild reads from a family's images themselves, beyond their records."""
+
+    def pending_updates(self, image_id: str, run_id: str, family: str) -> tuple[str, ...]:
+        """Updates the image's package manager would install now (Docker: an ``apt-get`` simulation in a
+        throwaway container); ``NotChecked`` when the platform does not look, any other error when the
+        check failed."""
+        ...
+
+    def base_of(self, image_id: str) -> str | None:
+        """What the image was built on as the image itself tells (Docker: its bottom layer; AWS: its
+        ``BaseAMI`` tag); ``None`` when it cannot be told."""
+        ...
+
+    def packages(self, image_id: str, run_id: str, family: str) -> dict[str, str] | None:
+        """The image's packages (name to version) read from the image; ``None`` when it cannot be read."""
+        ...
+
+
 # --- one platform: everything bakery opens on it ---------------------------------------------------------
 
 
@@ -597,6 +623,10 @@ class Platform(ABC):
     @abstractmethod
     def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
         """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
+
+    @abstractmethod
+    def image_checks(self, store: StageStore | None = None) -> ImageChecks:
+        """What the weekly rebuild reads from the images, through ``store``'s own connection when given."""
 
     @abstractmethod
     def packer_variables(self) -> dict[str, str]:

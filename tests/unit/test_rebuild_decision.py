@@ -6,6 +6,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -90,6 +91,19 @@ def test_pending_updates_not_applicable_is_a_check_not_a_reason() -> None:
     decision = decide(observation(pending=None, pending_note="not checked (an AMI is not started)"), now=NOW)
     assert not decision.build
     assert "pending updates not checked (an AMI is not started)" in decision.checked
+
+
+@pytest.mark.parametrize(
+    ("target", "store", "why"),
+    [("aws", None, "an AMI is not started for it"), ("docker", object(), "the stages are in a registry")],
+)
+def test_a_platform_that_does_not_check_pending_updates_says_why(target: str, store: object, why: str) -> None:
+    from tasks.targets.base import NotChecked, StageStore
+    from tasks.targets.registry import PLATFORMS
+
+    checks = PLATFORMS[target].image_checks(cast(StageStore, store))
+    with pytest.raises(NotChecked, match=why):
+        checks.pending_updates("img", "run-1", "app")
 
 
 def test_current_image_is_the_newest_staging_or_production() -> None:

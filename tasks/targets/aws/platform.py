@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tasks.targets.base import (
     BuildInputs,
+    ImageChecks,
     ImageStore,
     NotConfigured,
     Platform,
@@ -106,6 +107,12 @@ class AwsPlatform(Platform):
         from tasks.targets.aws import provenance
 
         return provenance.recorded(image_id)
+
+    def image_checks(self, store: StageStore | None = None) -> ImageChecks:
+        from tasks.targets.aws.image_checks import AmiChecks
+        from tasks.targets.aws.stages import AmiStages
+
+        return AmiChecks(store.ec2 if isinstance(store, AmiStages) else None)
 
     def packer_variables(self) -> dict[str, str]:
         """The EC2 region and endpoint from the standard AWS variables: Packer reads neither itself, and

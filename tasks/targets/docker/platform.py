@@ -5,7 +5,17 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from tasks.targets.base import BuildInputs, ImageStore, Platform, Production, Source, StageStore, Target, TemplateSource
+from tasks.targets.base import (
+    BuildInputs,
+    ImageChecks,
+    ImageStore,
+    Platform,
+    Production,
+    Source,
+    StageStore,
+    Target,
+    TemplateSource,
+)
 
 if TYPE_CHECKING:
     from tasks.request import AwsOptions
@@ -94,6 +104,15 @@ class DockerPlatform(Platform):
         from tasks.targets.docker import provenance
 
         return provenance.recorded(image_id)
+
+    def image_checks(self, store: StageStore | None = None) -> ImageChecks:
+        """On the stage store's engine (none: the local one); a registry's stages name no engine to use."""
+        from tasks.targets.docker.image_checks import DockerImageChecks
+        from tasks.targets.docker.stages import DockerStages
+
+        if isinstance(store, DockerStages):
+            return DockerImageChecks(store.engine)
+        return DockerImageChecks(in_registry=store is not None)
 
     def packer_variables(self) -> dict[str, str]:
         return {}  # the engine is this machine's: nothing to tell the template
