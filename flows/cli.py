@@ -109,7 +109,7 @@ def _aws_options(args: argparse.Namespace) -> Any:
     from tasks.request import AwsOptions, check_aws_options, field_flag
 
     given = _fields(args, AwsOptions)
-    if args.target != "aws":
+    if args.target != "aws":  # the --aws-* options configure AWS's test instances: that platform's alone
         if given:
             raise UsageError(f"{field_flag(AwsOptions, next(iter(given)))}: only with --target aws")
         return None
@@ -157,6 +157,7 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
     if not name and not secret_vars:
         return stack
     target = getattr(args, "target", None)
+    # An AwsCredentials block is AWS's option; a command without --target (rebuild) may reach AWS through it.
     if name and target not in ("aws", None):
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars
@@ -202,6 +203,7 @@ def _check_configured_to_run(target: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.inputs import DEFAULT_TARGET, TARGET_HELP
     from tasks.request import PipelineParameters
 
     parser = argparse.ArgumentParser(prog="bake", description="Bake, test and promote machine images with Packer.")
@@ -263,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=cmd_spec_render)
 
     keep = sub.add_parser("retention", help="keep N images per family and what is protected; delete the rest")
-    keep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    keep.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     keep.add_argument("--family", help="one image family (default: every family)")
     keep.add_argument("--keep", default="5", metavar="N", help="newest images to keep per family (default: 5)")
     keep.add_argument("--apply", action="store_true", help="delete what the plan says (default: dry run)")
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.set_defaults(handler=cmd_retention)
 
     sweep = sub.add_parser("sweep", help="remove what crashed runs left behind (past expires-at)")
-    sweep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    sweep.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     sweep.add_argument(
         "--max-age",
         metavar="D",
@@ -292,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = sub.add_parser("promote", help="testing → staging, or staging → production after the soak")
-    promote.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    promote.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     which = promote.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", help="image id (AMI id, Docker id or family:version)")
     which.add_argument("--family", help="the family's newest image at the previous stage")
@@ -305,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(handler=cmd_promote)
 
     back = sub.add_parser("rollback", help="the previous production image becomes production again")
-    back.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    back.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     back.add_argument("--family", required=True, help="image family")
     back.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
     _blocks(back)
@@ -656,14 +658,10 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
     target, family, image = check_promote_request(args.target, args.family, args.image, args.to, args.min_soak)
     registry = _registry_param(args, target)
     _check_configured(target)
-    if registry and image:
-        from tasks.targets.docker.registry_stages import split_reference
+    if image:
+        from tasks.targets.registry import platform
 
-        split_reference(image)  # not family:version or family@digest: one line, before Prefect starts
-    elif target == "docker" and image:
-        from tasks.targets.docker.stages import DockerStages
-
-        DockerStages().find(image)  # no such image: one line, before Prefect starts
+        platform(target).check_image(image, registry=registry)  # a bad or missing image: one line, before Prefect
     _prefect_ready()
     from flows.promote import promote
 

@@ -16,8 +16,8 @@ Before building a family the rebuild asks whether anything changed since its cur
 ``production`` image (``observe`` gathers, ``decide`` rules): the base the template would use now, the
 inputs hash and the spec hash against those recorded at build time (``tasks/provenance.py``), pending
 package updates in the image (``Platform.image_checks``; Docker: an ``apt-get`` simulation in a throwaway
-container of it), and its age against ``max_age``. Anything that differs, cannot be checked or is unknown means a build, with the
-reason; a skip says what was checked.
+container of it), and its age against ``max_age``. Anything that differs, cannot be checked or is unknown
+means a build, with the reason; a skip says what was checked.
 """
 
 from __future__ import annotations

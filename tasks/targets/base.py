@@ -70,8 +70,14 @@ class Instance:
 
     @property
     def label(self) -> str:
-        """The id as people read it: a Docker id shortened to 12 characters, a cloud id (``i-…``) whole."""
-        return self.id[:12] if len(self.id) == 64 else self.id
+        return short_id(self.id)
+
+
+def short_id(resource_id: str) -> str:
+    """An id as people read it: a Docker engine id (64 hex digits) shortened to 12 characters, as ``docker``
+    shows it; a cloud id (``i-…``, ``sg-…``) whole."""
+    is_engine_id = len(resource_id) == 64 and all(c in "0123456789abcdef" for c in resource_id)
+    return resource_id[:12] if is_engine_id else resource_id
 
 
 @dataclass(frozen=True)
@@ -586,6 +592,11 @@ class Platform(ABC):
     @abstractmethod
     def leftover_sources(self, *, include_packer: bool = False) -> list[Source]:
         """Where crashed runs' leftovers live, for the sweep (a bad setup is a ``UsageError``)."""
+
+    @abstractmethod
+    def check_image(self, reference: str, *, registry: str = "") -> None:
+        """A cheap check of ``--image`` for promotion, before Prefect starts: one clear line for a reference
+        that cannot name an image (or, where looking is cheap, names none); the rest is left to the flow."""
 
     @abstractmethod
     def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:

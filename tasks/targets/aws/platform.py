@@ -51,6 +51,9 @@ class AwsPlatform(Platform):
         require_configured()
         return [AwsLeftovers(include_packer=include_packer)]
 
+    def check_image(self, reference: str, *, registry: str = "") -> None:
+        pass  # finding an AMI is an EC2 call: the flow makes it, and says so in one line
+
     def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
         """Only when a region is set here; short client timeouts and a bounded wait."""
         from tasks.targets.aws import client as aws

@@ -57,6 +57,18 @@ class DockerPlatform(Platform):
 
         return [DockerLeftovers()]
 
+    def check_image(self, reference: str, *, registry: str = "") -> None:
+        """With a registry, the reference's form (``family:version`` or ``family@digest``); else the image
+        in the local engine."""
+        if registry:
+            from tasks.targets.docker.registry_stages import split_reference
+
+            split_reference(reference)
+            return
+        from tasks.targets.docker.stages import DockerStages
+
+        DockerStages().find(reference)
+
     def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
         from tasks.targets.docker.instances import DockerTarget
 
