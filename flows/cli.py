@@ -109,7 +109,7 @@ def _aws_options(args: argparse.Namespace) -> Any:
     from tasks.request import AwsOptions, check_aws_options, field_flag
 
     given = _fields(args, AwsOptions)
-    if args.target != "aws":  # the --aws-* options configure AWS's test instances: that platform's alone
+    if args.target != "aws":  # platform-specific: the --aws-* options configure AWS's test instances alone
         if given:
             raise UsageError(f"{field_flag(AwsOptions, next(iter(given)))}: only with --target aws")
         return None
@@ -157,7 +157,8 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
     if not name and not secret_vars:
         return stack
     target = getattr(args, "target", None)
-    # An AwsCredentials block is AWS's option; a command without --target (rebuild) may reach AWS through it.
+    # platform-specific: an AwsCredentials block is AWS's option; a command without --target (rebuild) may
+    # reach AWS through it.
     if name and target not in ("aws", None):
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars

@@ -129,7 +129,7 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
     registry this rebuild read the stages from, not into its own worker's default."""
     from tasks.request import check_registry_for
 
-    # A family's registry is the docker target's option (check_registry_for): its other targets ignore it.
+    # platform-specific: a family's registry is the docker target's option; its other targets ignore it.
     registry = (
         check_registry_for(target, spec.registry or None, f"{spec.family}: registry") if target == "docker" else None
     )
@@ -323,7 +323,7 @@ def rebuild(
         return f"{spec.family}-{target}-of-rebuild-{rebuild_name}" if fanned else ""
 
     blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
-    # The AwsCredentials block is AWS's option: loaded only when a family is rebuilt there.
+    # platform-specific: the AwsCredentials block is AWS's option, loaded only when a family is rebuilt there.
     uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
     with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
         futures = [
