@@ -261,7 +261,7 @@ class PromotionRecord:
 
 
 class StageStore(Protocol):
-    """Where a target keeps stages; see ``tasks.promotion.docker`` and ``tasks.promotion.aws``."""
+    """Where a target keeps stages; see ``tasks.targets.docker.stages`` and ``tasks.targets.aws.stages``."""
 
     target: str
 

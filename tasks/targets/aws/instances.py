@@ -1,7 +1,7 @@
 """AWS as a target: AMIs built by Packer, one throwaway test instance per run, stage tags on AMIs and snapshots.
 
 boto3 behind small typed functions, with paginators and waiters; region, endpoint and credentials come from
-the standard AWS variables (``tasks/aws.py``), so a moto server needs no code path of its own.
+the standard AWS variables (``client.py``), so a moto server needs no code path of its own.
 
 A test instance gets a per-run key pair (the run's public key), a per-run security group that admits
 tcp/22 from one CIDR only, and a per-run SSH host key injected through cloud-init user-data, so its host

@@ -1,5 +1,5 @@
 """AWS leftovers of crashed runs: bakery-tagged instances, volumes, security groups and key pairs, and
-Packer's own temporary builder resources. Plain boto3 (client factory and adaptive retries from tasks/aws.py).
+Packer's own temporary builder resources. Plain boto3 (client factory and adaptive retries from client.py).
 
 bakery's resources carry ``bakery:run-id``, ``bakery:expires-at`` and ``ManagedBy=bakery``; all three marks
 are required (the run id and ManagedBy to be listed, the expiry to be removed before ``--max-age``).
