@@ -1,7 +1,8 @@
 """What the weekly rebuild reads from a Docker image itself: its pending updates, its base, its packages.
 
-Each check starts a throwaway container of the image (labelled like every run resource, so a sweep finds
-a leftover, and removed) on the engine the family's stages live on.
+On the engine the family's stages live on: the base is the image's bottom layer; the pending updates and
+the packages come from a throwaway container of the image (labelled like every run resource, so a sweep
+finds a leftover, and removed).
 """
 
 from __future__ import annotations
