@@ -566,8 +566,11 @@ class Platform(ABC):
 
     Each method opens one side of the platform: test instances for the pipeline, the stage store for
     promotion, the image store for retention, the leftover sources for the sweep, the production lookup
-    for the package diff. The implementation imports its platform's modules lazily, so naming a platform
-    costs nothing until it is used. Options that do not apply to a platform are ignored by it.
+    for the package diff; and answers what else differs between platforms, so no code outside
+    ``tasks/targets/`` asks which one it has: the Packer builder and template variables, what a build needs
+    first, the build-inputs record and the base lookup, the rebuild's image checks, the checks ``bake``
+    makes before Prefect starts. The implementation imports its platform's modules lazily, so naming a
+    platform costs nothing until it is used. Options that do not apply to a platform are ignored by it.
     """
 
     name: str  # as --target spells it
