@@ -613,7 +613,7 @@ class Platform(ABC):
     def production(self, family: str) -> Production:
         """The family's current production image (may raise; callers report, never fail on it)."""
 
-    # --- the build ------------------------------------------------------------------------------------------
+    # --- what else differs: bake's pre-checks, the build, the weekly rebuild ----------------------------------
 
     @abstractmethod
     def check_configured(self, *, credentials: bool = True) -> None:
