@@ -164,7 +164,7 @@ def block_credentials(
     """
     with ExitStack() as stack:
         env: dict[str, str] = {}
-        if aws_credentials and target == "aws":
+        if aws_credentials and target == "aws":  # platform-specific: an AwsCredentials block is AWS's option
             stack.enter_context(aws.using_session(aws_session(aws_credentials)))
             env.update(aws.credentials_environment())
         if secret_vars:

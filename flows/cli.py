@@ -118,7 +118,7 @@ def _aws_options(args: argparse.Namespace) -> Any:
     from tasks.request import AwsOptions, check_aws_options, field_flag
 
     given = _fields(args, AwsOptions)
-    if args.target != "aws":
+    if args.target != "aws":  # platform-specific: the --aws-* options configure AWS's test instances alone
         if given:
             raise UsageError(f"{field_flag(AwsOptions, next(iter(given)))}: only with --target aws")
         return None
@@ -168,6 +168,8 @@ def _using_blocks(args: argparse.Namespace) -> contextlib.ExitStack[bool | None]
     if not name and not secret_vars:
         return stack
     target = getattr(args, "target", None)
+    # platform-specific: an AwsCredentials block is AWS's option; a command without --target (rebuild) may
+    # reach AWS through it.
     if name and target not in ("aws", None):
         raise UsageError("--aws-credentials-block: only with --target aws")
     from flows.blocks import block_credentials, parse_secret_vars
@@ -217,15 +219,16 @@ def _block_params(args: argparse.Namespace, secrets: bool = False) -> dict[str, 
     return params
 
 
-def _check_aws_configured(target: str) -> None:
-    from tasks.errors import UsageError
-    from tasks.targets.aws import client as aws
+def _check_configured_to_run(target: str) -> None:
+    """What a pipeline run needs from here before it starts (AWS: a region; the credentials are checked
+    where they are used: Packer's and the flow's own chain, or a block)."""
+    from tasks.targets.registry import platform
 
-    if target == "aws" and not aws.region():
-        raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
+    platform(target).check_configured(credentials=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.inputs import DEFAULT_TARGET, TARGET_HELP
     from tasks.request import PipelineParameters
 
     parser = argparse.ArgumentParser(prog="bake", description="Bake, test and promote machine images with Packer.")
@@ -287,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=cmd_spec_render)
 
     keep = sub.add_parser("retention", help="keep N images per family and what is protected; delete the rest")
-    keep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    keep.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     keep.add_argument("--family", help="one image family (default: every family)")
     keep.add_argument("--keep", default="5", metavar="N", help="newest images to keep per family (default: 5)")
     keep.add_argument("--apply", action="store_true", help="delete what the plan says (default: dry run)")
@@ -297,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.set_defaults(handler=cmd_retention)
 
     sweep = sub.add_parser("sweep", help="remove what crashed runs left behind (past expires-at)")
-    sweep.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    sweep.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     sweep.add_argument(
         "--max-age",
         metavar="D",
@@ -316,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = sub.add_parser("promote", help="testing → staging, or staging → production after the soak")
-    promote.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    promote.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     which = promote.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", help="image id (AMI id, Docker id or family:version)")
     which.add_argument("--family", help="the family's newest image at the previous stage")
@@ -329,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(handler=cmd_promote)
 
     back = sub.add_parser("rollback", help="the previous production image becomes production again")
-    back.add_argument("--target", default="docker", help="docker or aws (default: docker)")
+    back.add_argument("--target", default=DEFAULT_TARGET, help=TARGET_HELP)
     back.add_argument("--family", required=True, help="image family")
     back.add_argument("--publish-ssm", action="store_true", help="aws: write SSM /bakery/<family>/production")
     _blocks(back)
@@ -486,7 +489,7 @@ def _flow_parameters(flow: Any, request: Any) -> dict[str, Any]:
 
 def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     request = _static_checks(_request(args))
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_build
 
@@ -496,7 +499,7 @@ def cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     request = _static_checks(_request(args, aws=_aws_options(args)))
     _load_spec(request)
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_pipeline
 
@@ -506,7 +509,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_test(args: argparse.Namespace) -> dict[str, Any]:
     request = _request(args, aws=_aws_options(args))
     _load_spec(request)
-    _check_aws_configured(request.target)
+    _check_configured_to_run(request.target)
     _with_prefect()
     from flows.pipeline import image_test
 
@@ -668,12 +671,12 @@ def _tabled(
     return doc
 
 
-def _aws_configured(target: str) -> None:
-    """No region or no credentials: one clear line (exit 2) before Prefect starts."""
-    if target == "aws":
-        from tasks.targets.aws.images import require_configured
+def _check_configured(target: str) -> None:
+    """A platform not usable from here (AWS: no region or no credentials): one clear line (exit 2) before
+    Prefect starts."""
+    from tasks.targets.registry import platform
 
-        require_configured()
+    platform(target).check_configured()
 
 
 def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
@@ -681,15 +684,11 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
 
     target, family, image = check_promote_request(args.target, args.family, args.image, args.to, args.min_soak)
     registry = _registry_param(args, target)
-    _aws_configured(target)
-    if registry and image:
-        from tasks.targets.docker.registry_stages import split_reference
+    _check_configured(target)
+    if image:
+        from tasks.targets.registry import platform
 
-        split_reference(image)  # not family:version or family@digest: one line, before Prefect starts
-    elif target == "docker" and image:
-        from tasks.targets.docker.stages import DockerStages
-
-        DockerStages().find(image)  # no such image: one line, before Prefect starts
+        platform(target).check_image(image, registry=registry)  # a bad or missing image: one line, before Prefect
     _prefect_ready()
     from flows.promote import promote
 
@@ -714,7 +713,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     target = check_target(args.target)
     check_family(args.family)
     registry = _registry_param(args, target)
-    _aws_configured(target)
+    _check_configured(target)
     _prefect_ready()
     from flows.promote import rollback
 

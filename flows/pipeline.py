@@ -427,8 +427,7 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
         "run %s: %s %s:%s from %s", run_id, request.target, request.family, request.version, request.template_dir
     )
     checked = validate_templates(request)
-    if request.target == "docker":
-        _ensure_docker_base(target)
+    platform(request.target).before_build(target)
     workdir = run_workdir(run_id)
     built_from, base_note = provenance.build_inputs(checked.request, checked.templates)
     if base_note:
@@ -446,11 +445,3 @@ def _record_inputs(request: PipelineRequest, image: Image, built_from: provenanc
         provenance.record(request.target, image.id, built_from)
     except Exception as exc:
         get_run_logger().warning("could not record the build inputs of %s: %s", image.name or image.id, exc)
-
-
-def _ensure_docker_base(target: Target) -> None:
-    from tasks.targets.docker.baseimage import ensure_base_image
-    from tasks.targets.docker.instances import DockerTarget
-
-    if isinstance(target, DockerTarget):
-        ensure_base_image(target.engine)

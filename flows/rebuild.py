@@ -34,7 +34,7 @@ from tasks.inputs import check_target, parse_duration
 from tasks.request import Duration, OptionalBlockName, PipelineParameters, TargetName, prepare
 from tasks.steps.pipeline import artifact_key
 from tasks.targets.base import StagedImage, human, utcnow
-from tasks.targets.registry import store_for
+from tasks.targets.registry import platform, store_for
 
 MAX_WORKERS = 8  # threads of the task runner; max_parallel (<= this) bounds the builds
 PIPELINE_DEPLOYMENT = "image-pipeline/image-pipeline"  # prefect.yaml: flow name / deployment name
@@ -135,11 +135,12 @@ def pipeline_parameters(spec: lib.FamilySpec, target: str, blocks: dict[str, Any
 
     shared = dict(blocks or {})
     default_login = str(shared.pop("registry_credentials", None) or "")
+    # platform-specific: a family's registry is the docker target's option; its other targets ignore it.
     registry = (
         check_registry_for(target, spec.registry or None, f"{spec.family}: registry") if target == "docker" else None
     )
     login = ""
-    if target == "docker":
+    if target == "docker":  # platform-specific: so is the registry's login block
         login = spec.registry_credentials or (default_login if registry else "")
         check_registry_credentials(registry, login, f"{spec.family}: registry_credentials")
     return {
@@ -207,7 +208,7 @@ def _decide(
         request = prepare(target=target, **spec.pipeline_arguments())
     except UsageError as exc:  # the pipeline reports it properly
         return lib.Decision(True, (f"the request cannot be checked ({_first_line(exc)})",))
-    observed = lib.observe(request, images, run_id, engine=getattr(store, "engine", None))
+    observed = lib.observe(request, images, run_id, platform(target).image_checks(store))
     return lib.decide(observed, max_age=max_age, now=now)
 
 
@@ -215,20 +216,16 @@ def _compare(
     summary: lib.FamilySummary, store: Any, before: StagedImage | None, result: dict[str, Any], run_id: str
 ) -> None:
     """Base image and packages of the new image against the current production (best effort)."""
-    engine = getattr(store, "engine", None)
+    checks = platform(summary.target).image_checks(store)
     new_packages = lib.recorded_inventory(result.get("workdir")) or lib.stored_inventory(summary.target, summary.image)
-    if summary.target == "docker" and engine is not None:
-        new_packages = new_packages or lib.docker_inventory(engine, summary.image, run_id, summary.family)
+    new_packages = new_packages or checks.packages(summary.image, run_id, summary.family)
     if before is None:
         summary.base_note = "no production to compare with"
         summary.packages_note = "no production to compare with"
         return
     old_packages = lib.stored_inventory(summary.target, before.id)
-    if summary.target == "docker" and engine is not None:
-        new_base, old_base = lib.docker_base(engine, summary.image), lib.docker_base(engine, before.id)
-        old_packages = old_packages or lib.docker_inventory(engine, before.id, run_id, summary.family)
-    else:
-        new_base, old_base = _ami_tag(store, summary.image, "BaseAMI"), _ami_tag(store, before.id, "BaseAMI")
+    new_base, old_base = checks.base_of(summary.image), checks.base_of(before.id)
+    old_packages = old_packages or checks.packages(before.id, run_id, summary.family)
     if new_base and old_base:
         summary.base_changed = new_base != old_base
         summary.base_note = f"{old_base[:19]} → {new_base[:19]}" if summary.base_changed else new_base[:19]
@@ -240,14 +237,6 @@ def _compare(
         summary.packages_note = "no package inventory of " + (
             "the production image" if new_packages else "the new image"
         )
-
-
-def _ami_tag(store: Any, image_id: str, key: str) -> str | None:
-    try:
-        image = store.ec2.describe_images(ImageIds=[image_id])["Images"][0]
-    except Exception:
-        return None
-    return next((t["Value"] for t in image.get("Tags") or [] if t["Key"] == key), None)
 
 
 def emit_stale_production(summary: lib.FamilySummary) -> None:
@@ -351,6 +340,7 @@ def rebuild(
     blocks = {"aws_credentials": aws_credentials, "secret_vars": check_secret_vars(secret_vars)}
     if registry_credentials:
         blocks["registry_credentials"] = check_block_name(registry_credentials, "registry_credentials")
+    # platform-specific: the AwsCredentials block is AWS's option, loaded only when a family is rebuilt there.
     uses_aws = "aws" if any(t == "aws" for _, t in jobs) else None
     with block_credentials(uses_aws, aws_credentials):  # the productions are read with the block's session
         futures = [

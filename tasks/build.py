@@ -1,7 +1,7 @@
 """The template half of the pipeline: static checks, packer validate/fmt, and the build itself.
 
 bakery adapts to the template set, not the reverse: it passes the variables it owns (the version,
-``image_name``, ``manifest_path``, ``run_id``, ``expires_at``, the AWS region and endpoint) only to
+``image_name``, ``manifest_path``, ``run_id``, ``expires_at``, the platform's own such as the AWS region) only to
 templates that declare them, picks the one source of the target's builder type when ``--only`` is not
 given, and reads the artifact from Packer's output when no manifest is written where it asked.
 """
@@ -20,11 +20,10 @@ from typing import Any
 from tasks import hcl, inputs, lint, packer
 from tasks.errors import JobFailed, UsageError
 from tasks.request import PipelineRequest, check_no_secrets, expires_at
+from tasks.targets.registry import platform
 
 _NO = lint.Attr(0, "false", (), ())
 DEFAULT_VERSION_VAR = "image_version"
-# The builder type each target builds (``docker.*`` for docker, ``amazon-ebs.*`` for aws).
-TARGET_BUILDERS: dict[str, str] = {"docker": "docker", "aws": "amazon-ebs"}
 # What ``required_plugins`` needs: Packer 1.6 rejects the block ("Unsupported block type").
 PLUGINS_SINCE = ">= 1.7.0"
 
@@ -91,7 +90,7 @@ def select_sources(templates: lint.TemplateSet, request: PipelineRequest) -> tup
                 "a run builds and tests one image: name one source"
             )
         return unique
-    builder = TARGET_BUILDERS[request.target]
+    builder = platform(request.target).packer_builder
     candidates = list(dict.fromkeys(s.qualified for s in sources if s.type == builder))
     if len(candidates) == 1:
         return (candidates[0],)
@@ -221,14 +220,9 @@ def template_variables(
 
 
 def environment_variables(templates: lint.TemplateSet, request: PipelineRequest) -> dict[str, str]:
-    """For AWS builds: the EC2 region and endpoint from the standard AWS variables, as ``aws_region`` and
-    ``aws_endpoint`` (``custom_endpoint_ec2``) for templates that declare them. Packer reads neither
-    variable itself, and without this a build could land in another region than bakery looks in."""
-    if request.target != "aws":
-        return {}
-    from tasks.targets.aws import client as aws
-
-    found = {"aws_region": aws.region() or "", "aws_endpoint": aws.endpoint_url("ec2") or ""}
+    """The target platform's values from this environment (AWS: the EC2 region and endpoint, as
+    ``aws_region`` and ``aws_endpoint``), for the variables the templates declare."""
+    found = platform(request.target).packer_variables()
     return {name: value for name, value in found.items() if value and name in templates.variables}
 
 

@@ -17,6 +17,13 @@ from lark import Tree
 _PARSE_LOCK = threading.Lock()
 
 
+def unquote(text: Any) -> Any:
+    """A string as python-hcl2 gives it (``'"x"'``, quotes kept) without its quotes; anything else as it is."""
+    if isinstance(text, str) and len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
 def load_document(path: Path) -> dict[str, Any]:
     """One HCL2 file as python-hcl2's dictionary (expressions as ``${...}`` strings)."""
     return loads_document(path.read_text())

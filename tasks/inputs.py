@@ -9,8 +9,13 @@ from typing import Literal, cast, get_args
 
 from tasks.errors import UsageError
 
+# The names of tasks/targets/registry.py's PLATFORMS, spelled out: pydantic and the Prefect UI form need a
+# Literal, and the table cannot be imported here (it builds on this module). tests/unit/test_targets_table.py
+# holds the two equal.
 TargetName = Literal["docker", "aws"]
 TARGETS: tuple[TargetName, ...] = get_args(TargetName)
+DEFAULT_TARGET: TargetName = "docker"
+TARGET_HELP = f"{' or '.join(TARGETS)} (default: {DEFAULT_TARGET})"  # --target's help, wherever it is an option
 # The one definition of a valid family and version. packer/variables.pkr.hcl's ``image_name`` and
 # ``image_version`` validation blocks carry the very same patterns (tests/unit/test_inputs.py holds them
 # equal), so a value bakery accepts is one the template accepts. Matched with ``fullmatch``: ``$`` alone

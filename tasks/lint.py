@@ -408,7 +408,7 @@ def _version_findings(templates: TemplateSet, build: Block, source: Block, name:
                 )
             ]
         return []
-    if builder == "docker":
+    if builder == "docker":  # platform-specific: Packer's docker builder type (a template's, not --target)
         tagged = any(
             applies_to(pp, name)
             and "image_version" in pp.attrs.get("tags", pp.attrs.get("tag", Attr(0, "", (), ()))).text

@@ -11,68 +11,40 @@ A build records three things beside the image (``BuildInputs``):
 - ``spec``: a SHA-256 of the verification spec (every file, for a spec directory).
 
 The weekly rebuild (``tasks/rebuild.py``) compares them with what the template would use now to decide
-whether a family needs a new image. AMIs carry the record as tags (``bakery:base``, ``bakery:inputs``,
-``bakery:spec``), so every worker reads the same; a local Docker engine's images are immutable, so their
-record is a small JSON file per image under ``$BAKERY_STATE_DIR/provenance/docker/``, on the machine
-whose engine holds the image.
+whether a family needs a new image. Where the record is kept and how the base is looked up is each
+platform's (``Platform.record_build_inputs``, ``Platform.current_base``, ``tasks/targets/<name>/provenance.py``):
+AMIs carry the record as tags (``bakery:base``, ``bakery:inputs``, ``bakery:spec``), so every worker reads
+the same; a local Docker engine's images are immutable, so their record is a small JSON file per image
+under ``$BAKERY_STATE_DIR/provenance/docker/``, on the machine whose engine holds the image.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import hcl, inputs
-from tasks.request import PipelineRequest, state_dir
+from tasks.request import PipelineRequest
+from tasks.targets.base import BaseLookupError as BaseLookupError
+from tasks.targets.base import BuildInputs as BuildInputs
+from tasks.targets.registry import platform
 
 if TYPE_CHECKING:
     from tasks.lint import TemplateSet
 
 log = logging.getLogger(__name__)
 
-TAG_BASE = "bakery:base"
-TAG_INPUTS = "bakery:inputs"
-TAG_SPEC = "bakery:spec"
 # Variables that differ on every build by design: never part of the inputs hash.
 PER_BUILD_VARIABLES = frozenset({"image_version", "run_id", "expires_at", "manifest_path", "source_commit"})
 # What a template directory holds that is not an input (Packer's caches and manifests, editor droppings).
 _IGNORED_PARTS = frozenset({"packer_cache", ".git", "__pycache__", ".terraform"})
 _IGNORED_NAMES = re.compile(r"(^build-manifest\.json$|^manifest\.json$|~$|\.swp$|^\.DS_Store$)")
 _VAR_REF = re.compile(r"\$\{var\.([A-Za-z0-9_-]+)\}")
-
-
-class BaseLookupError(Exception):
-    """The base the template names cannot be told (unresolvable filter, API or engine error)."""
-
-
-@dataclass(frozen=True)
-class BuildInputs:
-    """What one image was built from (any field may be unknown: empty)."""
-
-    base: str = ""
-    inputs: str = ""
-    spec: str = ""
-
-    def to_tags(self) -> dict[str, str]:
-        found = {TAG_BASE: self.base, TAG_INPUTS: self.inputs, TAG_SPEC: self.spec}
-        return {k: v for k, v in found.items() if v}
-
-    @classmethod
-    def from_tags(cls, tags: Mapping[str, str]) -> BuildInputs | None:
-        """The record in an image's tags; ``None`` for an image built before bakery recorded inputs."""
-        if TAG_INPUTS not in tags:
-            return None
-        return cls(
-            base=tags.get(TAG_BASE, "") or tags.get("BaseAMI", ""), inputs=tags[TAG_INPUTS], spec=tags.get(TAG_SPEC, "")
-        )
 
 
 def _digest(chunks: Iterable[bytes]) -> str:
@@ -162,12 +134,6 @@ def spec_hash(spec: Path, vars_file: Path | None = None, spec_vars: Mapping[str,
 # ------------------------------------------------------------------------------- the template's base
 
 
-def _unquote(text: Any) -> Any:
-    if isinstance(text, str) and len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
 def variable_values(template_dir: Path, given: Mapping[str, str]) -> dict[str, str]:
     """Every variable's value as a build would see it: given (``-var``) over the template's defaults."""
     values: dict[str, str] = {}
@@ -175,9 +141,9 @@ def variable_values(template_dir: Path, given: Mapping[str, str]) -> dict[str, s
         document = hcl.load_document(path)
         for entry in document.get("variable", []):
             for raw_name, block in entry.items():
-                default = _unquote(block.get("default"))
+                default = hcl.unquote(block.get("default"))
                 if isinstance(default, str):
-                    values[_unquote(raw_name)] = default
+                    values[hcl.unquote(raw_name)] = default
     return {**values, **{k: v for k, v in given.items()}}
 
 
@@ -185,7 +151,7 @@ def _evaluate(text: Any, variables: Mapping[str, str], where: str) -> str:
     """A string attribute as python-hcl2 gives it: quoted literal, ``${var.x}`` or a mix of both."""
     if not isinstance(text, str):
         return str(text).lower() if isinstance(text, bool) else str(text)
-    value = _unquote(text)
+    value = hcl.unquote(text)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -206,123 +172,55 @@ def _source_block(template_dir: Path, source: str) -> dict[str, Any]:
         for entry in document.get("source", []):
             for raw_kind, named in entry.items():
                 for raw_label, block in named.items():
-                    if _unquote(raw_kind) == kind and _unquote(raw_label) == label:
+                    if hcl.unquote(raw_kind) == kind and hcl.unquote(raw_label) == label:
                         return dict(block)
     raise BaseLookupError(f"{template_dir}: no source {source}")
 
 
-def docker_base_reference(template_dir: Path, source: str, variables: Mapping[str, str]) -> str:
-    """The image a docker source builds from (its ``image``, variables resolved)."""
-    block = _source_block(template_dir, source)
-    return _evaluate(block.get("image"), variable_values(template_dir, variables), f"{source}.image")
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source block and the variable values a build would see (the ``TemplateSource`` platforms read)."""
+
+    name: str
+    block: dict[str, Any]
+    values: dict[str, str]
+
+    def evaluate(self, text: Any, where: str) -> str:
+        return _evaluate(text, self.values, where)
 
 
-def ami_filter(template_dir: Path, source: str, variables: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """An amazon-ebs source's ``source_ami_filter`` as DescribeImages ``Filters`` and ``Owners``."""
-    block = _source_block(template_dir, source)
-    values = variable_values(template_dir, variables)
-    if "source_ami" in block and "source_ami_filter" not in block:
-        return [{"Name": "image-id", "Values": [_evaluate(block["source_ami"], values, f"{source}.source_ami")]}], []
-    filters_block = block.get("source_ami_filter")
-    if isinstance(filters_block, list):
-        filters_block = filters_block[0] if filters_block else None
-    if not isinstance(filters_block, dict):
-        raise BaseLookupError(f"{source}: no source_ami_filter or source_ami")
-    raw_filters = filters_block.get("filters") or {}
-    if isinstance(raw_filters, list):
-        raw_filters = raw_filters[0] if raw_filters else {}
-    filters = [
-        {"Name": _unquote(name), "Values": [_evaluate(value, values, f"{source}.source_ami_filter.filters.{name}")]}
-        for name, value in raw_filters.items()
-        if not str(name).startswith("__")
-    ]
-    owners = [_evaluate(o, values, f"{source}.source_ami_filter.owners") for o in filters_block.get("owners") or []]
-    return filters, owners
-
-
-def newest_ami(ec2: Any, filters: list[dict[str, Any]], owners: list[str]) -> str:
-    """The AMI Packer's ``most_recent = true`` would pick: the newest ``CreationDate`` among the matches."""
-    paginator = ec2.get_paginator("describe_images")
-    images = [
-        image
-        for page in paginator.paginate(Filters=filters, **({"Owners": owners} if owners else {}))
-        for image in page.get("Images", [])
-    ]
-    if not images:
-        raise BaseLookupError(f"no AMI matches the template's source_ami_filter {filters} (owners {owners or 'any'})")
-    return str(max(images, key=lambda i: i.get("CreationDate", ""))["ImageId"])
+def template_source(template_dir: Path, source: str, variables: Mapping[str, str]) -> ResolvedSource:
+    """The source ``source`` (``docker.base``) of the templates in ``template_dir``, with ``variables``
+    over the templates' defaults; a ``BaseLookupError`` when there is no such source."""
+    return ResolvedSource(source, _source_block(template_dir, source), variable_values(template_dir, variables))
 
 
 def current_base(target: str, template_dir: Path, source: str, variables: Mapping[str, str]) -> str:
-    """What the template would build on now: a local image id (docker) or an AMI id (aws).
+    """What the template would build on now (``Platform.current_base``: a local image id, an AMI id).
 
     Raises:
         BaseLookupError: the base cannot be told (nothing matches, an expression, the engine or API fails).
     """
     try:
-        if target == "docker":
-            from tasks.targets.docker.images import local_image_id
-
-            reference = docker_base_reference(template_dir, source, variables)
-            found = local_image_id(reference)
-            if found is None:
-                raise BaseLookupError(f"base image {reference} is not in the local engine")
-            return found
-        if target == "aws":
-            from tasks.targets.aws.instances import ec2_client
-
-            filters, owners = ami_filter(template_dir, source, variables)
-            return newest_ami(ec2_client(quick=True), filters, owners)
+        return platform(target).current_base(template_source(template_dir, source, variables))
     except BaseLookupError:
         raise
     except Exception as exc:
         raise BaseLookupError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    raise BaseLookupError(f"target {target!r}: no base lookup")
 
 
 # ------------------------------------------------------------------------------------------ storage
 
 
-def record_path(image_id: str, root: Path | None = None) -> Path:
-    safe = image_id.replace(":", "_").replace("/", "_")
-    return (root or state_dir()) / "provenance" / "docker" / f"{safe}.json"
+def record(target: str, image_id: str, built_from: BuildInputs) -> None:
+    """Keep ``built_from`` with the image (``Platform.record_build_inputs``: tags on an AMI and its
+    snapshots, a record file for a local Docker image)."""
+    platform(target).record_build_inputs(image_id, built_from)
 
 
-def record(target: str, image_id: str, built_from: BuildInputs, ec2: Any = None) -> None:
-    """Keep ``built_from`` with the image: tags on an AMI and its snapshots (the seed's ``BaseAMI`` tag,
-    when the template wrote one, names the base), a record file for a local Docker image."""
-    if target == "aws":
-        from tasks.targets.aws.client import tag_list, tags_of
-        from tasks.targets.aws.instances import describe_image, ec2_client, snapshot_ids
-
-        client = ec2 or ec2_client()
-        image = describe_image(client, image_id)
-        base = tags_of(image).get("BaseAMI") or built_from.base
-        tags = BuildInputs(base=base, inputs=built_from.inputs, spec=built_from.spec).to_tags()
-        client.create_tags(Resources=[image_id, *snapshot_ids(image)], Tags=tag_list(tags))
-        return
-    path = record_path(image_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".provenance-")
-    with os.fdopen(handle, "w") as out:
-        json.dump({"image": image_id, **asdict(built_from)}, out)
-    os.replace(temporary, path)
-
-
-def recorded(target: str, image_id: str, ec2: Any = None) -> BuildInputs | None:
+def recorded(target: str, image_id: str) -> BuildInputs | None:
     """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
-    if target == "aws":
-        from tasks.targets.aws.client import tags_of
-        from tasks.targets.aws.instances import describe_image, ec2_client
-
-        return BuildInputs.from_tags(tags_of(describe_image(ec2 or ec2_client(quick=True), image_id)))
-    try:
-        data = json.loads(record_path(image_id).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or not data.get("inputs"):
-        return None
-    return BuildInputs(base=str(data.get("base", "")), inputs=str(data["inputs"]), spec=str(data.get("spec", "")))
+    return platform(target).recorded_build_inputs(image_id)
 
 
 # ------------------------------------------------------------------------------- one request, both ends

@@ -15,16 +15,15 @@
 Before building a family the rebuild asks whether anything changed since its current ``staging`` or
 ``production`` image (``observe`` gathers, ``decide`` rules): the base the template would use now, the
 inputs hash and the spec hash against those recorded at build time (``tasks/provenance.py``), pending
-package updates in the image (Docker: an ``apt-get`` simulation in a throwaway container of it), and its
-age against ``max_age``. Anything that differs, cannot be checked or is unknown means a build, with the
-reason; a skip says what was checked.
+package updates in the image (``Platform.image_checks``; Docker: an ``apt-get`` simulation in a throwaway
+container of it), and its age against ``max_age``. Anything that differs, cannot be checked or is unknown
+means a build, with the reason; a skip says what was checked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,8 @@ from tasks import inputs
 from tasks.errors import UsageError
 from tasks.provenance import BuildInputs
 from tasks.request import FamilySpec, PipelineRequest, state_dir
-from tasks.targets.base import StagedImage, human, iso
+from tasks.targets.base import ImageChecks, StagedImage, human, iso
+from tasks.targets.registry import platform
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(days=90)
@@ -142,44 +142,6 @@ def stored_inventory(target: str, image_id: str) -> dict[str, str] | None:
 
     stored = inventory.load(target, image_id, state_dir())
     return _flat(stored.inventory.packages) if stored is not None and stored.inventory.packages else None
-
-
-def docker_inventory(engine: Any, image_id: str, run_id: str, family: str) -> dict[str, str] | None:
-    """``dpkg-query`` in a throwaway container without network (labelled so a sweep finds a leftover)."""
-    from tasks.request import expires_at
-    from tasks.targets.docker.instances import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
-
-    try:
-        output = engine.containers.run(
-            image_id,
-            entrypoint=["dpkg-query"],
-            command=["-W", "-f=${Package}\\t${Version}\\n"],
-            network_disabled=True,
-            remove=True,
-            labels={
-                LABEL_RUN_ID: run_id,
-                LABEL_EXPIRES_AT: iso(expires_at(timedelta(minutes=10))),
-                LABEL_FAMILY: family,
-            },
-        )
-    except Exception as exc:  # an inventory is a nicety: say why there is none, never fail the rebuild
-        log.warning("no package inventory of %s: %s", image_id[:19], exc)
-        return None
-    packages = {}
-    for line in output.decode(errors="replace").splitlines():
-        name, _, version = line.partition("\t")
-        if name:
-            packages[name] = version
-    return packages or None
-
-
-def docker_base(engine: Any, image_id: str) -> str | None:
-    """The bottom layer of a Docker image: the imported base it was built from."""
-    try:
-        layers = engine.images.get(image_id).attrs["RootFS"]["Layers"]
-    except Exception:
-        return None
-    return str(layers[0]) if layers else None
 
 
 @dataclass
@@ -406,60 +368,13 @@ def decide(
     return Decision(bool(reasons), tuple(reasons), tuple(checked), current.label, current.version)
 
 
-APT_CHECK = (
-    "if ! command -v apt-get >/dev/null 2>&1; then echo no-apt; exit 0; fi; "
-    "apt-get update -q -o Acquire::Languages=none >/tmp/bakery-apt-update.log 2>&1 "
-    "|| { echo update-failed; tail -n 3 /tmp/bakery-apt-update.log; exit 0; }; "
-    "echo apt; apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>&1"
-)
-
-
-def apt_cache_dir(family: str) -> Path:
-    """Package lists kept between checks (per family: apt locks its lists while updating), so a check
-    only fetches what changed on the mirror. A cache: deleting it costs one full download."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "bakery" / "apt-lists" / family
-
-
-def docker_pending_updates(engine: Any, image_id: str, run_id: str, family: str) -> tuple[str, ...]:
-    """Updates ``apt-get`` would install in ``image_id`` now, from a throwaway container of it.
-
-    The container talks only to the package mirrors the image's own sources name (as the build did), is
-    labelled like every run resource (a sweep finds a leftover) and is removed.
-
-    Raises:
-        RuntimeError: the image has no apt, the mirror cannot be reached, or the container fails.
-    """
-    from tasks.request import expires_at
-    from tasks.targets.docker.instances import LABEL_EXPIRES_AT, LABEL_FAMILY, LABEL_RUN_ID
-    from tasks.verify.resources.pending_updates import apt_pending
-
-    cache = apt_cache_dir(family)
-    (cache / "partial").mkdir(parents=True, exist_ok=True)
-    output = engine.containers.run(
-        image_id,
-        entrypoint=["sh", "-c"],
-        command=[APT_CHECK],
-        remove=True,
-        volumes={str(cache): {"bind": "/var/lib/apt/lists", "mode": "rw"}},
-        labels={
-            LABEL_RUN_ID: run_id,
-            LABEL_EXPIRES_AT: iso(expires_at(timedelta(minutes=10))),
-            LABEL_FAMILY: family,
-        },
-    ).decode(errors="replace")
-    first, _, rest = output.partition("\n")
-    if first.strip() == "no-apt":
-        raise RuntimeError("the image has no apt-get")
-    if first.strip() != "apt":
-        raise RuntimeError("apt-get update failed: " + " ".join(rest.split())[:200])
-    return tuple(str(p) for p in apt_pending(rest))
-
-
-def observe(request: PipelineRequest, images: list[StagedImage], run_id: str, engine: Any = None) -> Observation:
+def observe(
+    request: PipelineRequest, images: list[StagedImage], run_id: str, checks: ImageChecks | None = None
+) -> Observation:
     """Everything ``decide`` compares, for one family on one target; a check that fails is noted, not raised.
 
-    The pending-updates check (a container start and an ``apt-get update``) runs only when nothing cheaper
-    already calls for a build.
+    The pending-updates check (``checks``, else the platform's own: a container start and an ``apt-get
+    update`` on Docker) runs only when nothing cheaper already calls for a build.
     """
     from tasks import lint, provenance
 
@@ -488,10 +403,10 @@ def observe(request: PipelineRequest, images: list[StagedImage], run_id: str, en
     )
     if recorded is None or decide(cheap, max_age=timedelta.max, now=datetime.now(UTC)).build:
         return cheap
-    if request.target != "docker" or engine is None:
-        return replace(cheap, pending_note="not checked (an AMI is not started for it; the base check covers it)")
     try:
-        pending = docker_pending_updates(engine, current.id, run_id, request.family)
-    except Exception as exc:
+        pending = (checks or platform(request.target).image_checks()).pending_updates(
+            current.id, run_id, request.family
+        )
+    except Exception as exc:  # NotChecked too: its message says why
         return replace(cheap, pending_note=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return replace(cheap, pending=pending, pending_note="")

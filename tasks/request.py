@@ -281,7 +281,7 @@ class PipelineRequest:
             "keep_on_failure": self.keep_on_failure,
             "ttl": f"{int(self.ttl.total_seconds())}s",
             "ssh_timeout": f"{int(self.ssh_timeout.total_seconds())}s",
-            "aws": self.aws if self.target == "aws" else None,
+            "aws": self.aws if self.target == "aws" else None,  # platform-specific: AWS's test instances only
         }
 
     def spec_variables(self) -> dict[str, Any]:
@@ -345,7 +345,7 @@ class PipelineParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target: Annotated[TargetName, _option("--target", "docker or aws (default: docker)")] = "docker"
+    target: Annotated[TargetName, _option("--target", inputs.TARGET_HELP)] = inputs.DEFAULT_TARGET
     family: Annotated[Family, _option("--family", "image family, the template's image_name (default: app-base)")] = (
         "app-base"
     )
@@ -574,6 +574,8 @@ class FamilySpec(BaseModel):
 def check_registry_for(target: str, registry: str | None, where: str = "--registry") -> Registry | None:
     """The registry of a request (``registry``, else ``$BAKERY_REGISTRY``), checked; only the Docker
     target has one (an AWS request ignores ``$BAKERY_REGISTRY`` and refuses ``--registry``)."""
+    # platform-specific: --registry is the docker target's option (the table cannot be asked here: the
+    # platforms' modules build on this one).
     if target != "docker":
         if registry:
             raise UsageError(f"{where} {registry!r}: only the docker target pushes to a registry")

@@ -1,7 +1,7 @@
 """Image retention as a pure function: what exists and what uses it in, a plan that explains itself out.
 
-Nothing here talks to a cloud or imports Prefect. A *store* (``tasks/aws_images.py`` for AMIs,
-``tasks/targets/docker_images.py`` for Docker images) lists image records and their usage, and carries
+Nothing here talks to a cloud or imports Prefect. A *store* (``tasks/targets/aws/images.py`` for AMIs,
+``tasks/targets/docker/images.py`` for Docker images) lists image records and their usage, and carries
 out deletions; :func:`plan_retention` decides, :func:`execute` deletes with a bounded number of workers.
 
 Per family, an image is kept when any of these holds (every reason that holds is reported):

@@ -25,7 +25,7 @@ from typing import Any
 
 from tasks.errors import JobFailed, UsageError
 from tasks.request import keys_root, private_dir
-from tasks.targets.base import Leftover, Source, iso, key, parse_time
+from tasks.targets.base import Leftover, Source, iso, key, parse_time, short_id
 
 DEFAULT_MAX_AGE = timedelta(hours=24)
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def render(doc: dict[str, Any]) -> str:
     if doc["applied"]:
         columns.insert(-1, "result")
     head = "Sweep" if doc["applied"] else "Sweep plan (dry run; --apply removes)"
-    shown = [{**r, "id": r["id"][:12]} if r["provider"] == "docker" else r for r in doc["resources"]]
+    shown = [{**r, "id": short_id(r["id"])} for r in doc["resources"]]
     table = format_table(shown, columns) or "(nothing labelled by bakery)"
     notes = "".join(f"\n{note}" for note in doc.get("notes") or [])
     return f"{head}: target {doc['target']}\n\n{table}\n\n{doc['summary']}{notes}"

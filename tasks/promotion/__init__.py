@@ -4,8 +4,8 @@
                                                       ▲                               │
                                                       └──────────(bake rollback)──────┘
 
-The algorithm is the same for every target; a ``StageStore`` (Docker: ``tasks.promotion.docker``,
-AWS: ``tasks.promotion.aws``) reads a family's images, writes one image's stage, and provides a lock
+The algorithm is the same for every target; a ``StageStore`` (Docker: ``tasks.targets.docker.stages``,
+AWS: ``tasks.targets.aws.stages``) reads a family's images, writes one image's stage, and provides a lock
 that holds across processes (and, for AWS, across machines).
 
 Ordering, so nobody who reads the tags ever sees two production images of one family:

@@ -1,7 +1,8 @@
 """Prefect tasks of the retention and sweep flows: names, retries, logs and table artifacts, nothing else.
 
 The decisions live in ``tasks/retention.py`` and ``tasks/sweep.py``; the cloud and engine calls in
-``tasks/aws_images.py``, ``tasks/aws_sweep.py`` and ``tasks/targets/docker_images.py``.
+each platform's folder (``tasks/targets/<name>/images.py``, ``leftovers.py``), opened through
+``tasks/targets/registry.py``.
 """
 
 from __future__ import annotations

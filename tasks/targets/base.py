@@ -70,8 +70,14 @@ class Instance:
 
     @property
     def label(self) -> str:
-        """The id as people read it: a Docker id shortened to 12 characters, a cloud id (``i-…``) whole."""
-        return self.id[:12] if len(self.id) == 64 else self.id
+        return short_id(self.id)
+
+
+def short_id(resource_id: str) -> str:
+    """An id as people read it: a Docker engine id (64 hex digits) shortened to 12 characters, as ``docker``
+    shows it; a cloud id (``i-…``, ``sg-…``) whole."""
+    is_engine_id = len(resource_id) == 64 and all(c in "0123456789abcdef" for c in resource_id)
+    return resource_id[:12] if is_engine_id else resource_id
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,7 @@ class PromotionRecord:
 
 
 class StageStore(Protocol):
-    """Where a target keeps stages; see ``tasks.promotion.docker`` and ``tasks.promotion.aws``."""
+    """Where a target keeps stages; see ``tasks.targets.docker.stages`` and ``tasks.targets.aws.stages``."""
 
     target: str
 
@@ -469,6 +475,85 @@ class Production:
     reason: str = ""
 
 
+# --- what an image was built from, for the weekly rebuild (tasks/provenance.py) ---------------------------
+
+TAG_BASE = "bakery:base"
+TAG_INPUTS = "bakery:inputs"
+TAG_SPEC = "bakery:spec"
+
+
+class BaseLookupError(Exception):
+    """The base the template names cannot be told (unresolvable filter, API or engine error)."""
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What one image was built from (any field may be unknown: empty)."""
+
+    base: str = ""
+    inputs: str = ""
+    spec: str = ""
+
+    def to_tags(self) -> dict[str, str]:
+        found = {TAG_BASE: self.base, TAG_INPUTS: self.inputs, TAG_SPEC: self.spec}
+        return {k: v for k, v in found.items() if v}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> BuildInputs | None:
+        """The record in an image's tags; ``None`` for an image built before bakery recorded inputs."""
+        if TAG_INPUTS not in tags:
+            return None
+        return cls(
+            base=tags.get(TAG_BASE, "") or tags.get("BaseAMI", ""), inputs=tags[TAG_INPUTS], spec=tags.get(TAG_SPEC, "")
+        )
+
+
+class TemplateSource(Protocol):
+    """One source block of a template set with the build's variable values: what a platform reads the base
+    from (``tasks.provenance.template_source`` makes one)."""
+
+    @property
+    def name(self) -> str:
+        """The source as ``-only`` names it: ``docker.base``, ``amazon-ebs.base``."""
+        ...
+
+    @property
+    def block(self) -> Mapping[str, Any]:
+        """The block's attributes as python-hcl2 reads them (strings still quoted)."""
+        ...
+
+    def evaluate(self, text: Any, where: str) -> str:
+        """An attribute's value, variables substituted; a ``BaseLookupError`` naming ``where`` when it
+        cannot be evaluated."""
+        ...
+
+
+# --- what the weekly rebuild reads from the images themselves (tasks/rebuild.py) ---------------------------
+
+
+class NotChecked(Exception):
+    """A check this platform does not make (here); the message says why, as the rebuild's report shows it."""
+
+
+class ImageChecks(Protocol):
+    """What the weekly rebuild reads from a family's images themselves, beyond their records."""
+
+    def pending_updates(self, image_id: str, run_id: str, family: str) -> tuple[str, ...]:
+        """Updates the image's package manager would install now (Docker: an ``apt-get`` simulation in a
+        throwaway container); ``NotChecked`` when the platform does not look, any other error when the
+        check failed."""
+        ...
+
+    def base_of(self, image_id: str) -> str | None:
+        """What the image was built on as the image itself tells (Docker: its bottom layer; AWS: its
+        ``BaseAMI`` tag); ``None`` when it cannot be told."""
+        ...
+
+    def packages(self, image_id: str, run_id: str, family: str) -> dict[str, str] | None:
+        """The image's packages (name to version) read from the image; ``None`` when it cannot be read."""
+        ...
+
+
 # --- one platform: everything bakery opens on it ---------------------------------------------------------
 
 
@@ -481,12 +566,18 @@ class Platform(ABC):
 
     Each method opens one side of the platform: test instances for the pipeline, the stage store for
     promotion, the image store for retention, the leftover sources for the sweep, the production lookup
-    for the package diff. The implementation imports its platform's modules lazily, so naming a platform
-    costs nothing until it is used. Options that do not apply to a platform are ignored by it.
+    for the package diff; and answers what else differs between platforms, so no code outside
+    ``tasks/targets/`` asks which one it has: the Packer builder and template variables, what a build needs
+    first, the build-inputs record and the base lookup, the rebuild's image checks, the checks ``bake``
+    makes before Prefect starts. The implementation imports its platform's modules lazily, so naming a
+    platform costs nothing until it is used. Options that do not apply to a platform are ignored by it.
     """
 
     name: str  # as --target spells it
     title: str  # as people write it in a sentence (AWS, Docker)
+    # The Packer builder type a build for this target uses: without --only, the pipeline builds the one
+    # source of this type (``docker.*``, ``amazon-ebs.*``).
+    packer_builder: str
 
     @abstractmethod
     def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
@@ -506,6 +597,11 @@ class Platform(ABC):
         """Where crashed runs' leftovers live, for the sweep (a bad setup is a ``UsageError``)."""
 
     @abstractmethod
+    def check_image(self, reference: str, *, registry: str = "") -> None:
+        """A cheap check of ``--image`` for promotion, before Prefect starts: one clear line for a reference
+        that cannot name an image (or, where looking is cheap, names none); the rest is left to the flow."""
+
+    @abstractmethod
     def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
         """Remove what ``run_id`` launched (crash and cancellation hooks, quick and bounded); what was removed."""
 
@@ -516,3 +612,37 @@ class Platform(ABC):
     @abstractmethod
     def production(self, family: str) -> Production:
         """The family's current production image (may raise; callers report, never fail on it)."""
+
+    # --- what else differs: bake's pre-checks, the build, the weekly rebuild ----------------------------------
+
+    @abstractmethod
+    def check_configured(self, *, credentials: bool = True) -> None:
+        """A ``UsageError`` (exit 2, one line) when the platform cannot be used from here as configured, before
+        anything starts (AWS: no region; with ``credentials``, also no credentials)."""
+
+    @abstractmethod
+    def before_build(self, target: Target) -> None:
+        """What must be in place before Packer builds for ``target`` (Docker: the default base image)."""
+
+    @abstractmethod
+    def current_base(self, source: TemplateSource) -> str:
+        """What ``source`` would build on now, as the image records it (Docker: the local image id its
+        ``image`` names; AWS: the AMI its ``source_ami_filter`` selects); a ``BaseLookupError`` when that
+        cannot be told."""
+
+    @abstractmethod
+    def record_build_inputs(self, image_id: str, built_from: BuildInputs) -> None:
+        """Keep ``built_from`` with the image, where every worker that sees the image reads it."""
+
+    @abstractmethod
+    def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
+        """The inputs recorded for an image; ``None`` when it has none (built by an older bakery)."""
+
+    @abstractmethod
+    def image_checks(self, store: StageStore | None = None) -> ImageChecks:
+        """What the weekly rebuild reads from the images, through ``store``'s own connection when given."""
+
+    @abstractmethod
+    def packer_variables(self) -> dict[str, str]:
+        """bakery's values for template variables of this platform (AWS: ``aws_region``, ``aws_endpoint``);
+        each reaches a template only when the template declares it, and an empty value not at all."""

@@ -18,6 +18,7 @@ from tasks import provenance
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import decide, observe
 from tasks.request import prepare
+from tasks.targets.aws import provenance as aws_provenance
 from tasks.targets.base import StagedImage
 from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
@@ -72,9 +73,9 @@ def test_the_base_is_the_newest_ami_the_filter_selects(ec2: Any, templates: Path
 
 def test_inputs_are_tagged_on_the_ami_and_its_snapshots_and_read_back(ec2: Any) -> None:
     image_id = ami(ec2, "app-1.0", day=1, tags={"BaseAMI": "ami-12345678"})
-    provenance.record("aws", image_id, BuildInputs(base="ami-other", inputs="sha256:in", spec="sha256:spec"), ec2=ec2)
+    aws_provenance.record(image_id, BuildInputs(base="ami-other", inputs="sha256:in", spec="sha256:spec"), ec2=ec2)
     # the template's own BaseAMI tag names the base the build really used
-    assert provenance.recorded("aws", image_id, ec2=ec2) == BuildInputs("ami-12345678", "sha256:in", "sha256:spec")
+    assert aws_provenance.recorded(image_id, ec2=ec2) == BuildInputs("ami-12345678", "sha256:in", "sha256:spec")
     snapshot = ec2_backend().amis[image_id].ebs_snapshot.id
     tags = {t["Key"]: t["Value"] for t in ec2.describe_snapshots(SnapshotIds=[snapshot])["Snapshots"][0]["Tags"]}
     assert tags["bakery:inputs"] == "sha256:in"
@@ -88,7 +89,7 @@ def test_a_new_base_ami_makes_the_family_build_and_an_unchanged_one_skips(ec2: A
     )
     built = provenance.request_inputs(request)
     image_id = ami(ec2, "app-1.0", day=2)
-    provenance.record("aws", image_id, BuildInputs(old_base, built.inputs, built.spec), ec2=ec2)
+    aws_provenance.record(image_id, BuildInputs(old_base, built.inputs, built.spec), ec2=ec2)
     current = StagedImage(image_id, "app", "1.0", "app-1.0", "staging", created=datetime.now(UTC) - timedelta(days=1))
 
     unchanged = decide(observe(request, [current], "run-1"), now=datetime.now(UTC))

@@ -536,3 +536,15 @@ def test_the_crash_hook_reports_an_unreachable_endpoint_and_returns(
     pipeline.remove_run_resources(None, FakeFlowRun("run-y", "aws"), None)  # type: ignore[arg-type]
     assert time.monotonic() - started < 30
     assert "could not remove the AWS resources of run run-y" in caplog.text
+
+
+def test_terminate_and_wait_is_one_call_for_all_and_sorts_out_an_id_already_gone(ec2: Any) -> None:
+    # The run's teardown and the sweep both remove instances this way.
+    launched = ec2.run_instances(ImageId=BASE_AMI, MinCount=2, MaxCount=2)["Instances"]
+    ids = [i["InstanceId"] for i in launched]
+    done = target_aws.terminate_and_wait(ec2, ids)
+    assert (done.terminated, done.already_gone, done.refused, done.unfinished) == (ids, [], {}, [])
+    missing = "i-0123456789abcdef0"
+    again = target_aws.terminate_and_wait(ec2, [ids[0], missing])
+    assert again.already_gone == [missing] and again.terminated == [ids[0]]  # terminated is still there
+    assert target_aws.terminate(ec2, [missing]) == []

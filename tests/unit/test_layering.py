@@ -7,7 +7,12 @@ out. The rules:
 - ``boto3``/``botocore`` are imported only under ``tasks/targets/aws/``;
 - the ``docker`` SDK only under ``tasks/targets/docker/``;
 - ``prefect`` only in ``flows/`` and ``tasks/steps/`` (the Prefect edge);
-- no two modules of ``tasks/`` import each other, directly or through others.
+- no two modules of ``tasks/`` import each other, directly or through others;
+- outside ``tasks/targets/`` no code compares a value with a target name (``target == "aws"``,
+  ``target in ("docker", ...)``, ``case "aws":``): what differs between platforms is a method or an attribute
+  of ``Platform`` (``tasks/targets/base.py``). A comparison that is about one platform's own option (an
+  ``--aws-*`` option, ``--registry``) says so with a ``# platform-specific: <why>`` comment on its line or the
+  line above.
 
 Each failure names the file, the line and the rule it breaks.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +181,58 @@ def cycle_violations(modules: set[str], imports: list[Import]) -> list[str]:
     ]
 
 
+PLATFORM_SPECIFIC = "platform-specific:"
+
+
+def target_name_comparisons(root: Path, names: Iterable[str]) -> list[str]:
+    """Every comparison with a target name in tasks/ and flows/ outside tasks/targets/ that no
+    ``# platform-specific:`` comment explains: on the statement's lines up to the comparison, or in the
+    comment lines right above the statement."""
+    names = set(names)
+
+    def names_a_target(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return any(names_a_target(e) for e in node.elts)
+        return False
+
+    found: list[str] = []
+    for file in sorted([*root.glob("tasks/**/*.py"), *root.glob("flows/**/*.py")]):
+        rel = str(file.relative_to(root))
+        if rel.startswith("tasks/targets/"):
+            continue
+        text = file.read_text()
+        lines = text.splitlines()
+        tree = ast.parse(text, filename=rel)
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                hit = any(names_a_target(side) for side in (node.left, *node.comparators))
+            elif isinstance(node, ast.MatchValue):
+                hit = names_a_target(node.value)
+            else:
+                continue
+            if not hit:
+                continue
+            statement: ast.AST = node
+            while not isinstance(statement, ast.stmt | ast.match_case) and statement in parents:
+                statement = parents[statement]
+            first = (
+                getattr(statement, "lineno", node.lineno) if not isinstance(statement, ast.match_case) else node.lineno
+            )
+            above = first - 1
+            while above > 0 and lines[above - 1].lstrip().startswith("#"):
+                above -= 1
+            if not any(PLATFORM_SPECIFIC in line for line in lines[above : node.end_lineno or node.lineno]):
+                found.append(
+                    f"{rel}:{node.lineno}: compares with a target name: {ast.unparse(node)!r} "
+                    "(a difference between platforms is a Platform method or attribute in tasks/targets/; "
+                    f"one platform's own option says why with a '# {PLATFORM_SPECIFIC} ...' comment)"
+                )
+    return found
+
+
 def test_platform_sdks_and_prefect_are_imported_only_where_allowed() -> None:
     _, imports = read_imports(ROOT)
     broken = sdk_violations(imports)
@@ -184,6 +242,13 @@ def test_platform_sdks_and_prefect_are_imported_only_where_allowed() -> None:
 def test_tasks_modules_import_each_other_without_a_cycle() -> None:
     modules, imports = read_imports(ROOT)
     broken = cycle_violations(modules, imports)
+    assert not broken, "\n" + "\n".join(broken)
+
+
+def test_no_code_outside_tasks_targets_branches_on_a_target_name() -> None:
+    from tasks.targets.registry import PLATFORMS
+
+    broken = target_name_comparisons(ROOT, PLATFORMS)
     assert not broken, "\n" + "\n".join(broken)
 
 
@@ -240,4 +305,37 @@ def test_a_cycle_through_a_function_level_import_is_named(tmp_path: Path, sweep_
     assert cycle_violations(modules, imports) == [
         "import cycle among tasks/ modules (no tasks/ module may import itself through others): "
         "tasks/retention.py:1 imports tasks.sweep -> tasks/sweep.py:2 imports tasks.retention"
+    ]
+
+
+def test_a_comparison_with_a_target_name_is_named_unless_it_says_why(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "tasks/build.py": (
+                "def pick(target, t):\n"
+                '    if target == "aws":\n'
+                "        return 1\n"
+                '    if t not in ("docker", None):\n'
+                "        return 2\n"
+                "    match target:\n"
+                '        case "gcp":\n'
+                "            return 3\n"
+                "    # platform-specific: --registry is the docker target option\n"
+                '    if target != "docker":\n'
+                "        return 4\n"
+                "    # platform-specific: the why,\n"
+                "    # over two lines\n"
+                "    x = (\n"
+                '        1 if target == "aws" else 2\n'
+                "    )\n"
+                '    return target == "local"  # not a target name\n'
+            ),
+            "tasks/targets/aws/platform.py": 'name = "aws"\nok = name == "aws"\n',
+        },
+    )
+    assert [line.split(": compares")[0] for line in target_name_comparisons(root, ("docker", "aws", "gcp"))] == [
+        "tasks/build.py:2",
+        "tasks/build.py:4",
+        "tasks/build.py:7",
     ]

@@ -6,6 +6,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -13,7 +14,9 @@ from tasks import provenance
 from tasks.provenance import BaseLookupError, BuildInputs
 from tasks.rebuild import Decision, Observation, current_image, decide
 from tasks.request import prepare
+from tasks.targets.aws.provenance import ami_filter
 from tasks.targets.base import StagedImage
+from tasks.targets.docker.provenance import base_reference
 
 NOW = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -90,6 +93,19 @@ def test_pending_updates_not_applicable_is_a_check_not_a_reason() -> None:
     assert "pending updates not checked (an AMI is not started)" in decision.checked
 
 
+@pytest.mark.parametrize(
+    ("target", "store", "why"),
+    [("aws", None, "an AMI is not started for it"), ("docker", object(), "the stages are in a registry")],
+)
+def test_a_platform_that_does_not_check_pending_updates_says_why(target: str, store: object, why: str) -> None:
+    from tasks.targets.base import NotChecked, StageStore
+    from tasks.targets.registry import PLATFORMS
+
+    checks = PLATFORMS[target].image_checks(cast(StageStore, store))
+    with pytest.raises(NotChecked, match=why):
+        checks.pending_updates("img", "run-1", "app")
+
+
 def test_current_image_is_the_newest_staging_or_production() -> None:
     old_prod = image("production", 10, "1.0", "sha256:1")
     new_staging = image("staging", 2, "1.1", "sha256:2")
@@ -149,15 +165,15 @@ def test_request_inputs_are_what_build_and_rebuild_both_compute(templates: Path)
 
 
 def test_docker_base_is_the_sources_image_with_variables_resolved(templates: Path) -> None:
-    assert provenance.docker_base_reference(templates, "docker.base", {}) == "bakery/debian:bookworm"
-    assert provenance.docker_base_reference(templates, "docker.base", {"docker_base_image": "x:1"}) == "x:1"
+    assert base_reference(provenance.template_source(templates, "docker.base", {})) == "bakery/debian:bookworm"
+    assert base_reference(provenance.template_source(templates, "docker.base", {"docker_base_image": "x:1"})) == "x:1"
 
 
 def test_base_reference_is_resolved_when_families_are_observed_in_parallel(templates: Path) -> None:
     # The rebuild observes families in threads; python-hcl2 is not thread-safe, and one family's base
     # was once read as the literal "var.docker_base_image" (then "not in the local engine": built).
     def resolve(_: int) -> str:
-        return provenance.docker_base_reference(templates, "docker.base", {})
+        return base_reference(provenance.template_source(templates, "docker.base", {}))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         references = set(pool.map(resolve, range(20)))
@@ -165,7 +181,9 @@ def test_base_reference_is_resolved_when_families_are_observed_in_parallel(templ
 
 
 def test_ami_filter_is_read_from_the_template_with_variables_resolved(templates: Path) -> None:
-    filters, owners = provenance.ami_filter(templates, "amazon-ebs.base", {"base_ami_filter": "ubuntu-*"})
+    filters, owners = ami_filter(
+        provenance.template_source(templates, "amazon-ebs.base", {"base_ami_filter": "ubuntu-*"})
+    )
     assert {"Name": "name", "Values": ["ubuntu-*"]} in filters
     assert {"Name": "root-device-type", "Values": ["ebs"]} in filters
     assert owners == ["099720109477"]
@@ -175,9 +193,9 @@ def test_an_unresolvable_filter_is_a_lookup_error_not_a_guess(templates: Path) -
     aws = templates / "aws.pkr.hcl"
     aws.write_text(aws.read_text().replace("name                = var.base_ami_filter", 'name = "${upper(var.x)}"'))
     with pytest.raises(BaseLookupError, match="cannot evaluate"):
-        provenance.ami_filter(templates, "amazon-ebs.base", {})
+        ami_filter(provenance.template_source(templates, "amazon-ebs.base", {}))
     with pytest.raises(BaseLookupError, match="no source"):
-        provenance.ami_filter(templates, "amazon-ebs.other", {})
+        ami_filter(provenance.template_source(templates, "amazon-ebs.other", {}))
 
 
 def test_docker_record_round_trips_and_a_missing_one_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

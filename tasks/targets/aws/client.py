@@ -94,7 +94,7 @@ def credentials_environment() -> dict[str, str]:
 
     Resolved now (an assumed role's temporary keys included), to be put in that subprocess's own
     environment only: never on a command line, never in this process's ``os.environ``. The region reaches
-    templates as the ``aws_region`` variable (``tasks.build.environment_variables``).
+    templates as the ``aws_region`` variable (``AwsPlatform.packer_variables``).
     """
     chosen = _SESSION.get()
     found = chosen.get_credentials() if chosen is not None else None

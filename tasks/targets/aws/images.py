@@ -2,7 +2,7 @@
 
 Every listing is paginated and read once per run; the usage lookups run side by side. A deletion costs one
 ``DeregisterImage`` per image and one ``DeleteSnapshot`` per snapshot, with botocore's adaptive retries
-(``tasks/aws.py``) absorbing throttling.
+(``client.py``) absorbing throttling.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """AWS as a target: AMIs built by Packer, one throwaway test instance per run, stage tags on AMIs and snapshots.
 
 boto3 behind small typed functions, with paginators and waiters; region, endpoint and credentials come from
-the standard AWS variables (``tasks/aws.py``), so a moto server needs no code path of its own.
+the standard AWS variables (``client.py``), so a moto server needs no code path of its own.
 
 A test instance gets a per-run key pair (the run's public key), a per-run security group that admits
 tcp/22 from one CIDR only, and a per-run SSH host key injected through cloud-init user-data, so its host
@@ -337,14 +337,16 @@ def run_instance(
     return str(ec2.run_instances(**params)["Instances"][0]["InstanceId"])
 
 
-def wait_for(ec2: Any, waiter: str, instance_ids: list[str], what: str, timeout: float | None = None) -> None:
-    """EC2's ``waiter`` with bakery's delay and time limit; a timeout is a final (not retried) failure.
+def wait_for(
+    ec2: Any, waiter: str, instance_ids: list[str], what: str, timeout: float | None = None, delay: float | None = None
+) -> None:
+    """EC2's ``waiter`` with bakery's delay and time limit (or these); a timeout is a final (not retried) failure.
 
     Each poll is an ordinary client call, so throttling is retried there (botocore's adaptive mode). A
     waiter that stops on an error response (one that outlived those retries) says so, and is retryable
     when the error is transient: it is not a time-out.
     """
-    delay, timeout = waiter_delay(), timeout or waiter_timeout()
+    delay, timeout = delay or waiter_delay(), timeout or waiter_timeout()
     try:
         ec2.get_waiter(waiter).wait(
             InstanceIds=instance_ids,
@@ -481,16 +483,56 @@ def run_key_pairs(ec2: Any, run_id: str) -> list[dict[str, Any]]:
     return list(found.get("KeyPairs", []))
 
 
-def terminate(ec2: Any, instance_ids: list[str], timeout: float | None = None) -> list[str]:
-    """Terminate and wait until terminated; returns the ids that existed. Already gone is fine."""
-    present = [i for i in instance_ids if gone(partial(ec2.terminate_instances, InstanceIds=[i]), *_NO_INSTANCE)]
+@dataclass
+class Termination:
+    """What one terminate-and-wait did, per instance."""
+
+    terminated: list[str]  # terminated, and the wait saw them so
+    already_gone: list[str]
+    refused: dict[str, ClientError]  # EC2 refused to terminate these
+    unfinished: list[str]  # terminating still when the wait ended (``wait_error`` says why)
+    wait_error: AwsFailed | None = None
+
+
+def terminate_and_wait(
+    ec2: Any, instance_ids: list[str], timeout: float | None = None, delay: float | None = None
+) -> Termination:
+    """Terminate the instances and wait until they are terminated (already gone is fine): the one way both
+    the run's teardown and the sweep remove instances. ``timeout``/``delay``: the wait's (bakery's default)."""
+    present: list[str] = []
+    already_gone: list[str] = []
+    refused: dict[str, ClientError] = {}
+    try:
+        if instance_ids:
+            ec2.terminate_instances(InstanceIds=instance_ids)
+        present = list(instance_ids)
+    except ClientError:
+        # One bad id fails the whole call: go one by one to find out which.
+        for instance_id in instance_ids:
+            try:
+                found = gone(partial(ec2.terminate_instances, InstanceIds=[instance_id]), *_NO_INSTANCE)
+            except ClientError as exc:
+                refused[instance_id] = exc
+                continue
+            (present if found else already_gone).append(instance_id)
     if present:
         try:
-            wait_for(ec2, "instance_terminated", present, "terminated", timeout)
+            wait_for(ec2, "instance_terminated", present, "terminated", timeout, delay)
         except AwsFailed as exc:
             if error_code(exc.__cause__ or exc) not in _NO_INSTANCE:
-                raise
-    return present
+                return Termination([], already_gone, refused, present, exc)
+    return Termination(present, already_gone, refused, [])
+
+
+def terminate(ec2: Any, instance_ids: list[str], timeout: float | None = None) -> list[str]:
+    """Terminate and wait until terminated; returns the ids that existed. Already gone is fine; the first
+    refusal, else a wait that ended first, is raised."""
+    done = terminate_and_wait(ec2, instance_ids, timeout)
+    if done.refused:
+        raise next(iter(done.refused.values()))
+    if done.wait_error is not None:
+        raise done.wait_error
+    return done.terminated
 
 
 _NO_INSTANCE = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")

@@ -1,5 +1,5 @@
 """AWS leftovers of crashed runs: bakery-tagged instances, volumes, security groups and key pairs, and
-Packer's own temporary builder resources. Plain boto3 (client factory and adaptive retries from tasks/aws.py).
+Packer's own temporary builder resources. Plain boto3 (client factory and adaptive retries from client.py).
 
 bakery's resources carry ``bakery:run-id``, ``bakery:expires-at`` and ``ManagedBy=bakery``; all three marks
 are required (the run id and ManagedBy to be listed, the expiry to be removed before ``--max-age``).
@@ -22,12 +22,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from tasks.targets.aws import client as aws
-from tasks.targets.aws.client import aws_errors, delete_key_pair, error_code, gone, region, tags_of
+from tasks.targets.aws.client import aws_errors, delete_key_pair, gone, region, tags_of
 from tasks.targets.aws.images import LIVE_INSTANCE_STATES
-from tasks.targets.aws.instances import delete_security_group
+from tasks.targets.aws.instances import delete_security_group, terminate_and_wait
 from tasks.targets.base import Leftover, bounded_map, key, parse_time
 
 PACKER_NAME_RE = re.compile(r"^packer_([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -217,31 +215,13 @@ class AwsLeftovers:
         return results
 
     def _terminate(self, instances: list[Leftover]) -> dict[str, str]:
-        results: dict[str, str] = {}
-        ids = [i.id for i in instances]
-        try:
-            self.ec2.terminate_instances(InstanceIds=ids)
-        except ClientError:
-            # One bad id fails the whole call: go one by one to find out which.
-            for item in instances:
-                try:
-                    self.ec2.terminate_instances(InstanceIds=[item.id])
-                except ClientError as exc:
-                    missing = error_code(exc) == "InvalidInstanceID.NotFound"
-                    results[key(item)] = "already gone" if missing else f"failed: {exc}"
-        waiting = [i for i in ids if f"instance {i}" not in results]
-        if waiting:
-            try:
-                self.ec2.get_waiter("instance_terminated").wait(
-                    InstanceIds=waiting,
-                    WaiterConfig={"Delay": self.poll, "MaxAttempts": max(1, int(self.dependency_wait // self.poll))},
-                )
-            except Exception as exc:
-                for instance_id in waiting:
-                    results[f"instance {instance_id}"] = f"failed: not terminated in time ({exc})"
-                return results
-        for instance_id in waiting:
-            results[f"instance {instance_id}"] = "removed"
+        done = terminate_and_wait(self.ec2, [i.id for i in instances], self.dependency_wait, self.poll)
+        results = {f"instance {i}": "removed" for i in done.terminated}
+        results.update({f"instance {i}": "already gone" for i in done.already_gone})
+        results.update({f"instance {i}": f"failed: {exc}" for i, exc in done.refused.items()})
+        results.update(
+            {f"instance {i}": f"failed: not terminated in time ({done.wait_error})" for i in done.unfinished}
+        )
         return results
 
     def _delete_volume(self, item: Leftover) -> str:

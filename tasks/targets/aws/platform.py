@@ -5,7 +5,18 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from tasks.targets.base import ImageStore, NotConfigured, Platform, Production, Source, StageStore, Target
+from tasks.targets.base import (
+    BuildInputs,
+    ImageChecks,
+    ImageStore,
+    NotConfigured,
+    Platform,
+    Production,
+    Source,
+    StageStore,
+    Target,
+    TemplateSource,
+)
 
 if TYPE_CHECKING:
     from tasks.request import AwsOptions
@@ -15,6 +26,7 @@ if TYPE_CHECKING:
 class AwsPlatform(Platform):
     name = "aws"
     title = "AWS"
+    packer_builder = "amazon-ebs"
 
     def test_target(self, aws: AwsOptions | None = None, registry: Registry | None = None) -> Target:
         from tasks.targets.aws.instances import AwsTarget
@@ -38,6 +50,9 @@ class AwsPlatform(Platform):
 
         require_configured()
         return [AwsLeftovers(include_packer=include_packer)]
+
+    def check_image(self, reference: str, *, registry: str = "") -> None:
+        pass  # finding an AMI is an EC2 call: the flow makes it, and says so in one line
 
     def teardown_run(self, run_id: str, *, timeout: float = 120) -> list[str]:
         """Only when a region is set here; short client timeouts and a bounded wait."""
@@ -67,3 +82,44 @@ class AwsPlatform(Platform):
             return Production(reason=f"no AMI of {family} tagged status=production")
         tags = aws.tags_of(found[0])
         return Production(found[0]["ImageId"], tags.get("Name", found[0]["ImageId"]))
+
+    def check_configured(self, *, credentials: bool = True) -> None:
+        from tasks.errors import UsageError
+        from tasks.targets.aws import client as aws
+        from tasks.targets.aws.images import require_configured
+
+        if credentials:
+            require_configured()
+        elif not aws.region():
+            raise UsageError("--target aws: no region (set AWS_REGION or AWS_DEFAULT_REGION)")
+
+    def before_build(self, target: Target) -> None:
+        pass  # Packer's amazon-ebs builder finds its source AMI itself
+
+    def current_base(self, source: TemplateSource) -> str:
+        from tasks.targets.aws import provenance
+
+        return provenance.current_base(source)
+
+    def record_build_inputs(self, image_id: str, built_from: BuildInputs) -> None:
+        from tasks.targets.aws import provenance
+
+        provenance.record(image_id, built_from)
+
+    def recorded_build_inputs(self, image_id: str) -> BuildInputs | None:
+        from tasks.targets.aws import provenance
+
+        return provenance.recorded(image_id)
+
+    def image_checks(self, store: StageStore | None = None) -> ImageChecks:
+        from tasks.targets.aws.image_checks import AmiChecks
+        from tasks.targets.aws.stages import AmiStages
+
+        return AmiChecks(store.ec2 if isinstance(store, AmiStages) else None)
+
+    def packer_variables(self) -> dict[str, str]:
+        """The EC2 region and endpoint from the standard AWS variables: Packer reads neither itself, and
+        without them a build could land in another region than bakery looks in."""
+        from tasks.targets.aws import client as aws
+
+        return {"aws_region": aws.region() or "", "aws_endpoint": aws.endpoint_url("ec2") or ""}

@@ -1,7 +1,7 @@
 """Docker images for retention: ``<family>:<version>`` tags, stage tags, and the containers that use them.
 
 One record per version tag. The stage is read from the tags on the same image id (``<family>:staging``,
-``<family>:production``, ``<family>:superseded`` as ``tasks/promotion/docker.py`` moves them; ``latest``
+``<family>:production``, ``<family>:superseded`` as ``stages.py`` moves them; ``latest``
 follows production and is protected as well). Only images carrying
 the ``managed-by`` label Packer's ``changes`` put on them (``packer`` or ``bakery``) are ever removed, and
 removal is by tag (``docker rmi <family>:<version>``, never forced): the engine refuses while a container

@@ -37,7 +37,7 @@ from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
 from tasks.targets.docker.client import FAMILY_LABEL, MANAGED_LABEL
 from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
-from tasks.targets.docker.stages import _flock, record_stage
+from tasks.targets.docker.stages import _flock, checked_record, record_stage
 
 RECORD_TAG = "bakery-stages"
 RECORD_MEDIA_TYPE = "application/vnd.bakery.stages.v1+json"
@@ -73,20 +73,16 @@ class RegistryStages:
 
     def read_record(self, family: str) -> dict[str, Any]:
         repository = self.registry.repository(family)
-        data: dict[str, Any] = {}
-        if self.client.digest_of(repository, RECORD_TAG) is not None:
-            manifest = self.client.manifest(repository, RECORD_TAG).json()
-            config = manifest.get("config") or {}
-            if config.get("mediaType") != RECORD_MEDIA_TYPE:
-                raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG} is not a bakery stage record")
-            try:
-                data = json.loads(self.client.blob(repository, str(config.get("digest"))))
-            except json.JSONDecodeError as exc:
-                raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG}: unreadable ({exc})") from None
-        data.setdefault("family", family)
-        data.setdefault("images", {})
-        data.setdefault("history", [])
-        return data
+        if self.client.digest_of(repository, RECORD_TAG) is None:
+            return checked_record({}, family)
+        manifest = self.client.manifest(repository, RECORD_TAG).json()
+        config = manifest.get("config") or {}
+        if config.get("mediaType") != RECORD_MEDIA_TYPE:
+            raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG} is not a bakery stage record")
+        try:
+            return checked_record(json.loads(self.client.blob(repository, str(config.get("digest")))), family)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise JobFailed(f"registry {self.registry}: {repository}:{RECORD_TAG}: unreadable ({exc})") from None
 
     def write_record(self, family: str, data: dict[str, Any]) -> None:
         repository = self.registry.repository(family)

@@ -15,9 +15,10 @@ Images are immutable and carry no writable metadata, so the times and older stag
                              "promoted_at": "…", "superseded_at": null, "run_id": "…", "forced": false}},
      "history": [{"at": "…", "image": "sha256:…", "version": "1.2.0", "stage": "production", "run_id": "…"}]}
 
-The record is rewritten atomically (temp file + rename) under an ``flock``; the tags stay the truth for
-``production``/``staging``/``superseded`` where the two disagree (a tag moved by hand wins). The record
-is per machine, like the engine it describes.
+Its shape is ``StageRecord`` below; the registry's record (``registry_stages.py``) is checked against the
+same model on every read. The record is rewritten atomically (temp file + rename) under an ``flock``; the
+tags stay the truth for ``production``/``staging``/``superseded`` where the two disagree (a tag moved by
+hand wins). The record is per machine, like the engine it describes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tasks.errors import JobFailed, UsageError
 from tasks.request import state_dir
@@ -61,6 +63,79 @@ _FIELDS = {
     TAG_RUN_ID: "run_id",
 }
 HISTORY_LIMIT = 500
+
+
+# --- the family's stage record: one definition for the local file and the registry's ``bakery-stages`` ------
+
+
+class ImageEntry(BaseModel):
+    """One image of the record (times as ``iso`` writes them; any field may be missing)."""
+
+    model_config = ConfigDict(extra="allow")  # a newer bakery may add fields: kept, not refused
+
+    version: str | None = None
+    stage: str | None = None  # a stage, or ``deleted`` for a registry image retention removed
+    run_id: str | None = None
+    staged_at: str | None = None
+    promoted_at: str | None = None
+    superseded_at: str | None = None
+    forced: bool | None = None
+    pushed_at: str | None = None  # registry: when the pipeline pushed it, and which run
+    pushed_by_run: str | None = None
+    last_tested: str | None = None  # a test of an image whose stage it must not move (Target.record_test_result)
+    last_result: str | None = None
+    last_test_run: str | None = None
+
+
+class HistoryEntry(BaseModel):
+    """One stage change, newest last (at most ``HISTORY_LIMIT``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    image: str
+    version: str = ""
+    stage: str
+    run_id: str = ""
+
+
+class IntentEntry(BaseModel):
+    """A production switch in progress (``base.Intent``, its ``old`` a list)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    action: str
+    new: str
+    was: str
+    old: list[str] = []
+    at: str = ""
+
+
+class StageRecord(BaseModel):
+    """A family's stage record: ``$BAKERY_STATE_DIR/docker/<family>.json``, or the registry's ``bakery-stages``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    family: str
+    images: dict[str, ImageEntry] = {}
+    history: list[HistoryEntry] = []
+    intent: IntentEntry | None = None
+
+
+def checked_record(raw: object, family: str) -> dict[str, Any]:
+    """A record as read, checked against ``StageRecord``, with ``family``, ``images`` and ``history`` filled
+    in when missing; the record stays a plain mapping (what is written back is what was read, plus the
+    change). A record of another shape is a ``ValueError`` naming the first field that is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    data: dict[str, Any] = {"family": family, "images": {}, "history": [], **raw}
+    try:
+        StageRecord.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise ValueError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    return data
 
 
 def record_stage(
@@ -119,15 +194,11 @@ class FamilyRecord:
 
     def read(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text())
+            return checked_record(json.loads(self.path.read_text()), self.family)
         except FileNotFoundError:
-            data = {}
-        except (OSError, json.JSONDecodeError) as exc:
+            return checked_record({}, self.family)
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             raise JobFailed(f"{self.path}: unreadable promotion record ({exc})") from exc
-        data.setdefault("family", self.family)
-        data.setdefault("images", {})
-        data.setdefault("history", [])
-        return data
 
     @contextlib.contextmanager
     def update(self) -> Iterator[dict[str, Any]]:
