@@ -169,6 +169,26 @@ def test_teardown_fails_once_and_is_retried(
     leaks.assert_none()
 
 
+def launch_then(first: str, then: str) -> Callable[[DockerTarget, Any, Any], Any]:
+    """``DockerTarget.launch``, then ``first`` in the new container (waited for) and ``then`` (left running):
+    a seam that changes the booting instance. Its own failure (systemd still booting) must not leak the
+    container it was given: a failed launch is not a crash, no hook removes it."""
+    real_launch = DockerTarget.launch
+
+    def launch(self: DockerTarget, image: Any, run: Any) -> Any:
+        instance = real_launch(self, image, run)
+        try:
+            container = self.engine.containers.get(instance.id)
+            self._exec(container, first)
+            container.exec_run(["/bin/sh", "-c", then], detach=True)
+        except BaseException:
+            self.teardown(instance)
+            raise
+        return instance
+
+    return launch
+
+
 def test_sshd_late_by_20s_still_passes(
     in_process: Callable[..., int],
     built_image: str,
@@ -176,21 +196,9 @@ def test_sshd_late_by_20s_still_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """sshd comes up 20 s after the container: the bounded SSH wait gets in, the run passes."""
-    real_launch = DockerTarget.launch
-
-    def slow_sshd(self: DockerTarget, image: Any, run: Any) -> Any:
-        instance = real_launch(self, image, run)
-        try:  # the seam's own failure (systemd still booting) must not leak the container it was given
-            container = self.engine.containers.get(instance.id)
-            self._exec(container, "systemctl mask --now ssh.service")
-            container.exec_run(
-                ["/bin/sh", "-c", "sleep 20; systemctl unmask ssh.service; systemctl start ssh.service"], detach=True
-            )
-        except BaseException:
-            self.teardown(instance)
-            raise
-        return instance
-
+    slow_sshd = launch_then(
+        "systemctl mask --now ssh.service", "sleep 20; systemctl unmask ssh.service; systemctl start ssh.service"
+    )
     monkeypatch.setattr(DockerTarget, "launch", slow_sshd)
     started = time.monotonic()
     assert in_process("test", "--image", built_image, "--spec", SPEC, "--ssh-timeout", "60s") == 0
@@ -208,22 +216,10 @@ def test_logins_turned_away_while_booting_are_retried(
     text, then hangs up) for 8 s; the run retries and passes. (CI, two pipelines booting at once: one was
     failed as "authentication failed" with a good key.) The seam keeps /run/nologin in place for 8 s,
     rewriting it in case systemd-user-sessions removes it meanwhile, then removes it as the end of boot does."""
-    real_launch = DockerTarget.launch
-    keep_nologin = (
-        "for i in $(seq 40); do echo 'System is booting up.' > /run/nologin; sleep 0.2; done; rm -f /run/nologin"
+    still_booting = launch_then(
+        "echo 'System is booting up.' > /run/nologin",
+        "for i in $(seq 40); do echo 'System is booting up.' > /run/nologin; sleep 0.2; done; rm -f /run/nologin",
     )
-
-    def still_booting(self: DockerTarget, image: Any, run: Any) -> Any:
-        instance = real_launch(self, image, run)
-        try:
-            container = self.engine.containers.get(instance.id)
-            self._exec(container, "echo 'System is booting up.' > /run/nologin")
-            container.exec_run(["/bin/sh", "-c", keep_nologin], detach=True)
-        except BaseException:
-            self.teardown(instance)
-            raise
-        return instance
-
     monkeypatch.setattr(DockerTarget, "launch", still_booting)
     started = time.monotonic()
     assert in_process("test", "--image", built_image, "--spec", SPEC, "--ssh-timeout", "60s") == 0

@@ -6,12 +6,10 @@ good. An in-process SSH server (paramiko's) plays sshd: it says no exactly as ss
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -20,6 +18,7 @@ import pytest
 from tasks import ssh
 from tasks.errors import JobFailed
 from tasks.targets.base import SshEndpoint
+from tests.support.ssh_server import in_process_ssh_server
 
 NOLOGIN = "System is booting up. Unprivileged users are not permitted to log in yet."
 
@@ -32,7 +31,6 @@ class Sshd:
     turn_away: int = 0
     refuse: bool = False
     logins: int = 0
-    transports: list[paramiko.Transport] = field(default_factory=list)
 
 
 class _BootingServer(paramiko.ServerInterface):
@@ -60,35 +58,9 @@ class _BootingServer(paramiko.ServerInterface):
 @pytest.fixture
 def booting_sshd(tmp_path: Path) -> Iterator[tuple[SshEndpoint, Sshd]]:
     key_path, _ = ssh.generate_keypair(tmp_path)
-    private, public = ssh.new_ed25519_key()
-    host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(private.decode()))
     sshd = Sshd()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(host_key)
-            sshd.transports.append(transport)
-            transport.start_server(server=_BootingServer(sshd, conn))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield SshEndpoint("127.0.0.1", listener.getsockname()[1], "bakery", key_path, public), sshd
-    finally:
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        for transport in sshd.transports:
-            transport.close()
-        thread.join(5)
+    with in_process_ssh_server(lambda conn: _BootingServer(sshd, conn), "bakery", key_path) as endpoint:
+        yield endpoint, sshd
 
 
 def test_a_login_turned_away_while_the_host_boots_is_retried(booting_sshd: tuple[SshEndpoint, Sshd]) -> None:

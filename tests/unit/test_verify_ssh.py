@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import socket
@@ -21,6 +19,7 @@ from tasks import ssh
 from tasks.errors import JobFailed, UsageError
 from tasks.targets.base import SshEndpoint
 from tasks.verify import verify_endpoint
+from tests.support.ssh_server import in_process_ssh_server
 
 
 @pytest.fixture
@@ -175,36 +174,9 @@ class _HangingSshServer(paramiko.ServerInterface):
 def hanging_ssh_server(keypair: tuple[Path, str]) -> Iterator[tuple[SshEndpoint, threading.Semaphore]]:
     """The endpoint of a ``_HangingSshServer`` on 127.0.0.1 (its host key pinned), and a semaphore released
     once per command it starts."""
-    private, public = ssh.new_ed25519_key()
-    host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(private.decode()))
     commands_started = threading.Semaphore(0)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    transports: list[paramiko.Transport] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(host_key)
-            transports.append(transport)
-            transport.start_server(server=_HangingSshServer(commands_started))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield SshEndpoint("127.0.0.1", listener.getsockname()[1], "deploy", keypair[0], public), commands_started
-    finally:
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        listener.close()
-        for transport in transports:
-            transport.close()
-        thread.join(5)
+    with in_process_ssh_server(lambda conn: _HangingSshServer(commands_started), "deploy", keypair[0]) as endpoint:
+        yield endpoint, commands_started
 
 
 def test_sigterm_while_a_check_runs_ends_verify_at_once(

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -402,30 +402,34 @@ def host_key_path(run: Run, instance_id: str) -> Path:
     return run.private_key.parent / f"{instance_id}.{HOST_KEY_NAME}"
 
 
-def console_host_keys(text: str) -> list[str]:
-    """``"TYPE BASE64"`` lines of cloud-init's ``SSH HOST KEY KEYS`` block, best type first."""
-    keys: list[str] = []
+def _console_block(text: str, title: str) -> Iterator[str]:
+    """The lines between cloud-init's ``-----BEGIN <title>-----`` and ``-----END <title>-----`` markers (every
+    such block: the console may hold more than one boot)."""
     inside = False
     for line in text.splitlines():
-        if "-----BEGIN SSH HOST KEY KEYS-----" in line:
+        if f"-----BEGIN {title}-----" in line:
             inside = True
-        elif "-----END SSH HOST KEY KEYS-----" in line:
+        elif f"-----END {title}-----" in line:
             inside = False
-        elif inside and (match := _KEY_LINE.search(line)):
-            keys.append(f"{match.group(1)} {match.group(2)}")
-    return sorted(set(keys), key=lambda k: _KEY_PREFERENCE.index(k.split()[0]))
+        elif inside:
+            yield line
+
+
+def console_host_keys(text: str) -> list[str]:
+    """``"TYPE BASE64"`` lines of cloud-init's ``SSH HOST KEY KEYS`` block, best type first."""
+    keys = {
+        f"{match.group(1)} {match.group(2)}"
+        for line in _console_block(text, "SSH HOST KEY KEYS")
+        if (match := _KEY_LINE.search(line))
+    }
+    return sorted(keys, key=lambda k: _KEY_PREFERENCE.index(k.split()[0]))
 
 
 def console_fingerprints(text: str) -> dict[str, str]:
     """``{"ED25519": "SHA256:..."}`` from cloud-init's ``SSH HOST KEY FINGERPRINTS`` block."""
     found: dict[str, str] = {}
-    inside = False
-    for line in text.splitlines():
-        if "-----BEGIN SSH HOST KEY FINGERPRINTS-----" in line:
-            inside = True
-        elif "-----END SSH HOST KEY FINGERPRINTS-----" in line:
-            inside = False
-        elif inside and (match := _FINGERPRINT_LINE.search(line)):
+    for line in _console_block(text, "SSH HOST KEY FINGERPRINTS"):
+        if match := _FINGERPRINT_LINE.search(line):
             found.setdefault(match.group(2), match.group(1))
     return found
 
