@@ -57,10 +57,10 @@ def image_retention(
         plan = retention.plan_retention(
             images, usage, keep=keep, families=[family] if family else None, target=target, listed=listed
         )
-        plan = retention.confirm(plan, store.recheck)  # shared, promoted or launched: kept, with that reason
-        if not apply:
-            return report_retention(plan, None, False, family)
-        outcome = apply_retention(store, plan)
+        if not apply:  # shared, promoted or launched since the inventory: kept, with that reason
+            return report_retention(retention.confirm(plan, store.recheck), None, False, family)
+        outcome = apply_retention(store, plan)  # reads each batch again right before deleting it
+        plan = retention.settled(plan, outcome)  # what that re-read kept: a keep, with the reason
     doc = report_retention(plan, outcome, True, family)
     if checked_registry and plan.deletions:
         from tasks.targets.docker.registry_images import GARBAGE_COLLECTION_NOTE

@@ -22,9 +22,10 @@ child image cannot inherit by accident: ``ImageRecord.foreign``) or that ``deplo
 lists; ``ManagedBy=packer`` alone is what any Packer pipeline may set, so it is not enough.
 
 Public or shared images (launch permissions for other accounts) are kept (reason ``shared``). Just before
-each deletion the store reads the image again (:meth:`ImageStore.recheck`): one promoted, launched or shared
-since the plan was made is skipped with that reason. A snapshot of a deleted image is deleted only when
-no remaining image, in this family or any other, managed or not, still references it.
+the deletions the store reads the images again, a batch at a time (:meth:`ImageStore.recheck`, batches of
+``RECHECK_BATCH``, each read right before its own deletions): one promoted, launched or shared since the plan
+was made is skipped with that reason, and so is one that could not be read again. A snapshot of a deleted
+image is deleted only when no remaining image, in this family or any other, managed or not, still references it.
 """
 
 from __future__ import annotations
@@ -32,13 +33,21 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tasks.errors import JobFailed, UsageError
-from tasks.targets.base import DELETE_WORKERS, ImageRecord, ImageStore, Usage, bounded_map, iso, one_line
+from tasks.targets.base import (
+    DELETE_WORKERS,
+    NOT_REREAD,
+    ImageRecord,
+    ImageStore,
+    Usage,
+    bounded_map,
+    iso,
+    one_line,
+)
 from tasks.targets.base import MANAGED_BY_VALUES as MANAGED_BY_VALUES
 from tasks.targets.base import family_of as family_of
 from tasks.targets.base import is_managed as is_managed
@@ -96,6 +105,7 @@ class Outcome:
 
     images: dict[str, str] = field(default_factory=dict)
     snapshots: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, list[str]] = field(default_factory=dict)  # ref → why its re-read kept it (``settled``)
 
     @property
     def failures(self) -> list[str]:
@@ -176,15 +186,38 @@ def plan_retention(
     )
 
 
-def confirm(plan: Plan, recheck: Callable[[ImageRecord], list[str]], workers: int = DELETE_WORKERS) -> Plan:
+Recheck = Callable[[Sequence[ImageRecord]], Mapping[str, Sequence[str]]]
+"""``ImageStore.recheck``: a batch of images read again, ref → the reasons each must stay after all."""
+
+# Images read again at once (``ImageStore.recheck``): one DescribeImages and one DescribeInstances per batch
+# on AWS; each batch is read right before its own deletions, so the window between read and delete stays short.
+RECHECK_BATCH = 50
+
+
+def confirm(plan: Plan, recheck: Recheck) -> Plan:
     """The plan with each deletion read again (``ImageStore.recheck``): one that must stay after all (shared,
-    promoted or launched meanwhile) becomes a ``keep`` with those reasons, and its snapshots stay."""
+    promoted or launched meanwhile) becomes a ``keep`` with those reasons, and its snapshots stay.
+
+    For the dry run: ``execute`` reads every image again anyway, just before deleting it, and
+    :func:`settled` puts what it kept into the plan, so an applied run need not (and does not) confirm too.
+    """
     doomed = [d.image for d in plan.deletions]
-    vetoes = {image.ref: reasons for image, reasons in zip(doomed, recheck_all(recheck, doomed, workers), strict=True)}
+    return _kept_after_all(plan, recheck_all(recheck, doomed))
+
+
+def settled(plan: Plan, outcome: Outcome) -> Plan:
+    """The plan as carried out: each deletion ``execute`` skipped because its re-read found a reason to keep
+    it (``Outcome.changed``) is a ``keep`` with those reasons, as :func:`confirm` would have made it."""
+    return _kept_after_all(plan, outcome.changed)
+
+
+def _kept_after_all(plan: Plan, vetoes: Mapping[str, Sequence[str]]) -> Plan:
+    doomed = {d.image.ref for d in plan.deletions}
+    kept = {ref for ref, reasons in vetoes.items() if reasons and ref in doomed}
     decisions = tuple(
-        Decision(d.image, "keep", tuple(vetoes[d.image.ref])) if vetoes.get(d.image.ref) else d for d in plan.decisions
+        Decision(d.image, "keep", tuple(vetoes[d.image.ref])) if d.image.ref in kept and d.action == "delete" else d
+        for d in plan.decisions
     )
-    kept = {ref for ref, reasons in vetoes.items() if reasons}
     snapshots = tuple(
         SnapshotDecision(s.snapshot_id, False, s.images, f"still used by {', '.join(sorted(kept & set(s.images)))}")
         if s.delete and kept & set(s.images)
@@ -194,21 +227,24 @@ def confirm(plan: Plan, recheck: Callable[[ImageRecord], list[str]], workers: in
     return replace(plan, decisions=decisions, snapshots=snapshots)
 
 
-def recheck_all(
-    recheck: Callable[[ImageRecord], list[str]], images: Sequence[ImageRecord], workers: int = DELETE_WORKERS
-) -> list[list[str]]:
-    """``recheck`` over ``images``, a few at once; an image that cannot be read again stays (that reason)."""
+def recheck_all(recheck: Recheck, images: Sequence[ImageRecord], batch: int = RECHECK_BATCH) -> dict[str, list[str]]:
+    """``recheck`` over ``images`` in batches of ``batch``: ref → reasons to keep it after all. A batch that
+    cannot be read again stays whole, and an image the store gave no answer for stays (that reason)."""
+    reasons: dict[str, list[str]] = {}
+    for start in range(0, len(images), batch):
+        reasons.update(recheck_batch(recheck, images[start : start + batch]))
+    return reasons
 
-    def safe(image: ImageRecord) -> list[str]:
-        try:
-            return recheck(image)
-        except Exception as exc:
-            return [f"could not be read again before deletion: {one_line(exc)}"]
 
+def recheck_batch(recheck: Recheck, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+    """One ``recheck`` call, made safe: any error keeps every image of the batch, with that reason."""
     if not images:
-        return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(images)), thread_name_prefix="bakery-recheck") as pool:
-        return list(pool.map(safe, images))
+        return {}
+    try:
+        found = recheck(images)
+    except Exception as exc:
+        return {image.ref: [f"{NOT_REREAD}: {one_line(exc)}"] for image in images}
+    return {image.ref: list(found.get(image.ref, [f"{NOT_REREAD}: no answer for it"])) for image in images}
 
 
 def _decide_family(members: list[ImageRecord], usage: Usage, keep: int) -> list[Decision]:
@@ -279,20 +315,32 @@ def _decide_snapshots(images: Sequence[ImageRecord], deleted: set[str]) -> list[
 # --- execution ---------------------------------------------------------------------------------------------
 
 
-def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS) -> Outcome:
-    """Deregister every image the plan deletes, then delete the snapshots whose images are all gone."""
+def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS, batch: int = RECHECK_BATCH) -> Outcome:
+    """Deregister every image the plan deletes, then delete the snapshots whose images are all gone.
+
+    The images go in batches of ``batch``: each batch is read again (``ImageStore.recheck``, one batched
+    read) right before its deletions; an image that changed since the plan, or could not be read again,
+    is kept (``kept: <reasons>``, and in ``Outcome.changed``)."""
     outcome = Outcome()
     doomed = [d.image for d in plan.deletions]
     check_deletes = getattr(store, "check_deletes", None)  # a registry without deletes: one line, none tried
     if doomed and check_deletes is not None:
         check_deletes(str(doomed[0].family))
 
-    def delete_unless_changed(image: ImageRecord) -> str:
-        reasons = store.recheck(image)  # read again just before: promoted, launched or shared since the plan
-        return f"kept: {'; '.join(reasons)}" if reasons else store.delete_image(image)
-
-    for image, result in zip(doomed, bounded_map(delete_unless_changed, doomed, workers), strict=True):
-        outcome.images[image.ref] = result
+    for start in range(0, len(doomed), batch):
+        chunk = doomed[start : start + batch]
+        # read again just before this batch's deletions: promoted, launched or shared since the plan
+        vetoes = recheck_batch(store.recheck, chunk)
+        going = []
+        for image in chunk:
+            if vetoes[image.ref]:
+                outcome.changed[image.ref] = vetoes[image.ref]
+                outcome.images[image.ref] = f"kept: {'; '.join(vetoes[image.ref])}"
+            else:
+                going.append(image)
+        for image, result in zip(going, bounded_map(store.delete_image, going, workers), strict=True):
+            outcome.images[image.ref] = result
+    outcome.images = {image.ref: outcome.images[image.ref] for image in doomed}  # in the plan's order
     snapshots = []
     for snapshot in plan.snapshots:
         if not snapshot.delete:

@@ -381,9 +381,14 @@ class ImageStore(Protocol):
         """``deleted`` or ``already gone``; raises on failure."""
         ...
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        """Read the image again now: the reasons it must stay after all (its stage changed since the plan,
-        something uses it now, it is shared); empty when it may go."""
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        """Read a batch of images again now, in as few calls as the platform allows: ref → the reasons the
+        image must stay after all (its stage changed since the plan, something uses it now, it is shared);
+        empty when it may go, or when it is gone already (the deletion then says ``already gone``).
+
+        An image that could not be read again gets that as its reason (:func:`recheck_each`); an error
+        for the whole batch may be raised (the caller keeps the whole batch, with that reason).
+        """
         ...
 
 
@@ -416,6 +421,27 @@ def bounded_map(fn: Callable[[T], str], items: Sequence[T], workers: int = DELET
         return []
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="bakery-delete") as pool:
         return list(pool.map(safe, items))
+
+
+def recheck_each(
+    fn: Callable[[ImageRecord], list[str]], images: Sequence[ImageRecord], workers: int = DELETE_WORKERS
+) -> dict[str, list[str]]:
+    """``fn`` (one image's re-read) over ``images``, at most ``workers`` at once: ref → reasons; an image
+    ``fn`` raises for stays, with the reason ``could not be read again before deletion: <error>``."""
+
+    def safe(image: ImageRecord) -> list[str]:
+        try:
+            return fn(image)
+        except Exception as exc:
+            return [f"{NOT_REREAD}: {one_line(exc)}"]
+
+    if not images:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(images)), thread_name_prefix="bakery-recheck") as pool:
+        return {image.ref: reasons for image, reasons in zip(images, pool.map(safe, images), strict=True)}
+
+
+NOT_REREAD = "could not be read again before deletion"
 
 
 def one_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,8 +45,8 @@ class BrokenStore:
         self.deleted.append(snapshot_id)
         return "deleted"
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        return []  # nothing changed since the plan
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        return {image.ref: [] for image in images}  # nothing changed since the plan
 
 
 DRIVER = """

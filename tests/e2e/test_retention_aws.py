@@ -292,22 +292,69 @@ def test_public_and_shared_amis_are_kept(moto: CountingMotoServer, bake: Bake) -
 
 
 def test_an_ami_launched_after_the_plan_is_skipped(moto: CountingMotoServer) -> None:
-    """The plan says delete; an instance is launched from the AMI before the deletion: it is skipped with
-    that reason (the AMI and its snapshot stay)."""
+    """The plan says delete; between the plan and the deletions, one AMI is launched from, one promoted, one
+    shared with another account, one made public and one deregistered by someone else: each is skipped with
+    that reason (the AMI and its snapshot stay), the gone one counts as gone, and the rest go. All of them
+    in one batched re-read (one DescribeImages and one DescribeInstances for the batch)."""
     from tasks import retention
     from tasks.targets.aws.images import AwsImages
 
     acct = Account(boto3.client("ec2"))
-    for n in range(1, 4):
+    for n in range(1, 9):
         acct.ami(f"v{n}", "own-late", f"1.{n}", day=n, extra={"bakery:family": "own-late"})
     store = AwsImages(acct.ec2, boto3.client("autoscaling"))
     images, usage = store.inventory()
     plan = retention.plan_retention(images, usage, keep=1, families=["own-late"])
-    assert {d.image.ref for d in plan.deletions} == {acct.ids["v1"], acct.ids["v2"]}
+    assert {d.image.ref for d in plan.deletions} == {acct.ids[f"v{n}"] for n in range(1, 8)}
     acct.ec2.run_instances(ImageId=acct.ids["v1"], MinCount=1, MaxCount=1)
     acct.ec2.create_tags(Resources=[acct.ids["v2"]], Tags=[{"Key": "status", "Value": "production"}])
+    acct.ec2.modify_image_attribute(ImageId=acct.ids["v3"], LaunchPermission={"Add": [{"UserId": "111122223333"}]})
+    acct.ec2.modify_image_attribute(ImageId=acct.ids["v4"], LaunchPermission={"Add": [{"Group": "all"}]})
+    acct.ec2.deregister_image(ImageId=acct.ids["v5"])
+    moto.counter.reset()
     outcome = retention.execute(plan, store)
-    assert outcome.images[acct.ids["v1"]].startswith("kept: in use since the plan: instance i-")
-    assert outcome.images[acct.ids["v2"]] == "kept: stage changed since the plan: now production"
+    result = {label: outcome.images[acct.ids[label]] for label in ("v1", "v2", "v3", "v4", "v5", "v6", "v7")}
+    assert result["v1"].startswith("kept: in use since the plan: instance i-")
+    assert result["v2"] == "kept: stage changed since the plan: now production"
+    assert result["v3"] == "kept: shared: launch permission for 111122223333"
+    assert result["v4"] == "kept: shared: public"
+    assert result["v5"] == "already gone"
+    assert result["v6"] == result["v7"] == "deleted"
+    assert moto.counter.calls["DescribeImages"] == 1
+    assert moto.counter.calls["DescribeInstances"] == 1
+    assert moto.counter.calls["DescribeImageAttribute"] == 5  # not public, not gone: v1 v2 v3 v6 v7
     remaining = {i["ImageId"] for i in acct.ec2.describe_images(Owners=["self"])["Images"]}
-    assert {acct.ids["v1"], acct.ids["v2"]} <= remaining
+    assert {acct.ids[f"v{n}"] for n in range(1, 5)} <= remaining
+    assert not {acct.ids["v6"], acct.ids["v7"]} & remaining
+    snaps = {s["SnapshotId"] for s in acct.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert {acct.snapshots[f"v{n}"] for n in range(1, 5)} <= snaps
+    assert not {acct.snapshots["v6"], acct.snapshots["v7"]} & snaps
+
+
+def test_api_calls_grow_by_at_most_three_per_deleted_image(moto: CountingMotoServer, bake: Bake) -> None:
+    """``bake retention --apply`` over many AMIs: one DeregisterImage, one DeleteSnapshot and one
+    DescribeImageAttribute (launch permissions, which has no batch form) per deleted image; the re-read
+    before the deletions is otherwise batched, and made once (not in the plan and again before deleting).
+    The dry run reads launch permissions once per image it would delete."""
+    total, keep = 64, 4
+    acct = Account(boto3.client("ec2"))
+    for n in range(total):
+        acct.ami(f"v{n}", "many", f"1.{n}", day=n, extra={"bakery:family": "many"})
+    doomed = total - keep
+
+    moto.counter.reset()
+    dry = bake("--json", "retention", "--target", "aws", "--family", "many", "--keep", str(keep))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert len([r for r in json.loads(dry.stdout)["images"] if r["decision"] == "delete"]) == doomed
+    calls = dict(moto.counter.calls)
+    assert calls.get("DescribeImageAttribute") == doomed, calls
+    assert moto.counter.total <= doomed + 12, calls
+
+    moto.counter.reset()
+    applied = bake("--json", "retention", "--target", "aws", "--family", "many", "--keep", str(keep), "--apply")
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    assert len(json.loads(applied.stdout)["deleted_images"]) == doomed
+    calls = dict(moto.counter.calls)
+    assert calls["DeregisterImage"] == calls["DeleteSnapshot"] == calls["DescribeImageAttribute"] == doomed, calls
+    assert calls["DescribeImages"] <= 3 and calls["DescribeInstances"] <= 3, calls  # inventory + 2 batches of 50
+    assert moto.counter.total <= 3 * doomed + 12, calls

@@ -362,7 +362,7 @@ def test_retention_deletes_an_image_once_and_then_finds_it_gone(
     record, _ = record_of(target.name, image)
     assert record is not None
     store = open_store(target.name)
-    assert store.recheck(record) == []  # nothing holds it
+    assert store.recheck([record]) == {record.ref: []}  # nothing holds it
     assert store.delete_image(record) == "deleted"
     for snapshot in record.snapshots:
         assert store.delete_snapshot(snapshot) == "deleted"

@@ -12,7 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import UsageError
-from tasks.retention import DELETABLE_STATES, Outcome, check_keep, confirm, document, execute, plan_retention, render
+from tasks.retention import (
+    DELETABLE_STATES,
+    Outcome,
+    check_keep,
+    confirm,
+    document,
+    execute,
+    plan_retention,
+    render,
+    settled,
+)
 from tasks.targets.base import ImageRecord, family_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -146,9 +156,17 @@ class FakeStore:
         self.broken = broken
         self.snapshot_calls: list[str] = []
         self.changed: dict[str, list[str]] = {}  # ref -> what a re-read finds changed since the plan
+        self.rechecks: list[list[str]] = []  # the batches read again, in order
+        self.recheck_error = ""  # a re-read of any batch fails with this
+        self.unanswered: set[str] = set()  # refs a re-read leaves out of its answer
+        self.events: list[str] = []  # "recheck <refs>" and "delete <ref>", in order
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        return self.changed.get(image.ref, [])
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        self.rechecks.append([i.ref for i in images])
+        self.events.append("recheck " + " ".join(i.ref for i in images))
+        if self.recheck_error:
+            raise RuntimeError(self.recheck_error)
+        return {i.ref: self.changed.get(i.ref, []) for i in images if i.ref not in self.unanswered}
 
     def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
         return list(self.images.values()), {}
@@ -157,6 +175,7 @@ class FakeStore:
         if image.ref in self.broken:
             raise RuntimeError(f"AccessDenied for {image.ref}")
         del self.images[image.ref]
+        self.events.append(f"delete {image.ref}")
         return "deleted"
 
     def delete_snapshot(self, snapshot_id: str) -> str:
@@ -333,7 +352,7 @@ def test_confirm_keeps_what_changed_and_its_snapshots() -> None:
     images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 5)]
     plan = plan_retention(images, {}, keep=1)
     changes = {"ami-1": ["shared: public"], "ami-2": ["stage changed since the plan: now production"]}
-    confirmed = confirm(plan, lambda image: changes.get(image.ref, []))
+    confirmed = confirm(plan, lambda images: {i.ref: changes.get(i.ref, []) for i in images})
     decided = {d.image.ref: (d.action, d.reason) for d in confirmed.decisions}
     assert decided["ami-1"] == ("keep", "shared: public")
     assert decided["ami-2"] == ("keep", "stage changed since the plan: now production")
@@ -351,3 +370,77 @@ def test_execute_rereads_each_image_just_before_deleting_it() -> None:
     assert "ami-1" in store.images
     assert outcome.snapshots["snap-1"].startswith("kept")
     assert outcome.failures == []
+
+
+def test_execute_reads_each_batch_again_right_before_deleting_it() -> None:
+    """Batched re-reads (one store call per batch, AWS: one DescribeImages and one DescribeInstances): each
+    batch is read again after the previous batch's deletions and before its own; a veto in any batch holds."""
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 7)]
+    store = FakeStore(images)
+    plan = plan_retention(images, {}, keep=1)  # deletes ami-5 .. ami-1, newest first
+    store.changed = {
+        "ami-4": ["shared: launch permission for 111122223333"],
+        "ami-3": ["stage changed since the plan: now production"],
+        "ami-1": ["in use since the plan: instance i-1 (running)"],
+    }
+    outcome = execute(plan, store, workers=1, batch=2)
+    assert store.rechecks == [["ami-5", "ami-4"], ["ami-3", "ami-2"], ["ami-1"]]
+    assert store.events == [
+        "recheck ami-5 ami-4",
+        "delete ami-5",
+        "recheck ami-3 ami-2",
+        "delete ami-2",
+        "recheck ami-1",
+    ]
+    assert outcome.images == {
+        "ami-5": "deleted",
+        "ami-4": "kept: shared: launch permission for 111122223333",
+        "ami-3": "kept: stage changed since the plan: now production",
+        "ami-2": "deleted",
+        "ami-1": "kept: in use since the plan: instance i-1 (running)",
+    }
+    assert outcome.snapshots == {
+        "snap-1": "kept: ami-1 was not deregistered",
+        "snap-2": "deleted",
+        "snap-3": "kept: ami-3 was not deregistered",
+        "snap-4": "kept: ami-4 was not deregistered",
+        "snap-5": "deleted",
+    }
+    assert outcome.failures == []
+
+    done = settled(plan, outcome)  # the report of an applied run: the vetoed ones are keeps, with the reason
+    decided = {d.image.ref: (d.action, d.reason) for d in done.decisions}
+    assert decided["ami-4"] == ("keep", "shared: launch permission for 111122223333")
+    assert decided["ami-3"] == ("keep", "stage changed since the plan: now production")
+    assert decided["ami-1"] == ("keep", "in use since the plan: instance i-1 (running)")
+    assert [d.image.ref for d in done.deletions] == ["ami-5", "ami-2"]
+    assert {s.snapshot_id: s.delete for s in done.snapshots} == {f"snap-{i}": i in (2, 5) for i in range(1, 6)}
+    summary_line = document(done, outcome, applied=True)["families"]["app-base"]
+    assert "deleted 2/2 images and 2 snapshots" in summary_line
+
+
+def test_a_batch_that_cannot_be_read_again_stays_whole() -> None:
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 5)]
+    store = FakeStore(images)
+    plan = plan_retention(images, {}, keep=1)
+    store.recheck_error = "RequestLimitExceeded: slow down"
+    outcome = execute(plan, store, batch=2)
+    assert set(outcome.images.values()) == {
+        "kept: could not be read again before deletion: RequestLimitExceeded: slow down"
+    }
+    assert len(store.images) == 4 and store.snapshot_calls == []
+    assert all(v.startswith("kept") for v in outcome.snapshots.values())
+
+
+def test_an_image_the_re_read_says_nothing_about_stays() -> None:
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 4)]
+    store = FakeStore(images)
+    plan = plan_retention(images, {}, keep=1)
+    store.unanswered = {"ami-2"}
+    outcome = execute(plan, store)
+    assert outcome.images == {
+        "ami-2": "kept: could not be read again before deletion: no answer for it",
+        "ami-1": "deleted",
+    }
+    confirmed = confirm(plan, store.recheck)
+    assert [d.image.ref for d in confirmed.deletions] == ["ami-1"]

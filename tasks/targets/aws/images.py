@@ -2,13 +2,15 @@
 
 Every listing is paginated and read once per run; the usage lookups run side by side. A deletion costs one
 ``DeregisterImage`` per image and one ``DeleteSnapshot`` per snapshot, with botocore's adaptive retries
-(``client.py``) absorbing throttling.
+(``client.py``) absorbing throttling; the re-read before it one ``DescribeImageAttribute`` per image and
+one ``DescribeImages`` and one ``DescribeInstances`` per batch (``recheck``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from botocore.exceptions import ClientError
 from tasks.errors import UsageError
 from tasks.targets.aws import client as aws
 from tasks.targets.aws.client import aws_errors, tags_of
-from tasks.targets.base import ImageRecord, family_of, is_managed, parse_time
+from tasks.targets.base import ImageRecord, family_of, is_managed, parse_time, recheck_each
 
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 # botocore says at INFO which credentials and endpoint it found, once per client: keep it to warnings.
@@ -253,43 +255,82 @@ class AwsImages:
             raise
         return "deleted"
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        """The AMI read again just before its deletion: its stage, whether it is public or has launch
-        permissions for other accounts (``shared``), and live instances launched from it since the plan."""
-        try:
-            found = self.ec2.describe_images(ImageIds=[image.image_id], IncludeDeprecated=True).get("Images", [])
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in GONE_IMAGE_CODES:
-                return []
-            raise
-        if not found:
-            return []
-        reasons = []
-        stage = tags_of(found[0]).get("status")
-        if stage != image.stage:
-            reasons.append(f"stage changed since the plan: now {stage or 'none'}")
-        if found[0].get("Public"):
-            reasons.append("shared: public")
-        else:
-            permissions = self.ec2.describe_image_attribute(ImageId=image.image_id, Attribute="launchPermission")
-            shared = [
-                p.get("UserId") or p.get("Group") or p.get("OrganizationArn") or p.get("OrganizationalUnitArn")
-                for p in permissions.get("LaunchPermissions") or []
-            ]
-            if shared:
-                reasons.append(f"shared: launch permission for {', '.join(str(s) for s in shared)}")
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        """The AMIs read again just before their deletion: their stage, whether each is public or has launch
+        permissions for other accounts (``shared``), and live instances launched from them since the plan.
+
+        One ``DescribeImages`` and one ``DescribeInstances`` (paginated) for the whole batch, both filtered
+        on the image ids: a filter, unlike ``ImageIds``, does not fail the call for an AMI that is gone, it
+        just leaves it out (gone: no reason; the deletion says ``already gone``). Launch permissions have
+        no batch form: one ``DescribeImageAttribute`` per AMI that is not public, a few at once.
+        """
+        if not images:
+            return {}
+        ids = sorted({image.image_id for image in images})
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bakery-recheck") as pool:
+            described = pool.submit(self._describe, ids)
+            launched = pool.submit(self._live_instances, ids)
+            found, users = described.result(), launched.result()
+
+        def one(image: ImageRecord) -> list[str]:
+            ami = found.get(image.image_id)
+            if ami is None:
+                return []  # gone already
+            reasons = []
+            stage = tags_of(ami).get("status")
+            if stage != image.stage:
+                reasons.append(f"stage changed since the plan: now {stage or 'none'}")
+            if ami.get("Public"):
+                reasons.append("shared: public")
+            else:
+                try:
+                    shared = self._launch_permissions(image.image_id)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in GONE_IMAGE_CODES:
+                        return []  # deregistered since the DescribeImages above
+                    raise
+                if shared:
+                    reasons.append(f"shared: launch permission for {', '.join(shared)}")
+            reasons.extend(f"in use since the plan: {use}" for use in users.get(image.image_id, []))
+            return reasons
+
+        return recheck_each(one, images, self.workers)
+
+    def _describe(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """AMI id → its description, for those of ``ids`` that still exist (in any state)."""
+        pages = self.ec2.get_paginator("describe_images").paginate(
+            Owners=["self"],
+            IncludeDeprecated=True,
+            IncludeDisabled=True,
+            Filters=[{"Name": "image-id", "Values": ids}],
+            PaginationConfig={"PageSize": 1000},
+        )
+        return {image["ImageId"]: image for page in pages for image in page.get("Images", [])}
+
+    def _live_instances(self, ids: list[str]) -> dict[str, list[str]]:
+        """AMI id → ``instance i-… (state)`` for each live instance launched from one of ``ids``."""
         pages = self.ec2.get_paginator("describe_instances").paginate(
             Filters=[
-                {"Name": "image-id", "Values": [image.image_id]},
+                {"Name": "image-id", "Values": ids},
                 {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)},
-            ]
+            ],
+            PaginationConfig={"PageSize": 1000},
         )
+        users: dict[str, list[str]] = defaultdict(list)
         for page in pages:
             for reservation in page.get("Reservations", []):
                 for instance in reservation.get("Instances", []):
                     state = instance.get("State", {}).get("Name", "")
-                    reasons.append(f"in use since the plan: instance {instance['InstanceId']} ({state})")
-        return reasons
+                    users[instance.get("ImageId", "")].append(f"instance {instance['InstanceId']} ({state})")
+        return users
+
+    def _launch_permissions(self, image_id: str) -> list[str]:
+        """Who else may launch the AMI: account ids, groups, organizations (empty: only this account)."""
+        permissions = self.ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        return [
+            str(p.get("UserId") or p.get("Group") or p.get("OrganizationArn") or p.get("OrganizationalUnitArn"))
+            for p in permissions.get("LaunchPermissions") or []
+        ]
 
     def delete_snapshot(self, snapshot_id: str) -> str:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import docker
 import docker.errors
 
 from tasks.errors import JobFailed
-from tasks.targets.base import ImageRecord, is_managed
+from tasks.targets.base import ImageRecord, is_managed, recheck_each
 from tasks.targets.docker.client import STAGE_TAGS, client, pointer_stage
 from tasks.targets.docker.instances import FAMILY_LABEL, MANAGED_LABEL
 
@@ -122,27 +123,35 @@ class DockerImages:
     def delete_snapshot(self, snapshot_id: str) -> str:
         raise NotImplementedError("Docker images have no snapshots")
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        """The image's stage tags and its containers, read again: what changed since the plan."""
-        try:
-            found = self.engine.api.inspect_image(image.ref)
-        except docker.errors.ImageNotFound:
-            return []  # gone already: the deletion says so
-        repo = image.ref.rpartition(":")[0]
-        names = {t.rpartition(":")[2] for t in found.get("RepoTags") or [] if t.rpartition(":")[0] == repo}
-        stage = pointer_stage(names)
-        reasons = []
-        if stage != image.stage:
-            reasons.append(f"stage changed since the plan: now {stage or 'none'}")
-        if "latest" in names and "tagged latest" not in image.pins:
-            reasons.append("tagged latest since the plan")
-        users = [
-            f"container {(c.get('Names') or [c['Id'][:12]])[0].lstrip('/')} ({c.get('State', '?')})"
-            for c in self.engine.api.containers(all=True)
-            if c.get("ImageID") == found["Id"]
-        ]
-        reasons.extend(f"in use since the plan: {use}" for use in users)
-        return reasons
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        """Each image's stage tags and its containers, read again: what changed since the plan (the
+        containers listed once for the batch)."""
+        if not images:
+            return {}
+        containers = self.engine.api.containers(all=True)
+
+        def one(image: ImageRecord) -> list[str]:
+            try:
+                found = self.engine.api.inspect_image(image.ref)
+            except docker.errors.ImageNotFound:
+                return []  # gone already: the deletion says so
+            repo = image.ref.rpartition(":")[0]
+            names = {t.rpartition(":")[2] for t in found.get("RepoTags") or [] if t.rpartition(":")[0] == repo}
+            stage = pointer_stage(names)
+            reasons = []
+            if stage != image.stage:
+                reasons.append(f"stage changed since the plan: now {stage or 'none'}")
+            if "latest" in names and "tagged latest" not in image.pins:
+                reasons.append("tagged latest since the plan")
+            users = [
+                f"container {(c.get('Names') or [c['Id'][:12]])[0].lstrip('/')} ({c.get('State', '?')})"
+                for c in containers
+                if c.get("ImageID") == found["Id"]
+            ]
+            reasons.extend(f"in use since the plan: {use}" for use in users)
+            return reasons
+
+        return recheck_each(one, images)
 
 
 def local_image_id(reference: str) -> str | None:

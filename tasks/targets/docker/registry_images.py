@@ -12,11 +12,12 @@ digest. The registry frees the blobs only when its garbage collection runs (Dist
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.targets.base import ImageRecord, parse_time
+from tasks.targets.base import ImageRecord, parse_time, recheck_each
 from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError
 from tasks.targets.docker.registry_stages import NOT_VERSIONS, RegistryStages, stage_in_registry
 
@@ -85,8 +86,11 @@ class RegistryImages:
         images = [image for family in self.family_names() for image in self.family_records(family)]
         return images, {}  # a registry knows no containers: what runs from an image is the engines' business
 
-    def recheck(self, image: ImageRecord) -> list[str]:
-        """Read again just before deleting: the stage now, and every other tag naming the same digest."""
+    def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
+        """Read again just before deleting: each image's stage now, and every other tag naming its digest."""
+        return recheck_each(self._recheck_one, images)
+
+    def _recheck_one(self, image: ImageRecord) -> list[str]:
         family = str(image.family)
         repository = self.registry.repository(family)
         if self.client.digest_of(repository, image.version) != image.image_id:
