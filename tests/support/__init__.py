@@ -51,14 +51,19 @@ def remove_containers_of(engine: docker.DockerClient, family: str) -> list[str]:
     return removed
 
 
-def remove_family(engine: docker.DockerClient, family: str) -> None:
-    """Remove what a test made for ``family``: its containers, then every image tagged ``family:*``."""
-    remove_containers_of(engine, family)
+def remove_images_of(engine: docker.DockerClient, family: str) -> None:
+    """Force-remove every image tag ``family:*``."""
     for image in engine.images.list(name=family):
         for tag in image.tags:
             if tag.startswith(f"{family}:"):
                 with contextlib.suppress(docker.errors.APIError):
                     engine.images.remove(tag, force=True)
+
+
+def remove_family(engine: docker.DockerClient, family: str) -> None:
+    """Remove what a test made for ``family``: its containers, then every image tagged ``family:*``."""
+    remove_containers_of(engine, family)
+    remove_images_of(engine, family)
 
 
 # --- waiting for a phase -----------------------------------------------------------------------------------
