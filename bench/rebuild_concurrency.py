@@ -32,7 +32,14 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._run import timed
 from tests.support import remove_family
-from tests.support.servers import PREFECT, PrefectServer, prefect_server, running_prefect_server, stop_process
+from tests.support.servers import (
+    PREFECT,
+    PrefectServer,
+    prefect_server,
+    running_prefect_server,
+    running_process_worker,
+    without_checkout,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BAKE = str(Path(sys.executable).parent / "bake")
@@ -72,7 +79,7 @@ def _api(server: PrefectServer, method: str, path: str, body: object = None) -> 
 
 def deploy(server: PrefectServer) -> dict[str, str]:
     """The pool and prefect.yaml's deployments (scheduled ones paused); deployment name -> id."""
-    env = {k: v for k, v in server.client_env().items() if k != "BAKERY_CHECKOUT"}
+    env = without_checkout(server.client_env())
     for command in (["work-pool", "create", "bakery-process", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
         done = subprocess.run([PREFECT, *command], cwd=REPO, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -89,27 +96,15 @@ def deploy(server: PrefectServer) -> dict[str, str]:
 def workers(server: PrefectServer, directory: Path, count: int) -> Iterator[None]:
     """``count`` process workers on the pool (named after ``directory``), each in its own directory with its
     own state, once all are online; stopped by PID at the end."""
-    started, names = [], []
-    for n in range(count):
-        machine = directory / f"machine-{n + 1}"
-        machine.mkdir(parents=True, exist_ok=True)
-        env = server.client_env(BAKERY_STATE_DIR=str(machine / "state"), PREFECT_WORKER_QUERY_SECONDS="2")
-        env.pop("BAKERY_CHECKOUT", None)
-        limit = ["--limit", "2"] if count > 1 and n == 0 else []
-        names.append(f"bench-{directory.name}-{n + 1}")
-        command = [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process", "--name", names[-1]]
-        with open(machine / "worker.log", "ab") as log:
-            started.append(
-                subprocess.Popen(
-                    [*command, *limit],
-                    cwd=machine,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+    names = [f"bench-{directory.name}-{n + 1}" for n in range(count)]
+    with contextlib.ExitStack() as started:
+        for n, name in enumerate(names):
+            machine = directory / f"machine-{n + 1}"
+            machine.mkdir(parents=True, exist_ok=True)
+            limit = 2 if count > 1 and n == 0 else None
+            started.enter_context(
+                running_process_worker(server, machine, limit, name=name, PREFECT_WORKER_QUERY_SECONDS="2")
             )
-    try:
         deadline = time.monotonic() + 120
         while True:
             online = _api(server, "POST", "/work_pools/bakery-process/workers/filter", {})
@@ -120,9 +115,6 @@ def workers(server: PrefectServer, directory: Path, count: int) -> Iterator[None
                 raise SystemExit(f"{count} workers did not come online; see {directory}/machine-*/worker.log")
             time.sleep(1)
         yield
-    finally:
-        for process in started:
-            stop_process(process)
 
 
 def rebuild_through_the_api(server: PrefectServer, rebuild_id: str, families: Path) -> float:

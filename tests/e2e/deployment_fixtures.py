@@ -17,7 +17,13 @@ import pytest
 
 from tests.e2e.conftest import REPO
 from tests.prefect_api import prefect_api
-from tests.support.servers import PREFECT, PrefectServer, running_prefect_server, stop_process
+from tests.support.servers import (
+    PREFECT,
+    PrefectServer,
+    running_prefect_server,
+    running_process_worker,
+    without_checkout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +36,6 @@ def server() -> Iterator[PrefectServer]:
 def api(server: PrefectServer) -> Iterator[httpx.Client]:
     with prefect_api(server.url) as client:
         yield client
-
-
-def without_checkout(env: dict[str, str]) -> dict[str, str]:
-    """The environment minus BAKERY_CHECKOUT: what a Prefect user who never heard of it has."""
-    return {k: v for k, v in env.items() if k != "BAKERY_CHECKOUT"}
 
 
 def prefect(server: PrefectServer, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -74,29 +75,12 @@ def wait_for_final_state(api: httpx.Client, run_id: str, timeout: float) -> dict
 
 @contextmanager
 def process_worker(server: PrefectServer, tmp_path: Path, limit: int | None = None, **env: str) -> Iterator[Path]:
-    """`prefect worker start` on the pool, stopped by its PID on exit; yields its log file. ``limit``: at
-    most that many flow runs at once (`--limit`).
-
-    Started outside the checkout (in ``tmp_path``) and without BAKERY_CHECKOUT unless ``env`` gives it, as
-    a worker on another machine would be: the deployments must find the checkout themselves."""
+    """A process worker on the pool in ``tmp_path`` (:func:`running_process_worker`), once the scheduled
+    deployments are paused: only the runs a test makes may execute. Yields its log file."""
     with prefect_api(server.url) as api:
         for deployment in api.post("/deployments/filter", json={}).json():
-            if deployment["schedules"]:  # only the runs a test makes may execute
+            if deployment["schedules"]:
                 paused = api.patch(f"/deployments/{deployment['id']}", json={"paused": True})
                 assert paused.status_code == 204, paused.text
-    log = tmp_path / "worker.log"
-    worker_env = {**without_checkout(server.client_env(BAKERY_STATE_DIR=str(tmp_path / "state"))), **env}
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"]
-            + (["--limit", str(limit)] if limit else []),
-            cwd=tmp_path,
-            env=worker_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with running_process_worker(server, tmp_path, limit, **env) as log:
         yield log
-    finally:
-        stop_process(worker)

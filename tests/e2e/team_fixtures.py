@@ -1,13 +1,26 @@
-"""scripts/team-up.sh for the tests: PostgreSQL, `prefect server start` on it, the pool and the deployments."""
+"""scripts/team-up.sh for the tests: PostgreSQL, `prefect server start` on it, the pool and the deployments.
+
+The fixtures ``server``, ``deployments`` and ``families`` serve a module that imports them, with
+``pytest_plugins = ("tests.e2e.deployment_fixtures",)`` for ``api``; ``server`` and ``deployments`` are
+module-scoped (each such module its own team server) and ``families`` names its families after the module's
+``FAMILY_PREFIX``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
 
 from tests.e2e.conftest import REPO
 from tests.support.servers import PrefectServer, free_port
@@ -53,3 +66,29 @@ def running_team() -> Iterator[PrefectServer]:
             )
         finally:
             team_up(team_dir, env, "--down")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrefectServer]:
+    """The team's server as scripts/team-up.sh brings it up: on PostgreSQL, with the pool and deployments."""
+    with running_team() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in api.post("/deployments/filter", json={}).json()}
+
+
+@pytest.fixture
+def families(request: pytest.FixtureRequest, engine: docker.DockerClient, base_image: str) -> Iterator[list[str]]:
+    """Two families of the test's own, ``<FAMILY_PREFIX>-<tag>-a`` and ``-b``; afterwards every image one of
+    them names (a tag or a registry digest) is removed."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"{request.module.FAMILY_PREFIX}-{tag}-a", f"{request.module.FAMILY_PREFIX}-{tag}-b"]
+    yield names
+    for image in engine.images.list():
+        references = (image.tags or []) + (image.attrs.get("RepoDigests") or [])
+        if any(name in reference for name in names for reference in references):
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(image.id, force=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,43 +16,20 @@ import httpx
 import pytest
 
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
-from tests.e2e.team_fixtures import running_team
+from tests.e2e.team_fixtures import deployments, families, server  # noqa: F401  (fixtures)
 from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: below)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrefectServer]:
-    """The team's server as scripts/team-up.sh brings it up: on PostgreSQL, with the pool and deployments."""
-    with running_team() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
-    return {d["name"]: d for d in api.post("/deployments/filter", json={}).json()}
-
-
-@pytest.fixture
-def families(engine: docker.DockerClient, base_image: str) -> Iterator[list[str]]:
-    tag = uuid.uuid4().hex[:6]
-    names = [f"team-{tag}-a", f"team-{tag}-b"]
-    yield names
-    for name in names:
-        for image in engine.images.list(name=name):
-            for image_tag in image.tags:
-                if image_tag.startswith(f"{name}:"):
-                    engine.api.remove_image(image_tag, force=True)
+pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: team_fixtures)
+FAMILY_PREFIX = "team"  # team_fixtures.families
 
 
 def test_a_rebuild_started_through_the_api_runs_each_family_as_a_pipeline_deployment_run(
-    server: PrefectServer,
+    server: PrefectServer,  # noqa: F811  (fixture)
     api: httpx.Client,
-    deployments: dict[str, dict[str, Any]],
+    deployments: dict[str, dict[str, Any]],  # noqa: F811  (fixture)
     engine: docker.DockerClient,
-    families: list[str],
+    families: list[str],  # noqa: F811  (fixture)
     tmp_path: Path,
 ) -> None:
     families_file = tmp_path / "families.yaml"

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +21,7 @@ from tasks.promotion import Intent
 from tasks.targets.docker.image_registry import parse_registry
 from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import REPO, Bake
+from tests.support import first_line_then_sigkill
 from tests.unit.test_image_registry import push_artifact
 from tests.unit.test_registry_faults import image_config
 
@@ -73,22 +72,9 @@ def killed_pipeline(registry: str, family: str, base: str, machine: Path, api_ur
         "BAKERY_KEYS_DIR": str(machine / "keys"),
         "PREFECT_API_URL": api_url,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_PIPELINE, registry, family, base, run_id],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    container_id = first_line_then_sigkill(
+        [sys.executable, "-c", KILLED_PIPELINE, registry, family, base, run_id], REPO, env
     )
-    try:
-        assert process.stdout is not None
-        container_id = process.stdout.readline().strip()
-        assert container_id, process.stderr.read() if process.stderr else ""
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
     return run_id, container_id
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -25,7 +23,7 @@ import docker
 import pytest
 
 from tests.e2e.conftest import REPO, Bake
-from tests.support import wait_for
+from tests.support import first_line_then_sigkill, wait_for
 from tests.support.moto import CountingMotoServer, ec2_backend, moto_server
 
 pytestmark = pytest.mark.e2e
@@ -81,22 +79,7 @@ def killed_run(tmp_path: Path) -> tuple[str, str]:
     """A run that launched its test container and then was SIGKILLed; returns (run id, container id)."""
     run_id = str(uuid.uuid4())
     env = {**os.environ, "BAKERY_KEYS_DIR": str(tmp_path / "bakery-keys"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN, run_id, BASE],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        container_id = proc.stdout.readline().strip()
-        assert container_id, proc.stderr.read() if proc.stderr else ""
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+    container_id = first_line_then_sigkill([sys.executable, "-c", KILLED_RUN, run_id, BASE], REPO, env)
     return run_id, container_id
 
 

@@ -11,52 +11,27 @@ by the other worker and promotes it to production from the registry alone.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
 from tasks.targets.docker.image_registry import parse_registry
 from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.deployment_fixtures import process_worker, wait_for_final_state
-from tests.e2e.team_fixtures import running_team
+from tests.e2e.team_fixtures import deployments, families, server  # noqa: F401  (fixtures)
 from tests.e2e.test_rebuild_fan_out import run_result
 from tests.support.servers import PrefectServer
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: below)
+pytest_plugins = ("tests.e2e.deployment_fixtures",)  # api (server and deployments: team_fixtures)
+FAMILY_PREFIX = "teamreg"  # team_fixtures.families
 POLL = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrefectServer]:
-    with running_team() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def deployments(server: PrefectServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
-    return {d["name"]: d for d in api.post("/deployments/filter", json={}).json()}
-
-
-@pytest.fixture
-def families(engine: docker.DockerClient, base_image: str) -> Iterator[list[str]]:
-    tag = uuid.uuid4().hex[:6]
-    names = [f"teamreg-{tag}-a", f"teamreg-{tag}-b"]
-    yield names
-    for image in engine.images.list():
-        references = (image.tags or []) + (image.attrs.get("RepoDigests") or [])
-        if any(name in reference for name in names for reference in references):
-            with contextlib.suppress(docker.errors.APIError):
-                engine.images.remove(image.id, force=True)
 
 
 def children(api: httpx.Client, run_id: str) -> list[dict[str, Any]]:
@@ -81,11 +56,11 @@ def submitted_by(log: Path, flow_run_id: str) -> bool:
 
 
 def test_a_team_rebuilds_into_a_registry_on_two_workers_and_promotes_from_the_other(
-    server: PrefectServer,
+    server: PrefectServer,  # noqa: F811  (fixture)
     api: httpx.Client,
-    deployments: dict[str, dict[str, Any]],
+    deployments: dict[str, dict[str, Any]],  # noqa: F811  (fixture)
     registry_host: str,
-    families: list[str],
+    families: list[str],  # noqa: F811  (fixture)
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()

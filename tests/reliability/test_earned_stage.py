@@ -10,7 +10,6 @@ the EC2 API themselves.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tests.aws_seam import (
 )
 from tests.e2e.conftest import REPO, Bake
 from tests.reliability.conftest import AwsLeaks, Baked, Leaks
+from tests.support import remove_images_of
 
 pytestmark = pytest.mark.e2e
 TARGET = "docker, aws"
@@ -56,11 +56,7 @@ def earned_family(engine: docker.DockerClient, built_image: str) -> Iterator[tup
     finally:
         container.remove(force=True)
     yield family, f"{family}:1.0"
-    for image in engine.images.list(name=family):
-        for tag in image.tags:
-            if tag.startswith(f"{family}:"):
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.api.remove_image(tag, force=True)
+    remove_images_of(engine, family)
 
 
 def docker_image(engine: docker.DockerClient, reference: str) -> Image:

@@ -27,6 +27,7 @@ import docker.errors
 import pytest
 
 from tests.e2e.conftest import BAKE, REPO, Bake
+from tests.support import remove_images_of
 
 pytestmark = pytest.mark.e2e
 TARGET = "docker"
@@ -70,11 +71,7 @@ def tiny(tmp_path: Path, engine: docker.DockerClient) -> Iterator[tuple[str, Pat
         if any(Path(source).is_relative_to(tmp_path) for source in sources):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-    for image in engine.images.list(name=family):
-        for tag in image.tags:
-            if tag.startswith(f"{family}:"):
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.api.remove_image(tag, force=True)
+    remove_images_of(engine, family)
 
 
 def start_build(

@@ -8,9 +8,12 @@ removes what it made on every path (:func:`remove_family`), never anything else.
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import docker
@@ -48,14 +51,19 @@ def remove_containers_of(engine: docker.DockerClient, family: str) -> list[str]:
     return removed
 
 
-def remove_family(engine: docker.DockerClient, family: str) -> None:
-    """Remove what a test made for ``family``: its containers, then every image tagged ``family:*``."""
-    remove_containers_of(engine, family)
+def remove_images_of(engine: docker.DockerClient, family: str) -> None:
+    """Force-remove every image tag ``family:*``."""
     for image in engine.images.list(name=family):
         for tag in image.tags:
             if tag.startswith(f"{family}:"):
                 with contextlib.suppress(docker.errors.APIError):
                     engine.images.remove(tag, force=True)
+
+
+def remove_family(engine: docker.DockerClient, family: str) -> None:
+    """Remove what a test made for ``family``: its containers, then every image tagged ``family:*``."""
+    remove_containers_of(engine, family)
+    remove_images_of(engine, family)
 
 
 # --- waiting for a phase -----------------------------------------------------------------------------------
@@ -110,3 +118,28 @@ def wait_for_command_in_test_container(
         return None
 
     return wait_for(probe, f"no test container of {family or run_id} running {command!r}", timeout, alive=alive)
+
+
+# --- a process killed mid-way ------------------------------------------------------------------------------
+
+
+def first_line_then_sigkill(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Start ``argv`` (a session of its own), read the first line it prints, then SIGKILL it (none of its
+    hooks or ``finally`` blocks run): that line, stripped. Fails with its stderr if it printed none."""
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line, process.stderr.read() if process.stderr else ""
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    return line

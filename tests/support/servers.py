@@ -106,3 +106,38 @@ def prefect_server() -> Iterator[str]:
     """``prefect server start`` with a temporary PREFECT_HOME; yields its API URL."""
     with running_prefect_server() as server:
         yield server.url
+
+
+def without_checkout(env: dict[str, str]) -> dict[str, str]:
+    """The environment minus BAKERY_CHECKOUT: what a Prefect user who never heard of it has."""
+    return {k: v for k, v in env.items() if k != "BAKERY_CHECKOUT"}
+
+
+@contextmanager
+def running_process_worker(
+    server: PrefectServer, directory: Path, limit: int | None = None, name: str = "", **env: str
+) -> Iterator[Path]:
+    """`prefect worker start` on the pool ``bakery-process``, stopped by its PID on exit; yields its log file
+    (``directory/worker.log``). ``limit``: at most that many flow runs at once (`--limit`); ``name``: the
+    worker's name (else Prefect's).
+
+    Started in ``directory`` with its own BAKERY_STATE_DIR (``directory/state``) and without BAKERY_CHECKOUT
+    unless ``env`` gives it, as a worker on another machine would be: the deployments must find the
+    checkout themselves."""
+    log = directory / "worker.log"
+    worker_env = {**without_checkout(server.client_env(BAKERY_STATE_DIR=str(directory / "state"))), **env}
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "bakery-process", "--type", "process"]
+            + (["--name", name] if name else [])
+            + (["--limit", str(limit)] if limit else []),
+            cwd=directory,
+            env=worker_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield log
+    finally:
+        stop_process(worker)

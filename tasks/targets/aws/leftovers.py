@@ -147,41 +147,40 @@ class AwsLeftovers:
                 seen[group["GroupId"]] = group
         found = []
         for group in seen.values():
-            tags = tags_of(group)
             name = group.get("GroupName", "")
-            common: dict[str, Any] = {
-                "provider": self.provider,
-                "kind": "security-group",
-                "id": group["GroupId"],
-                "name": name,
-            }
-            if is_bakery_tagged(tags):
-                expires = parse_time(tags.get(aws.TAG_EXPIRES_AT))
-                found.append(
-                    Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=packer_name_time(name), expires_at=expires)
-                )
-            elif packer_name_time(name) and group.get("Description") == PACKER_SG_DESCRIPTION:
-                found.append(Leftover(**common, created=packer_name_time(name), labelled=False))
+            packer = bool(packer_name_time(name)) and group.get("Description") == PACKER_SG_DESCRIPTION
+            row = self._tagged_or_packer(
+                "security-group", group["GroupId"], name, tags_of(group), packer_name_time(name), packer
+            )
+            if row:
+                found.append(row)
         return found
 
     def _key_pairs(self) -> list[Leftover]:
         found = []
         for pair in self.ec2.describe_key_pairs().get("KeyPairs", []):
-            tags = tags_of(pair)
             name = pair.get("KeyName", "")
             created = parse_time(pair.get("CreateTime")) or packer_name_time(name)
-            common: dict[str, Any] = {
-                "provider": self.provider,
-                "kind": "key-pair",
-                "id": pair["KeyPairId"],
-                "name": name,
-            }
-            if is_bakery_tagged(tags):
-                expires = parse_time(tags.get(aws.TAG_EXPIRES_AT))
-                found.append(Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=created, expires_at=expires))
-            elif packer_name_time(name):
-                found.append(Leftover(**common, created=packer_name_time(name) or created, labelled=False))
+            row = self._tagged_or_packer(
+                "key-pair", pair["KeyPairId"], name, tags_of(pair), created, bool(packer_name_time(name))
+            )
+            if row:
+                found.append(row)
         return found
+
+    def _tagged_or_packer(
+        self, kind: str, id_: str, name: str, tags: dict[str, str], created: datetime | None, packer_match: bool
+    ) -> Leftover | None:
+        """A security group's or key pair's row: bakery-tagged, with its run id and expiry (made ``created``);
+        else, if ``packer_match``, one of Packer's own, unlabelled, made when its ``packer_<uuid>`` name says;
+        else none."""
+        common: dict[str, Any] = {"provider": self.provider, "kind": kind, "id": id_, "name": name}
+        if is_bakery_tagged(tags):
+            expires = parse_time(tags.get(aws.TAG_EXPIRES_AT))
+            return Leftover(**common, run_id=tags[aws.TAG_RUN_ID], created=created, expires_at=expires)
+        if packer_match:
+            return Leftover(**common, created=packer_name_time(name), labelled=False)
+        return None
 
     def protect(self, leftovers: list[Leftover]) -> list[Leftover]:
         """Keep the security groups and key pairs of instances the sweep keeps (a build still running)."""
