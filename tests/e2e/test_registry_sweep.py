@@ -55,7 +55,7 @@ def families(engine: docker.DockerClient) -> Iterator[tuple[str, str]]:
     tag = uuid.uuid4().hex[:6]
     built, promoted = f"swept-{tag}", f"swept-{tag}-p"
     yield built, promoted
-    for container in engine.containers.list(all=True, filters={"label": f"bakery.family={built}"}):
+    for container in engine.containers.list(all=True, filters={"label": f"bakery.family={built}"}, ignore_removed=True):
         container.remove(force=True)
     for image in engine.images.list():
         if any(built in reference for reference in (image.tags or []) + (image.attrs.get("RepoDigests") or [])):

@@ -27,7 +27,7 @@ TEST_LABEL = "bakery-test.retention"
 def family(engine: docker.DockerClient) -> Iterator[str]:
     name = f"bakery-rt-{uuid.uuid4().hex[:8]}"
     yield name
-    for container in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={name}"}):
+    for container in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={name}"}, ignore_removed=True):
         container.remove(force=True)
     for image in engine.images.list(name=name):
         for tag in image.tags:

@@ -68,7 +68,9 @@ def containers(engine: docker.DockerClient) -> Iterator[list[str]]:
     """Ids of containers this test made (some labelled by the Docker target itself): removed at the end."""
     made: list[str] = []
     yield made
-    for container in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"}):
+    for container in engine.containers.list(
+        all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"}, ignore_removed=True
+    ):
         made.append(container.id)
     for container_id in made:
         with contextlib.suppress(docker.errors.NotFound):
@@ -139,8 +141,14 @@ def test_docker_sweep_removes_what_a_killed_run_left(
         assert applied.returncode == 0, applied.stderr[-3000:]
         assert moto.counter.total == 0  # --target docker never talks to AWS
     assert "Sweep: target docker" in applied.stdout
-    left = {c.id for c in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"})}
-    left |= {c.id for c in engine.containers.list(all=True, filters={"label": f"bakery.run-id={run_id}"})}
+    left = {
+        c.id
+        for c in engine.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_TOKEN}"}, ignore_removed=True)
+    }
+    left |= {
+        c.id
+        for c in engine.containers.list(all=True, filters={"label": f"bakery.run-id={run_id}"}, ignore_removed=True)
+    }
     assert left == {keep, plain, builder}
     assert not (keys / run_id).exists()
     assert (keys / "fresh-run").is_dir()

@@ -55,7 +55,9 @@ def family(docker_engine: docker.DockerClient, test_image: str) -> Iterator[str]
         yield name
     finally:
         # start_host's containers outlive this fixture (torn down later): remove those of these images first
-        for container in docker_engine.containers.list(all=True, filters={"label": "bakery.test=1"}):
+        for container in docker_engine.containers.list(
+            all=True, filters={"label": "bakery.test=1"}, ignore_removed=True
+        ):
             if container.attrs.get("Config", {}).get("Image", "").startswith(f"{name}:"):
                 container.remove(force=True)
         for tag in ("1", "production", "2"):

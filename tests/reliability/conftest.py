@@ -81,7 +81,7 @@ class Leaks:
     def containers(self) -> list[str]:
         return [
             f"{c.name} ({c.status})"
-            for c in self.engine.containers.list(all=True)
+            for c in self.engine.containers.list(all=True, ignore_removed=True)
             if c.id not in self.containers_before and self.ours(c)
         ]
 
@@ -96,7 +96,7 @@ class Leaks:
 
     def remove_containers(self) -> None:
         """Remove what a failed test left of its families, so one failing test never breaks the next."""
-        for container in self.engine.containers.list(all=True):
+        for container in self.engine.containers.list(all=True, ignore_removed=True):
             if container.id not in self.containers_before and self.ours(container):
                 with contextlib.suppress(docker.errors.APIError):
                     container.remove(force=True)
@@ -109,7 +109,7 @@ def leaks(engine: docker.DockerClient) -> Iterator[Leaks]:
     root = keys_root()
     found = Leaks(
         engine,
-        {c.id for c in engine.containers.list(all=True)},
+        {c.id for c in engine.containers.list(all=True, ignore_removed=True)},
         set(os.listdir(root)) if root.exists() else set(),
         {IMAGE_FAMILY},
     )

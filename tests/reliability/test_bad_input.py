@@ -173,7 +173,7 @@ def run_containers(engine: docker.DockerClient, families: set[str], packer_tmp: 
         mounts = container.attrs.get("Mounts") or []
         return any(Path(m.get("Source") or "/").is_relative_to(packer_tmp) for m in mounts)
 
-    return {c.id for c in engine.containers.list(all=True) if ours(c)}
+    return {c.id for c in engine.containers.list(all=True, ignore_removed=True) if ours(c)}
 
 
 @pytest.fixture(scope="module")

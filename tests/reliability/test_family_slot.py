@@ -63,7 +63,7 @@ def tiny(tmp_path: Path, engine: docker.DockerClient) -> Iterator[tuple[str, Pat
     templates.mkdir()
     (templates / "build.pkr.hcl").write_text(TINY_TEMPLATE)
     yield family, templates
-    for container in engine.containers.list(all=True):
+    for container in engine.containers.list(all=True, ignore_removed=True):
         # the killed run's Packer builder: its /packer-files is Packer's temporary directory, which this
         # test's runs keep below its own tmp_path (start_build) — another suite's builders are not touched
         mounts = container.attrs.get("Mounts") or []

@@ -18,7 +18,9 @@ from typing import TypeVar
 
 import docker
 
-# Labels a run puts on its test container (tasks/targets/docker.py run_labels).
+from tasks.targets.docker.client import container_names
+
+# Labels a run puts on its test container (tasks/targets/docker/instances.py run_labels).
 LABEL_RUN_ID = "bakery.run-id"
 LABEL_FAMILY = "bakery.family"
 
@@ -38,13 +40,15 @@ def containers_of(engine: docker.DockerClient, *, family: str = "", run_id: str 
         raise ValueError("containers_of needs a family or a run id: the engine is shared")
     labels = [f"{LABEL_FAMILY}={family}"] if family else []
     labels += [f"{LABEL_RUN_ID}={run_id}"] if run_id else []
-    return sorted(c.name for c in engine.containers.list(all=True, filters={"label": labels}))
+    return sorted(container_names(engine, label=labels).values())
 
 
 def remove_containers_of(engine: docker.DockerClient, family: str) -> list[str]:
     """Force-remove every container labelled with ``family``; their names."""
     removed = []
-    for container in engine.containers.list(all=True, filters={"label": f"{LABEL_FAMILY}={family}"}):
+    for container in engine.containers.list(
+        all=True, filters={"label": f"{LABEL_FAMILY}={family}"}, ignore_removed=True
+    ):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
             removed.append(container.name)

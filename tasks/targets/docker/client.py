@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 import docker
 import docker.errors
+from docker.models.images import Image as EngineImage
 
 from tasks.errors import JobFailed
 
@@ -35,3 +36,27 @@ def client() -> docker.DockerClient:
         return docker.from_env()
     except docker.errors.DockerException as exc:
         raise JobFailed(f"docker: no engine answers ({exc}); is dockerd running?") from exc
+
+
+# The engine is shared: another worker's retention, a sweep or a person may remove an image or a container
+# between a listing and the inspect that follows it. docker-py's ``images.list`` (and ``containers.list``
+# without ``ignore_removed``) then raises NotFound for something bakery never needed; these list what is
+# still there.
+
+
+def images_named(engine: docker.DockerClient, repository: str) -> list[EngineImage]:
+    """The images with a tag in ``repository``, each inspected; one removed meanwhile is left out."""
+    found = []
+    for listed in engine.api.images(name=repository):
+        try:
+            found.append(engine.images.get(listed["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found
+
+
+def container_names(engine: docker.DockerClient, **filters: str | list[str]) -> dict[str, str]:
+    """Container id → name of every container (running or not) matching ``filters``, without inspecting
+    any of them (a container removed meanwhile never fails the listing)."""
+    listed = engine.api.containers(all=True, filters=filters)
+    return {c["Id"]: (c.get("Names") or [c["Id"][:12]])[0].lstrip("/") for c in listed}

@@ -25,6 +25,7 @@ from tasks.targets.docker.client import (
     PACKER_BUILDER_PREFIX,
     STAGE_TAGS,
     client,
+    container_names,
     pointer_stage,
 )
 from tasks.targets.docker.image_registry import Registry, RegistryClient, RegistryError, context_login
@@ -335,9 +336,9 @@ class DockerTarget:
     def teardown_run(self, run_id: str) -> list[str]:
         """Remove every container labelled with ``run_id`` (crash and cancellation hooks)."""
         removed = []
-        for container in self.engine.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"}):
-            self.teardown(Instance(self.name, container.id, "", run_id))
-            removed.append(container.name)
+        for container_id, name in container_names(self.engine, label=f"{LABEL_RUN_ID}={run_id}").items():
+            self.teardown(Instance(self.name, container_id, "", run_id))
+            removed.append(name)
         return removed
 
     def set_stage(self, image: Image, stage: str, run_id: str) -> None:

@@ -54,7 +54,7 @@ from tasks.targets.base import (
     parse_time,
     utcnow,
 )
-from tasks.targets.docker.client import POINTER_STAGES, STAGE_TAGS
+from tasks.targets.docker.client import POINTER_STAGES, STAGE_TAGS, images_named
 
 _FIELDS = {
     TAG_STAGED_AT: "staged_at",
@@ -287,7 +287,7 @@ class DockerStages:
 
     def family_images(self, family: str) -> list[StagedImage]:
         data = self.record(family).read()
-        images = self.engine.images.list(name=family)
+        images = images_named(self.engine, family)
         return [self._staged(found, family, data) for found in images]
 
     def stage_of(self, image_id: str, family: str) -> str:
