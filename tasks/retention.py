@@ -323,9 +323,8 @@ def execute(plan: Plan, store: ImageStore, workers: int = DELETE_WORKERS, batch:
     is kept (``kept: <reasons>``, and in ``Outcome.changed``)."""
     outcome = Outcome()
     doomed = [d.image for d in plan.deletions]
-    check_deletes = getattr(store, "check_deletes", None)  # a registry without deletes: one line, none tried
-    if doomed and check_deletes is not None:
-        check_deletes(str(doomed[0].family))
+    if doomed:
+        store.before_deletes(str(doomed[0].family))  # a registry without deletes: one line, none tried
 
     for start in range(0, len(doomed), batch):
         chunk = doomed[start : start + batch]

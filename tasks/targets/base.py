@@ -381,6 +381,11 @@ class ImageStore(Protocol):
         """``deleted`` or ``already gone``; raises on failure."""
         ...
 
+    def before_deletes(self, family: str) -> None:
+        """Once, before the first deletion of a run: raise (saying nothing was deleted) when this store
+        cannot delete at all, e.g. a registry with deletes disabled; nothing where deletes always work."""
+        ...
+
     def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
         """Read a batch of images again now, in as few calls as the platform allows: ref → the reasons the
         image must stay after all (its stage changed since the plan, something uses it now, it is shared);

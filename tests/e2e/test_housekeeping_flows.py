@@ -45,6 +45,9 @@ class BrokenStore:
         self.deleted.append(snapshot_id)
         return "deleted"
 
+    def before_deletes(self, family: str) -> None:
+        pass
+
     def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
         return {image.ref: [] for image in images}  # nothing changed since the plan
 

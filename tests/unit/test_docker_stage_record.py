@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
+import docker
 import pytest
 
 from tasks.errors import JobFailed
 from tasks.targets.base import Intent
-from tasks.targets.docker.stages import FamilyRecord, checked_record, record_stage
+from tasks.targets.docker.stages import DockerStages, FamilyRecord, checked_record, record_stage
 
 
 def test_a_missing_record_is_an_empty_one_of_the_family() -> None:
@@ -45,3 +47,24 @@ def test_a_record_of_another_shape_is_one_line_naming_the_field(tmp_path: Path, 
     with pytest.raises(JobFailed, match="unreadable promotion record") as failed:
         record.read()
     assert problem in str(failed.value)
+
+
+def _record_with_intent(directory: Path, name: str, family: str) -> None:
+    intent = Intent("run-9", "promote", family, "sha256:" + "c" * 64, "staging", (), "now")
+    (directory / name).write_text(json.dumps({"family": family, "intent": {**asdict(intent), "old": []}}))
+
+
+def test_families_with_intent_reads_each_record_through_the_model_and_skips_unfinished_writes(
+    tmp_path: Path,
+) -> None:
+    _record_with_intent(tmp_path, "app.json", "app")
+    (tmp_path / "quiet.json").write_text(json.dumps({"family": "quiet"}))
+    _record_with_intent(tmp_path, ".app.k2j3.json", "app")  # a write killed before its rename
+    stages = DockerStages(engine=cast(docker.DockerClient, object()), records=tmp_path)  # records only
+
+    assert stages.families() == ["app", "quiet"]
+    assert stages.families_with_intent() == ["app"]
+
+    (tmp_path / "broken.json").write_text('{"family": "broken", "intent": {"run_id": "r"')  # cut short
+    with pytest.raises(JobFailed, match=r"broken\.json: unreadable promotion record"):
+        stages.families_with_intent()  # the sweep names it: an interrupted switch is never skipped unseen

@@ -83,9 +83,9 @@ def test_retention_asks_whether_the_registry_takes_deletes_before_deleting_anyth
 ) -> None:
     from tasks.targets.docker.registry_images import RegistryImages
 
-    RegistryImages(parse_registry(registry_host), ["app"], locks=tmp_path).check_deletes("app")
+    RegistryImages(parse_registry(registry_host), ["app"], locks=tmp_path).before_deletes("app")
     with running_registry(tmp_path / "no-delete", delete_enabled=False) as host, pytest.raises(RegistryError) as raised:
-        RegistryImages(parse_registry(host), ["app"], locks=tmp_path).check_deletes("app")
+        RegistryImages(parse_registry(host), ["app"], locks=tmp_path).before_deletes("app")
     assert str(raised.value) == (
         f"registry {host}: deleting from app: the registry does not allow deletes (Distribution: storage: delete: "
         "enabled: true); nothing was deleted"

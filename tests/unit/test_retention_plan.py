@@ -159,7 +159,13 @@ class FakeStore:
         self.rechecks: list[list[str]] = []  # the batches read again, in order
         self.recheck_error = ""  # a re-read of any batch fails with this
         self.unanswered: set[str] = set()  # refs a re-read leaves out of its answer
+        self.refuse_deletes = ""  # before_deletes raises this: the store takes no deletes at all
         self.events: list[str] = []  # "recheck <refs>" and "delete <ref>", in order
+
+    def before_deletes(self, family: str) -> None:
+        self.events.append(f"before deletes {family}")
+        if self.refuse_deletes:
+            raise RuntimeError(self.refuse_deletes)
 
     def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
         self.rechecks.append([i.ref for i in images])
@@ -372,6 +378,24 @@ def test_execute_rereads_each_image_just_before_deleting_it() -> None:
     assert outcome.failures == []
 
 
+def test_a_store_that_takes_no_deletes_stops_the_run_before_any_is_tried() -> None:
+    images = [replace(img(f"ami-{i}", "app-base", f"{i}", day=i), snapshots=(f"snap-{i}",)) for i in range(1, 4)]
+    store = FakeStore(images)
+    store.refuse_deletes = "registry 127.0.0.1:5000 does not allow deletes (405); nothing was deleted"
+    with pytest.raises(RuntimeError, match="nothing was deleted"):
+        execute(plan_retention(images, {}, keep=1), store)
+    assert store.events == ["before deletes app-base"]
+    assert set(store.images) == {"ami-1", "ami-2", "ami-3"}
+
+
+def test_nothing_to_delete_asks_the_store_nothing() -> None:
+    images = [img("ami-1", "app-base", "1", day=1)]
+    store = FakeStore(images)
+    store.refuse_deletes = "would fail"
+    assert execute(plan_retention(images, {}, keep=1), store).images == {}
+    assert store.events == []
+
+
 def test_execute_reads_each_batch_again_right_before_deleting_it() -> None:
     """Batched re-reads (one store call per batch, AWS: one DescribeImages and one DescribeInstances): each
     batch is read again after the previous batch's deletions and before its own; a veto in any batch holds."""
@@ -386,6 +410,7 @@ def test_execute_reads_each_batch_again_right_before_deleting_it() -> None:
     outcome = execute(plan, store, workers=1, batch=2)
     assert store.rechecks == [["ami-5", "ami-4"], ["ami-3", "ami-2"], ["ami-1"]]
     assert store.events == [
+        "before deletes app-base",
         "recheck ami-5 ami-4",
         "delete ami-5",
         "recheck ami-3 ami-2",

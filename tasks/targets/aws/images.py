@@ -255,6 +255,9 @@ class AwsImages:
             raise
         return "deleted"
 
+    def before_deletes(self, family: str) -> None:
+        """Deletes always work here: nothing to check."""
+
     def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
         """The AMIs read again just before their deletion: their stage, whether each is public or has launch
         permissions for other accounts (``shared``), and live instances launched from them since the plan.

@@ -123,6 +123,9 @@ class DockerImages:
     def delete_snapshot(self, snapshot_id: str) -> str:
         raise NotImplementedError("Docker images have no snapshots")
 
+    def before_deletes(self, family: str) -> None:
+        """Deletes always work here: nothing to check."""
+
     def recheck(self, images: Sequence[ImageRecord]) -> dict[str, list[str]]:
         """Each image's stage tags and its containers, read again: what changed since the plan (the
         containers listed once for the batch)."""

@@ -108,7 +108,7 @@ class RegistryImages:
             reasons.append(f"stage changed since the plan: now {stage}")
         return reasons
 
-    def check_deletes(self, family: str) -> None:
+    def before_deletes(self, family: str) -> None:
         """Before the first deletion: the registry takes deletes at all. A ``DELETE`` of a digest nobody
         has answers 404 when deletes are enabled and 405 when not; then one line, nothing deleted."""
         repository = self.registry.repository(family)

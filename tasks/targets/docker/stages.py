@@ -358,14 +358,16 @@ class DockerStages:
             if (data.get("intent") or {}).get("run_id") == intent.run_id:
                 del data["intent"]
 
+    def families(self) -> list[str]:
+        """The families with a record on this machine (an interrupted write's ``.<family>.*.json`` left out)."""
+        directory = self.records or records_dir()
+        paths = directory.glob("*.json") if directory.is_dir() else []
+        return sorted(path.stem for path in paths if not path.name.startswith("."))
+
     def families_with_intent(self) -> list[str]:
-        directory = self.record("x").directory
-        found = []
-        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                if json.loads(path.read_text()).get("intent"):
-                    found.append(path.stem)
-        return found
+        """The families whose record holds an intent (a killed switch); a record that cannot be read is an
+        error naming its file, not a family skipped."""
+        return [family for family in self.families() if self.read_intent(family) is not None]
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         found = self.engine.images.get(f"{family}:production")
