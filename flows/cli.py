@@ -316,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     _blocks(sweep)
+    _registry(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = sub.add_parser("promote", help="testing → staging, or staging → production after the soak")
@@ -636,6 +637,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     check_target(args.target)
     if args.max_age:
         parse_duration(args.max_age, "--max-age")
+    registry = _registry_param(args, args.target)
     open_sources(args.target, include_packer=args.packer_leftovers)
     _prefect_ready()
     from flows.sweep import sweep_leftovers
@@ -649,6 +651,8 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
             max_age=args.max_age,
             apply=args.apply,
             packer_leftovers=args.packer_leftovers,
+            registry=registry,
+            registry_credentials=args.registry_credentials or "",
             **_block_params(args),
         ),
     )

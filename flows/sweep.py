@@ -18,7 +18,7 @@ from prefect.runtime import flow_run as current_flow_run
 from flows.blocks import block_credentials
 from tasks import sweep
 from tasks.inputs import TargetName, check_target, parse_duration
-from tasks.request import Duration
+from tasks.request import Duration, OptionalBlockName, check_registry_credentials
 from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
 from tasks.targets.registry import open_sources, store_for
 
@@ -80,6 +80,7 @@ def sweep_leftovers(
     aws_credentials: str | None = None,
     packer_leftovers: bool = False,
     registry: str = "",
+    registry_credentials: OptionalBlockName = "",
 ) -> dict[str, Any]:
     """Find bakery-labelled leftovers past their time; remove them with ``apply``.
 
@@ -90,14 +91,17 @@ def sweep_leftovers(
 
     ``registry``: Docker only, ``HOST[:PORT][/PREFIX]`` (empty: ``$BAKERY_REGISTRY``, else none): killed
     promotions of its families are resumed, and images killed runs left at ``testing`` there are named.
+    ``registry_credentials``: with a registry, a Prefect DockerRegistryCredentials block to log in with
+    (empty: ``docker login`` / ``$DOCKER_CONFIG``).
     """
     from tasks.request import check_registry_for
 
     check_target(target)
     found_registry = check_registry_for(target, registry or None, "registry")
     registry = str(found_registry or "")
+    check_registry_credentials(registry, registry_credentials)
     rules = sweep.Rules(now=datetime.now(UTC), max_age=parse_duration(max_age, "--max-age") if max_age else None)
-    with block_credentials(target, aws_credentials):
+    with block_credentials(target, aws_credentials, None, registry, registry_credentials):
         sources = open_sources(target, include_packer=packer_leftovers)
         plan = find_leftovers(sources, rules)
         results = remove_leftovers(plan, sources) if apply else None

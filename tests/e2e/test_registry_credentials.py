@@ -23,7 +23,7 @@ import pytest
 
 from flows.blocks import registry_login
 from tasks.errors import UsageError
-from tasks.targets.base import Image
+from tasks.targets.base import Image, Intent
 from tasks.targets.docker.image_registry import RegistryClient, RegistryError, parse_registry, using_login
 from tasks.targets.docker.instances import DockerTarget
 from tasks.targets.docker.registry_stages import RegistryStages
@@ -199,3 +199,32 @@ def test_the_engine_pushes_and_pulls_with_the_blocks_login(
         registry_login(blocks["elsewhere"], host),
     ):
         pass
+
+
+def test_the_sweep_reads_a_registry_with_the_blocks_login(
+    bake: Bake, host: str, password: str, blocks: dict[str, str], tmp_path: Path
+) -> None:
+    """A promotion killed after writing its intent, in a registry that needs a login: the sweep finds it
+    with the block and says, in its notes, that it could not look without one."""
+    family = f"creds-sweep-{uuid.uuid4().hex[:6]}"
+    with using_login(USER, password, host, "the test"):
+        stages = RegistryStages(parse_registry(host), locks=tmp_path)
+        digest = push_artifact(stages.client, family, "1.0", image_config(family))
+        stages.write_stage(digest, family, "1.0", "staging", "build-1")
+        stages.write_intent(family, Intent("killed-promote", "promote", family, digest, "staging", (), "2026-12-07"))
+
+    anonymous = bake("--json", "sweep", "--registry", host)
+    assert anonymous.returncode == 0, anonymous.stderr[-3000:]  # a dry run: what it could not read is a note
+    notes = "\n".join(json.loads(anonymous.stdout)["notes"])
+    assert "resuming killed promotions: " in notes and "authentication required and no login stored" in notes, notes
+
+    found = bake("--json", "sweep", "--registry", host, "--registry-credentials-block", blocks["right"])
+    assert found.returncode == 0, found.stderr[-3000:]
+    notes = "\n".join(json.loads(found.stdout)["notes"])
+    assert f"would resume an unfinished promote of {family} (run killed-promote" in notes, notes
+    for result in (anonymous, found):
+        assert password not in result.stdout + result.stderr
+
+    without_registry = bake("sweep", "--registry-credentials-block", blocks["right"])
+    assert without_registry.returncode == 2, without_registry.stderr[-3000:]
+    assert "only with a registry" in last_line(without_registry.stderr)

@@ -19,6 +19,7 @@ from flows.pipeline import image_build, image_pipeline, image_test
 from flows.promote import promote, rollback
 from flows.rebuild import pipeline_parameters, rebuild
 from flows.retention import image_retention
+from flows.sweep import sweep_leftovers as sweep
 from tasks.errors import UsageError
 from tasks.request import FamilySpec, PipelineParameters, check_registry_credentials, prepare
 from tasks.targets.docker.image_registry import (
@@ -62,6 +63,7 @@ def one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         ["run"],
         ["test", "--image", "app:1"],
         ["rollback", "--target", "aws", "--family", "app"],
+        ["sweep"],
     ],
 )
 def test_the_block_option_without_a_registry_exits_2_naming_it(
@@ -77,6 +79,7 @@ def test_the_block_option_without_a_registry_exits_2_naming_it(
         ["promote", "--family", "app", "--to", "production", "--registry", "127.0.0.1:5000"],
         ["retention", "--registry", "127.0.0.1:5000"],
         ["build", "--registry", "127.0.0.1:5000"],
+        ["sweep", "--registry", "127.0.0.1:5000"],
     ],
 )
 def test_a_bad_block_name_exits_2_naming_it(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +105,7 @@ def test_every_flow_with_a_registry_takes_the_block_name_with_the_models_default
     default = PipelineParameters.model_fields["registry_credentials"].default
     rule = PipelineParameters.model_json_schema()["properties"]["registry_credentials"]["pattern"]
     assert default == "" and rule == f"^$|{BLOCK_NAME_RE.pattern}"  # the UI form checks it as bake does
-    for flow in (image_pipeline, image_build, image_test, promote, rollback, image_retention, rebuild):
+    for flow in (image_pipeline, image_build, image_test, promote, rollback, image_retention, rebuild, sweep):
         parameter = inspect.signature(flow.fn).parameters["registry_credentials"]
         assert parameter.default == default, flow.name
         assert parameter_schema(flow).model_dump()["properties"]["registry_credentials"]["pattern"] == rule
@@ -111,7 +114,7 @@ def test_every_flow_with_a_registry_takes_the_block_name_with_the_models_default
 
 
 def test_a_flow_refuses_a_bad_block_name_before_it_runs() -> None:
-    for flow in (image_pipeline, promote, image_retention, rebuild):
+    for flow in (image_pipeline, promote, image_retention, rebuild, sweep):
         with pytest.raises(ParameterTypeError) as raised:
             flow.validate_parameters({"registry_credentials": "Bad_Name"})
         assert "registry_credentials" in str(raised.value) and "not a Prefect block name" in str(raised.value)
