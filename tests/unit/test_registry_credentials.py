@@ -6,6 +6,8 @@ Against Debian's docker-registry with htpasswd authentication on 127.0.0.1 (test
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +198,59 @@ def test_against_a_registry_with_htpasswd_the_block_login_is_used_and_a_refusal_
 def test_rebuild_checks_its_block_name_before_prefect_starts(capsys: pytest.CaptureFixture[str]) -> None:
     err = one_line_exit_2(["rebuild", FLAG, "Bad_Name"], capsys)
     assert f"{FLAG} 'Bad_Name': not a Prefect block name" in err
+
+
+HELPER = """#!/bin/sh
+# docker-credential-{name}: the credential helper protocol (``get``: the server on stdin, JSON on stdout)
+[ "$1" = get ] || exit 1
+read -r server
+if [ "$server" = "{host}" ]; then
+  printf '{{"ServerURL":"%s","Username":"alice","Secret":"%s"}}' "$server" "$(cat '{secret}')"
+else
+  echo "credentials not found in native keychain"; exit 1
+fi
+"""
+
+
+def credential_helper(directory: Path, name: str, host: str, password: str) -> Path:
+    """An executable ``docker-credential-<name>`` in ``directory`` that holds ``password`` for ``host``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / f"{name}.secret"
+    secret.write_text(password)
+    program = directory / f"docker-credential-{name}"
+    program.write_text(HELPER.format(name=name, host=host, secret=secret))
+    program.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize("setting", ["credHelpers", "credsStore"])
+def test_a_login_docker_keeps_in_a_credential_helper_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """``docker login`` with a credential helper (Docker Desktop, pass, secretservice) leaves no ``auth``
+    in config.json, only the helper's name: the registry client asks the helper, as Docker does."""
+    with running_registry(tmp_path / "registry", users={"alice": "right"}) as host:
+        helpers = credential_helper(tmp_path / "bin", "bakerytest", host, "right")
+        monkeypatch.setenv("PATH", f"{helpers}:{os.environ['PATH']}")
+        config = tmp_path / "config"
+        config.mkdir()
+        named = {"credHelpers": {host: "bakerytest"}} if setting == "credHelpers" else {"credsStore": "bakerytest"}
+        (config / "config.json").write_text(json.dumps({"auths": {host: {}}, **named}))
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+
+        RegistryClient(parse_registry(host)).check()
+        assert credentials("127.0.0.1:1") == (None, "")  # the helper has nothing for another registry
+
+        (helpers / "bakerytest.secret").write_text("wrong")
+        with pytest.raises(RegistryError) as raised:
+            RegistryClient(parse_registry(host)).check()
+        assert f"the stored login for {host} was refused" in str(raised.value)
+
+        (config / "config.json").write_text(json.dumps({"credHelpers": {host: "nosuchhelper"}}))
+        with pytest.raises(RegistryError) as missing:
+            RegistryClient(parse_registry(host)).check()
+        assert str(missing.value) == (
+            f"registry {host}: reading the login docker stored with the credential helper "
+            "docker-credential-nosuchhelper failed: docker-credential-nosuchhelper not installed or not "
+            "available in PATH"
+        )

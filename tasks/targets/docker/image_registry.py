@@ -6,9 +6,10 @@ registry tags written by digest (``tasks.targets.docker.registry_stages``). The 
 the paginated tag list. Loopback registries (127.0.0.0/8, ``localhost``, ``[::1]``) are spoken to over
 plain HTTP, as Docker does; every other over HTTPS. Credentials: a login given for this context
 (``using_login``: a Prefect ``DockerRegistryCredentials`` block, loaded by ``flows/blocks.py``) first, else
-the ``auths`` of Docker's ``config.json`` (``$DOCKER_CONFIG``, else ``~/.docker``; what ``docker login``
-writes), else none; sent as Basic, or used to fetch a Bearer token when the registry asks for one. Every
-failure is one line (``RegistryError``, exit 1) naming the registry and what was asked; never a password.
+what ``docker login`` stored: the ``auths`` of Docker's ``config.json`` (``$DOCKER_CONFIG``, else
+``~/.docker``) or the credential helper it names (``credHelpers``, ``credsStore``), else none; sent as
+Basic, or used to fetch a Bearer token when the registry asks for one. Every failure is one line
+(``RegistryError``, exit 1) naming the registry and what was asked; never a password.
 """
 
 from __future__ import annotations
@@ -186,17 +187,50 @@ def credentials(host: str) -> tuple[str | None, str]:
 
 
 def docker_config_auth(host: str) -> str | None:
-    """The ``auth`` (base64 ``user:password``) ``docker login`` stored for ``host``, if any."""
+    """The login (base64 ``user:password``) ``docker login`` stored for ``host``, if any: the ``auth`` of
+    its ``auths`` entry, else what the credential helper ``config.json`` names for it (``credHelpers``,
+    then ``credsStore``) answers, as Docker reads them."""
     directory = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     try:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if not isinstance(config, dict):
+        return None
     for key, entry in (config.get("auths") or {}).items():
         name = re.sub(r"^https?://", "", key).rstrip("/").removesuffix("/v1").removesuffix("/v2")
         if name == host and isinstance(entry, dict) and entry.get("auth"):
             return str(entry["auth"])
-    return None
+    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+    return helper_auth(str(helper), host) if helper else None
+
+
+def helper_auth(helper: str, host: str) -> str | None:
+    """What ``docker-credential-<helper> get`` stored for ``host`` (the helper protocol: the host on its
+    stdin, the secret on its stdout, never a command line), as base64 ``user:password``; None when it has
+    nothing for ``host`` or holds an identity token (an OAuth refresh token, not a password). A helper that
+    is missing or fails is a ``RegistryError`` naming it: the login exists, it could not be read."""
+    import warnings
+
+    import docker.credentials
+
+    with warnings.catch_warnings():  # the Store warns when the program is missing; the error below says it
+        warnings.simplefilter("ignore")
+        store = docker.credentials.Store(helper)
+    try:
+        found = store.get(host)
+    except docker.credentials.CredentialsNotFound:
+        return None
+    except docker.credentials.StoreError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RegistryError(
+            f"registry {host}: reading the login docker stored with the credential helper "
+            f"docker-credential-{helper} failed: {first}"
+        ) from None
+    username, secret = str(found.get("Username") or ""), str(found.get("Secret") or "")
+    if not secret or username == "<token>":
+        return None
+    return base64.b64encode(f"{username}:{secret}".encode()).decode()
 
 
 def _error_detail(response: httpx.Response) -> str:
