@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import docker
 import docker.errors
@@ -55,8 +56,12 @@ def images_named(engine: docker.DockerClient, repository: str) -> list[EngineIma
     return found
 
 
+def container_name(listed: dict[str, Any]) -> str:
+    """The name of a container as the engine's container list gives it (its short id when it has none)."""
+    return str((listed.get("Names") or [listed["Id"][:12]])[0]).lstrip("/")
+
+
 def container_names(engine: docker.DockerClient, **filters: str | list[str]) -> dict[str, str]:
     """Container id → name of every container (running or not) matching ``filters``, without inspecting
     any of them (a container removed meanwhile never fails the listing)."""
-    listed = engine.api.containers(all=True, filters=filters)
-    return {c["Id"]: (c.get("Names") or [c["Id"][:12]])[0].lstrip("/") for c in listed}
+    return {c["Id"]: container_name(c) for c in engine.api.containers(all=True, filters=filters)}

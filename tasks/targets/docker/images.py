@@ -21,7 +21,7 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.targets.base import ImageRecord, is_managed, recheck_each
-from tasks.targets.docker.client import STAGE_TAGS, client, pointer_stage
+from tasks.targets.docker.client import STAGE_TAGS, client, container_name, pointer_stage
 from tasks.targets.docker.instances import FAMILY_LABEL, MANAGED_LABEL
 
 
@@ -103,8 +103,9 @@ class DockerImages:
         """Image id → the containers (running or not) made from it."""
         used: dict[str, list[str]] = defaultdict(list)
         for container in self.engine.api.containers(all=True):
-            name = (container.get("Names") or [container["Id"][:12]])[0].lstrip("/")
-            used[container.get("ImageID", "")].append(f"container {name} ({container.get('State', '?')})")
+            used[container.get("ImageID", "")].append(
+                f"container {container_name(container)} ({container.get('State', '?')})"
+            )
         return dict(used)
 
     def inventory(self) -> tuple[list[ImageRecord], dict[str, list[str]]]:
@@ -147,7 +148,7 @@ class DockerImages:
             if "latest" in names and "tagged latest" not in image.pins:
                 reasons.append("tagged latest since the plan")
             users = [
-                f"container {(c.get('Names') or [c['Id'][:12]])[0].lstrip('/')} ({c.get('State', '?')})"
+                f"container {container_name(c)} ({c.get('State', '?')})"
                 for c in containers
                 if c.get("ImageID") == found["Id"]
             ]

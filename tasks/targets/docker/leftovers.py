@@ -10,12 +10,8 @@ import docker.errors
 
 from tasks.errors import JobFailed
 from tasks.targets.base import Leftover, key, parse_time
-from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, client
+from tasks.targets.docker.client import PACKER_BUILDER_PREFIX, client, container_name
 from tasks.targets.docker.instances import LABEL_EXPIRES_AT, LABEL_RUN_ID
-
-
-def _name(container: dict[str, Any]) -> str:
-    return str((container.get("Names") or [container["Id"][:12]])[0]).lstrip("/")
 
 
 class DockerLeftovers:
@@ -34,7 +30,7 @@ class DockerLeftovers:
             builders = self.engine.api.containers(all=True, filters={"name": PACKER_BUILDER_PREFIX})
         except docker.errors.DockerException as exc:
             raise JobFailed(f"docker: listing labelled containers failed: {exc}") from exc
-        found = [self._builder(c) for c in builders if _name(c).startswith(PACKER_BUILDER_PREFIX)]
+        found = [self._builder(c) for c in builders if container_name(c).startswith(PACKER_BUILDER_PREFIX)]
         for c in listed:
             labels = c.get("Labels") or {}
             purpose = labels.get("bakery.purpose", "test")
@@ -43,7 +39,7 @@ class DockerLeftovers:
                     provider=self.provider,
                     kind="container",
                     id=c["Id"],
-                    name=(c.get("Names") or [c["Id"][:12]])[0].lstrip("/"),
+                    name=container_name(c),
                     run_id=labels.get(LABEL_RUN_ID, ""),
                     created=datetime.fromtimestamp(int(c.get("Created", 0)), UTC) if c.get("Created") else None,
                     expires_at=parse_time(labels.get(LABEL_EXPIRES_AT)),
@@ -54,7 +50,7 @@ class DockerLeftovers:
 
     def _builder(self, c: dict[str, Any]) -> Leftover:
         """Packer's build container, named (not labelled: labels would be committed into the image)."""
-        name = _name(c)
+        name = container_name(c)
         return Leftover(
             provider=self.provider,
             kind="container",
