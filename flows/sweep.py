@@ -20,29 +20,25 @@ from tasks import sweep
 from tasks.inputs import TargetName, check_target, parse_duration
 from tasks.request import Duration, OptionalBlockName, check_registry_credentials
 from tasks.steps.housekeeping import find_leftovers, remove_leftovers, report_sweep
+from tasks.targets.base import one_line
 from tasks.targets.registry import open_sources, store_for
 
 
 @task(name="resume-promotions", cache_policy=NO_CACHE)
-def resume_promotions(target: str, apply: bool, registry: str = "") -> list[str]:
+def resume_promotions(target: str, apply: bool, registry: str = "") -> tuple[list[str], list[str]]:
     """A promotion or rollback killed between its two writes left an intent: complete or undo it (with
-    ``apply``; a dry run says what it would find). One line per family, also logged. With a ``registry``
-    the intents in its families' stage records (every worker's promotions)."""
+    ``apply``; a dry run says what it would find). ``(notes, failures)``, one line per family, also
+    logged. With a ``registry`` the intents in its families' stage records (every worker's promotions)."""
     from tasks import promotion
 
     store = store_for(target, registry=registry)
     logger = get_run_logger()
-    if not apply:
-        notes = [
-            f"would resume {intent.describe()}"
-            for intent in (store.read_intent(f) for f in store.families_with_intent())
-            if intent is not None
-        ]
-    else:
-        notes = promotion.resume_all(store, str(current_flow_run.id or uuid4()))
+    notes, failures = promotion.resume_all(store, str(current_flow_run.id or uuid4()), apply)
     for note in notes:
         logger.warning("%s", note)
-    return notes
+    for failure in failures:
+        logger.error("resuming a killed promotion of %s", failure)
+    return notes, failures
 
 
 @task(name="registry-leftovers", cache_policy=NO_CACHE)
@@ -110,8 +106,14 @@ def sweep_leftovers(
         notes: list[str] = []
         side_failures: list[str] = []
         runs = {item.run_id for item in plan.doomed if item.run_id}
+
+        def resume() -> list[str]:
+            resumed, failed = resume_promotions(target, apply, registry)
+            side_failures.extend(f"resuming killed promotions: {failure}" for failure in failed)
+            return resumed
+
         jobs = [
-            ("resuming killed promotions", lambda: resume_promotions(target, apply, registry)),
+            ("resuming killed promotions", resume),
             ("giving back build and promotion slots", lambda: release_family_slots(apply, max_age)),
         ]
         if registry:
@@ -121,7 +123,7 @@ def sweep_leftovers(
             try:
                 notes += job()
             except Exception as exc:
-                side_failures.append(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                side_failures.append(f"{what}: {one_line(exc)}")
     doc = {**report_sweep(plan, target, results), "notes": notes + side_failures}
     if not apply:
         return doc

@@ -54,6 +54,7 @@ from tasks.targets.base import StagedImage as StagedImage
 from tasks.targets.base import StageStore as StageStore
 from tasks.targets.base import human as human
 from tasks.targets.base import iso as iso
+from tasks.targets.base import one_line
 from tasks.targets.base import parse_time as parse_time
 from tasks.targets.base import utcnow as utcnow
 
@@ -314,13 +315,23 @@ def _resume(store: StageStore, family: str, run_id: str) -> list[str]:
     return [f"found {found}: {label} was not production yet; undone: production {now}, {label} at {intent.was}"]
 
 
-def resume_all(store: StageStore, run_id: str) -> list[str]:
-    """``resume_unfinished`` for every family with an intent (the sweep)."""
+def resume_all(store: StageStore, run_id: str, apply: bool = True) -> tuple[list[str], list[str]]:
+    """``resume_unfinished`` for every family with an intent (the sweep); without ``apply`` what it would
+    resume. ``(notes, failures)``, a line each: one family that fails (a record that cannot be read, its
+    lock held by a live promotion) is a failure of its own, and the other families are still resumed."""
     notes: list[str] = []
+    failures: list[str] = []
     for family in store.families_with_intent():
-        with store.lock(family, run_id):
-            notes += resume_unfinished(store, family, run_id)
-    return notes
+        try:
+            if not apply:
+                intent = store.read_intent(family)
+                notes += [f"would resume {intent.describe()}"] if intent is not None else []
+                continue
+            with store.lock(family, run_id):
+                notes += resume_unfinished(store, family, run_id)
+        except Exception as exc:  # named in the sweep's report; the next family goes on
+            failures.append(f"{family}: {one_line(exc)}")
+    return notes, failures
 
 
 def _recheck(store: StageStore, new: StagedImage, record: PromotionRecord) -> None:

@@ -8,7 +8,7 @@ build on this module, so none of them needs to import another.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -281,7 +281,24 @@ class StageStore(Protocol):
 
     def clear_intent(self, family: str, intent: Intent) -> None: ...
 
-    def families_with_intent(self) -> list[str]: ...
+    def families_with_intent(self) -> list[str]:
+        """The families with an intent (a killed switch), and those whose record cannot be read (it may
+        hold one: reading it again names the problem, for that family alone)."""
+        ...
+
+
+def families_holding_intent(families: Iterable[str], read_intent: Callable[[str], Intent | None]) -> list[str]:
+    """``StageStore.families_with_intent`` for a store that reads each family's record: the ones whose
+    intent is set, and the ones whose record ``read_intent`` cannot read (``JobFailed``)."""
+    found = []
+    for family in families:
+        try:
+            if read_intent(family) is None:
+                continue
+        except JobFailed:
+            pass  # listed: the caller's own read of this family says what is wrong with its record
+        found.append(family)
+    return found
 
 
 class ProblemAfterPromotion(JobFailed):

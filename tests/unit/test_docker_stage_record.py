@@ -66,5 +66,7 @@ def test_families_with_intent_reads_each_record_through_the_model_and_skips_unfi
     assert stages.families_with_intent() == ["app"]
 
     (tmp_path / "broken.json").write_text('{"family": "broken", "intent": {"run_id": "r"')  # cut short
+    # listed, never skipped unseen: the sweep's own read of it names the file, for that family alone
+    assert stages.families_with_intent() == ["app", "broken"]
     with pytest.raises(JobFailed, match=r"broken\.json: unreadable promotion record"):
-        stages.families_with_intent()  # the sweep names it: an interrupted switch is never skipped unseen
+        stages.read_intent("broken")

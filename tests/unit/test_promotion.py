@@ -262,7 +262,8 @@ def test_a_kill_between_the_writes_is_undone_by_the_next_command(command: str) -
         assert store.images["p"].stage == "superseded"
         notes = record.notes
     else:
-        notes = promotion.resume_all(store, "sweep")
+        notes, failures = promotion.resume_all(store, "sweep")
+        assert failures == []
         assert store.images["p"].stage == "production" and store.images["s"].stage == "staging"
     assert any("found an unfinished promote of app (run killed" in n and "undone" in n for n in notes), notes
     assert store.intent is None
@@ -273,9 +274,35 @@ def test_a_kill_after_the_commit_point_is_completed() -> None:
     store.intent = promotion.Intent("killed", "promote", "app", "s", "staging", ("p",), "2026-06-01T12:00:00+00:00")
     store.images["s"] = replace(store.images["s"], stage="production")  # the production write went through
     store.images["p"] = replace(store.images["p"], stage="production")  # its demotion was lost
-    notes = promotion.resume_all(store, "sweep")
+    notes, failures = promotion.resume_all(store, "sweep")
     assert (store.images["s"].stage, store.images["p"].stage) == ("production", "superseded")
-    assert "completed" in notes[0] and store.intent is None
+    assert "completed" in notes[0] and store.intent is None and failures == []
+
+
+class WithAnUnreadableFamily(MemoryStore):
+    """Two families with an intent listed; ``broken``'s record cannot be read."""
+
+    def families_with_intent(self) -> list[str]:
+        return ["broken", "app"]
+
+    def read_intent(self, family: str) -> promotion.Intent | None:
+        if family == "broken":
+            raise JobFailed("/state/docker/broken.json: unreadable promotion record (Expecting value)")
+        return self.intent
+
+
+@pytest.mark.parametrize("apply", [True, False])
+def test_one_unreadable_family_does_not_stop_the_others_being_resumed(apply: bool) -> None:
+    store = WithAnUnreadableFamily(*_family())
+    store.intent = promotion.Intent("killed", "promote", "app", "s", "staging", ("p",), "2026-06-01T12:00:00+00:00")
+    notes, failures = promotion.resume_all(store, "sweep", apply=apply)
+    assert failures == ["broken: /state/docker/broken.json: unreadable promotion record (Expecting value)"]
+    if apply:
+        assert len(notes) == 1 and "found an unfinished promote of app (run killed" in notes[0]
+        assert store.intent is None
+    else:
+        assert notes == ["would resume an unfinished promote of app (run killed, started 2026-06-01T12:00:00+00:00)"]
+        assert store.intent is not None
 
 
 def test_intent_fits_an_ec2_tag_and_reads_back() -> None:

@@ -5,6 +5,7 @@ Against Debian's docker-registry with htpasswd authentication on 127.0.0.1 (test
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import os
@@ -30,6 +31,7 @@ from tasks.targets.docker.image_registry import (
     RegistryError,
     context_login,
     credentials,
+    helper_auth,
     parse_registry,
     registry_host,
     using_login,
@@ -217,9 +219,20 @@ def credential_helper(directory: Path, name: str, host: str, password: str) -> P
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / f"{name}.secret"
     secret.write_text(password)
+    return scripted_helper(directory, name, HELPER.format(name=name, host=host, secret=secret))
+
+
+def scripted_helper(directory: Path, name: str, script: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     program = directory / f"docker-credential-{name}"
-    program.write_text(HELPER.format(name=name, host=host, secret=secret))
+    program.write_text(script)
     program.chmod(0o755)
+    return directory
+
+
+def docker_config(directory: Path, config: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
     return directory
 
 
@@ -228,29 +241,62 @@ def test_a_login_docker_keeps_in_a_credential_helper_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str
 ) -> None:
     """``docker login`` with a credential helper (Docker Desktop, pass, secretservice) leaves no ``auth``
-    in config.json, only the helper's name: the registry client asks the helper, as Docker does."""
+    in config.json, only the helper's name: the registry client asks the helper, as Docker does, and the
+    helper wins over an ``auth`` left in the file (Docker reads that only when no helper is named)."""
     with running_registry(tmp_path / "registry", users={"alice": "right"}) as host:
         helpers = credential_helper(tmp_path / "bin", "bakerytest", host, "right")
         monkeypatch.setenv("PATH", f"{helpers}:{os.environ['PATH']}")
-        config = tmp_path / "config"
-        config.mkdir()
+        stale = base64.b64encode(b"alice:stale").decode()
         named = {"credHelpers": {host: "bakerytest"}} if setting == "credHelpers" else {"credsStore": "bakerytest"}
-        (config / "config.json").write_text(json.dumps({"auths": {host: {}}, **named}))
+        config = docker_config(tmp_path / "config", {"auths": {host: {"auth": stale}}, **named})
         monkeypatch.setenv("DOCKER_CONFIG", str(config))
 
         RegistryClient(parse_registry(host)).check()
-        assert credentials("127.0.0.1:1") == (None, "")  # the helper has nothing for another registry
+        if setting == "credsStore":  # the store is asked for every registry; it has nothing for this one
+            assert credentials("127.0.0.1:1") == (None, "")
 
         (helpers / "bakerytest.secret").write_text("wrong")
         with pytest.raises(RegistryError) as raised:
             RegistryClient(parse_registry(host)).check()
         assert f"the stored login for {host} was refused" in str(raised.value)
 
-        (config / "config.json").write_text(json.dumps({"credHelpers": {host: "nosuchhelper"}}))
-        with pytest.raises(RegistryError) as missing:
-            RegistryClient(parse_registry(host)).check()
-        assert str(missing.value) == (
-            f"registry {host}: reading the login docker stored with the credential helper "
-            "docker-credential-nosuchhelper failed: docker-credential-nosuchhelper not installed or not "
-            "available in PATH"
-        )
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        (
+            '#!/bin/sh\nprintf \'{"Username":"u","Secret":"s3cret-in-output"}\'; exit 3\n',
+            "it exited with status 3",
+        ),
+        ("#!/bin/sh\necho 'not json'\n", "its answer is not a login (a JSON object with Username and Secret)"),
+        ('#!/bin/sh\necho \'{"Secret": "s3cret-in-output"}\'\n', "its answer is not a login"),
+        ("#!/bin/sh\necho null\n", "its answer is not a login"),
+        (
+            '#!/bin/sh\necho \'{"Username": "<token>", "Secret": "s3cret-in-output"}\'\n',
+            "it holds an identity token (an OAuth refresh token), which bakery cannot use",
+        ),
+        ("#!/bin/sh\nexec sleep 30\n", "no answer within 1 s"),
+    ],
+    ids=["fails", "not-json", "no-username", "null", "identity-token", "hangs"],
+)
+def test_a_credential_helper_that_cannot_give_a_login_is_one_line_naming_it_never_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, why: str
+) -> None:
+    monkeypatch.setenv("PATH", f"{scripted_helper(tmp_path / 'bin', 'odd', script)}:{os.environ['PATH']}")
+    with pytest.raises(RegistryError) as raised:
+        helper_auth("odd", "127.0.0.1:5999", timeout=1)
+    message = str(raised.value)
+    assert message.startswith("registry 127.0.0.1:5999: reading the login docker stored with docker-credential-odd")
+    assert why in message and "s3cret-in-output" not in message and "\n" not in message
+
+
+def test_a_helper_named_but_not_installed_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = "127.0.0.1:5999"
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "config", {"credHelpers": {host: "nosuch"}})))
+    with pytest.raises(RegistryError) as missing:
+        RegistryClient(parse_registry(host))
+    assert str(missing.value) == (
+        f"registry {host}: reading the login docker stored with docker-credential-nosuch failed: "
+        "docker-credential-nosuch is not installed or not on PATH (config.json names it)"
+    )
+    assert credentials("127.0.0.1:6000") == (None, "")  # credHelpers names it for that one registry only

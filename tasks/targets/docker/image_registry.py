@@ -21,6 +21,8 @@ import ipaddress
 import json
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -187,9 +189,9 @@ def credentials(host: str) -> tuple[str | None, str]:
 
 
 def docker_config_auth(host: str) -> str | None:
-    """The login (base64 ``user:password``) ``docker login`` stored for ``host``, if any: the ``auth`` of
-    its ``auths`` entry, else what the credential helper ``config.json`` names for it (``credHelpers``,
-    then ``credsStore``) answers, as Docker reads them."""
+    """The login (base64 ``user:password``) ``docker login`` stored for ``host``, if any, found as Docker
+    finds it: the credential helper ``config.json`` names for ``host`` (``credHelpers``), else the one it
+    names for every registry (``credsStore``), else the ``auth`` of its ``auths`` entry."""
     directory = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     try:
         config = json.loads((directory / "config.json").read_text())
@@ -197,39 +199,69 @@ def docker_config_auth(host: str) -> str | None:
         return None
     if not isinstance(config, dict):
         return None
-    for key, entry in (config.get("auths") or {}).items():
+    helpers = config.get("credHelpers")
+    helper = (helpers.get(host) if isinstance(helpers, dict) else None) or config.get("credsStore")
+    if helper and isinstance(helper, str):
+        return helper_auth(helper, host)
+    auths = config.get("auths")
+    for key, entry in (auths if isinstance(auths, dict) else {}).items():
         name = re.sub(r"^https?://", "", key).rstrip("/").removesuffix("/v1").removesuffix("/v2")
         if name == host and isinstance(entry, dict) and entry.get("auth"):
             return str(entry["auth"])
-    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
-    return helper_auth(str(helper), host) if helper else None
+    return None
 
 
-def helper_auth(helper: str, host: str) -> str | None:
-    """What ``docker-credential-<helper> get`` stored for ``host`` (the helper protocol: the host on its
-    stdin, the secret on its stdout, never a command line), as base64 ``user:password``; None when it has
-    nothing for ``host`` or holds an identity token (an OAuth refresh token, not a password). A helper that
-    is missing or fails is a ``RegistryError`` naming it: the login exists, it could not be read."""
-    import warnings
+# A credential helper may ask for a keyring's passphrase or wait on a locked one: bounded.
+HELPER_TIMEOUT = 30.0
 
-    import docker.credentials
 
-    with warnings.catch_warnings():  # the Store warns when the program is missing; the error below says it
-        warnings.simplefilter("ignore")
-        store = docker.credentials.Store(helper)
+def helper_auth(helper: str, host: str, timeout: float | None = None) -> str | None:
+    """What ``docker-credential-<helper> get`` stored for ``host``, as base64 ``user:password``; None when
+    it has nothing for ``host``.
+
+    The helper protocol (docker/docker-credential-helpers): the host on its stdin, a JSON object with
+    ``Username`` and ``Secret`` on its stdout; the secret never reaches a command line, and the helper's
+    output never reaches a message (a failing helper may print what it holds). A helper that is missing,
+    fails, hangs, answers something else or holds an identity token (an OAuth refresh token, which the
+    registry API does not take as a password) is a ``RegistryError`` naming it."""
+    program = f"docker-credential-{helper}"
+
+    def failed(why: str) -> RegistryError:
+        return RegistryError(f"registry {host}: reading the login docker stored with {program} failed: {why}")
+
+    executable = shutil.which(program)
+    if executable is None:
+        raise failed(f"{program} is not installed or not on PATH (config.json names it)")
     try:
-        found = store.get(host)
-    except docker.credentials.CredentialsNotFound:
-        return None
-    except docker.credentials.StoreError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RegistryError(
-            f"registry {host}: reading the login docker stored with the credential helper "
-            f"docker-credential-{helper} failed: {first}"
-        ) from None
-    username, secret = str(found.get("Username") or ""), str(found.get("Secret") or "")
-    if not secret or username == "<token>":
-        return None
+        done = subprocess.run(
+            [executable, "get"],
+            input=host.encode(),
+            capture_output=True,
+            timeout=timeout if timeout is not None else HELPER_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise failed(f"no answer within {timeout if timeout is not None else HELPER_TIMEOUT:.0f} s") from None
+    except OSError as exc:
+        raise failed(exc.strerror or type(exc).__name__) from None
+    if done.returncode != 0:
+        if b"credentials not found" in done.stdout.lower() + done.stderr.lower():
+            return None  # the helpers' own words for "nothing stored for this host"
+        raise failed(f"it exited with status {done.returncode}")
+    try:
+        found = json.loads(done.stdout)
+        username, secret = found["Username"], found["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise failed("its answer is not a login (a JSON object with Username and Secret)") from None
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise failed("its answer is not a login (a JSON object with Username and Secret)")
+    if not username and not secret:
+        return None  # docker-credential-pass answers an empty login for a host it has nothing for
+    if username == "<token>":
+        raise failed(
+            "it holds an identity token (an OAuth refresh token), which bakery cannot use: log in with a "
+            "username and password or token, or name a DockerRegistryCredentials block"
+        )
     return base64.b64encode(f"{username}:{secret}".encode()).decode()
 
 
@@ -278,8 +310,8 @@ class RegistryClient:
 
     def __init__(self, registry: Registry, timeout: float = 30) -> None:
         self.registry = registry
+        self._basic, self._source = credentials(registry.host)  # first: a failing credential helper raises
         self.http = httpx.Client(base_url=registry.base_url, timeout=timeout, follow_redirects=True)
-        self._basic, self._source = credentials(registry.host)
         self._bearer: str | None = None
 
     def close(self) -> None:

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import JobFailed, UsageError
-from tasks.targets.base import Intent, PromotionRecord, StagedImage, iso, parse_time, utcnow
+from tasks.targets.base import (
+    Intent,
+    PromotionRecord,
+    StagedImage,
+    families_holding_intent,
+    iso,
+    parse_time,
+    utcnow,
+)
 from tasks.targets.docker.client import FAMILY_LABEL, MANAGED_LABEL
 from tasks.targets.docker.image_registry import DIGEST_RE, Manifest, Registry, RegistryClient, sha256_digest
 from tasks.targets.docker.stages import _flock, checked_record, record_stage
@@ -251,8 +259,8 @@ class RegistryStages:
                 del data["intent"]
 
     def families_with_intent(self) -> list[str]:
-        """The families of the registry's catalog whose stage record holds an intent (a killed switch)."""
-        return [family for family in self.client.families() if self.read_intent(family) is not None]
+        """Of the registry's catalog (``StageStore.families_with_intent``)."""
+        return families_holding_intent(self.client.families(), self.read_intent)
 
     def left_at_testing(self, runs: set[str], pushed_before: datetime) -> list[str]:
         """Images still at ``testing`` that a run left: one of ``runs`` (whose leftovers the sweep found),

@@ -50,6 +50,7 @@ from tasks.targets.base import (
     Intent,
     PromotionRecord,
     StagedImage,
+    families_holding_intent,
     iso,
     parse_time,
     utcnow,
@@ -365,9 +366,7 @@ class DockerStages:
         return sorted(path.stem for path in paths if not path.name.startswith("."))
 
     def families_with_intent(self) -> list[str]:
-        """The families whose record holds an intent (a killed switch); a record that cannot be read is an
-        error naming its file, not a family skipped."""
-        return [family for family in self.families() if self.read_intent(family) is not None]
+        return families_holding_intent(self.families(), self.read_intent)
 
     def after_change(self, family: str, production: StagedImage, record: PromotionRecord) -> None:
         found = self.engine.images.get(f"{family}:production")
