@@ -38,7 +38,11 @@ def in_process_ssh_server(
             transport = paramiko.Transport(conn)
             transport.add_server_key(host_key)
             transports.append(transport)
-            transport.start_server(server=server_for(conn))
+            # With an event start_server returns at once: negotiation runs in the transport's own thread, so a
+            # connection that ends early (the test's server hangs up, as a booting sshd does) never raises
+            # here and the next connection is accepted. Without it, start_server waits for the key exchange
+            # and re-raises what ended the connection: under load that stopped this loop (seen in CI).
+            transport.start_server(threading.Event(), server=server_for(conn))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
