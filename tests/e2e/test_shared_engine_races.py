@@ -20,21 +20,18 @@ import pytest
 
 from tasks.targets.docker.instances import DockerTarget
 from tasks.targets.docker.stages import DockerStages
-from tests.support import containers_of, remove_images_of
+from tests.support import LABEL_FAMILY, containers_of, new_family, remove_family
 
 pytestmark = pytest.mark.e2e
 
 BASE = "bakery/debian:bookworm"
-LABEL = "bakery-test.races"
 
 
 @pytest.fixture
 def family(engine: docker.DockerClient) -> Iterator[str]:
-    name = f"bakery-race-{uuid.uuid4().hex[:8]}"
+    name = new_family("bakery-race")
     yield name
-    for container in engine.containers.list(all=True, filters={"label": f"{LABEL}={name}"}, ignore_removed=True):
-        container.remove(force=True)
-    remove_images_of(engine, name)
+    remove_family(engine, name)
 
 
 def removed_before_first_inspect(
@@ -59,7 +56,7 @@ def test_listing_a_familys_images_skips_one_removed_meanwhile(
 ) -> None:
     ids = {}
     for version in ("1.0", "1.1", "1.2"):
-        dockerfile = f'FROM {BASE}\nLABEL {LABEL}="{family}" version="{version}"\n'
+        dockerfile = f'FROM {BASE}\nLABEL version="{version}"\n'
         image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{family}:{version}", pull=False)
         ids[version] = image.id
     removed = removed_before_first_inspect(
@@ -76,7 +73,7 @@ def test_tearing_down_a_run_removes_its_containers_when_one_is_already_gone(
     engine: docker.DockerClient, family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_id = f"race-{uuid.uuid4().hex[:8]}"
-    labels = {LABEL: family, "bakery.run-id": run_id}
+    labels = {LABEL_FAMILY: family, "bakery.run-id": run_id}
     for _ in range(3):
         engine.containers.create(BASE, command=["true"], labels=labels)
     removed_before_first_inspect(
