@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -61,6 +62,7 @@ from tasks.targets.base import (
     Run,
     SshEndpoint,
     Target,
+    one_line,
 )
 from tasks.targets.registry import PLATFORMS, get_target, platform
 from tasks.verify import VerifyResult
@@ -234,6 +236,28 @@ def failure_summary(result: VerifyResult, limit: int = 5) -> str:
     return f"{len(failures)} of {result.counts['total']} checks failed: {shown}{more}"
 
 
+@contextlib.contextmanager
+def releasing(target: Target, image: Image) -> Iterator[None]:
+    """``release_copies`` once the block is done with ``image``, however it ends."""
+    try:
+        yield
+    finally:
+        release_copies(target, image)
+
+
+def release_copies(target: Target, image: Image) -> None:
+    """The machine's copies of ``image`` held for this run (``Target.release``): removed, and said."""
+    try:
+        released = target.release(image)
+    except Exception as exc:  # a copy left behind is disk, never a reason to fail the run or hide its error
+        get_run_logger().warning("could not remove this machine's copy of %s: %s", image.name, one_line(exc))
+        return
+    if released:
+        get_run_logger().info(
+            "removed this machine's copy of %s (the registry keeps it): %s", image.name, ", ".join(released)
+        )
+
+
 def _teardown(target: Target, instance: Instance, failure: BaseException | None) -> None:
     """Tear down; a teardown error is reported but never hides the original failure.
 
@@ -284,7 +308,8 @@ def image_test(
     with block_credentials(request.target, aws_credentials, None, request.registry, request.registry_credentials):
         chosen = get_target(target, request.aws, request.registry)
         found = chosen.image(image)  # type: ignore[attr-defined]
-        return test_stage(chosen, found, request, _run_id())
+        with releasing(chosen, found):
+            return test_stage(chosen, found, request, _run_id())
 
 
 @flow(name="image-pipeline", on_cancellation=[remove_run_resources], on_crashed=[remove_run_resources])
@@ -359,7 +384,8 @@ def image_pipeline(
         _preflight(chosen)  # a bad --subnet (exit 2), an unreachable registry (exit 1): before anything is built
         with family_lock(request.family):  # one build of a family at a time (tasks/locks.py)
             image = build_stage(chosen, request, run_id)
-            tested = test_stage(chosen, image, request, run_id)
+            with releasing(chosen, image):
+                tested = test_stage(chosen, image, request, run_id)
     result = {"version": request.version, "workdir": str(run_workdir(run_id)), **tested}
     result = {**result, "commit": built_commit} if built_commit else result
     publish_pipeline_result(request.family, result)
@@ -412,6 +438,7 @@ def image_build(
         _preflight(chosen)  # an unreachable registry or refused credentials: before anything is built
         with family_lock(request.family):
             image = build_stage(chosen, request, run_id)
+            release_copies(chosen, image)
     return {
         "version": request.version,
         "image": image.name,

@@ -118,6 +118,11 @@ class Target(Protocol):
         """A test's result (``passed``/``failed``) kept beside an image whose stage a test must not move."""
         ...
 
+    def release(self, image: Image) -> list[str]:
+        """A run is done with ``image``: copies of it this machine holds only for the run go (the image
+        itself stays where it lives). Never fails the run: what cannot go now stays. What went, by name."""
+        ...
+
 
 # --- time: one format in records (``2026-01-02T03:04:05+00:00``), both forms read ---------------------
 

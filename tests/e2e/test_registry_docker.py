@@ -15,6 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tasks.targets.base import Image
 from tasks.targets.docker.image_registry import RegistryClient, parse_registry
 from tasks.targets.docker.registry_stages import RegistryStages
 from tests.e2e.conftest import Bake
@@ -62,9 +63,10 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
     assert client.digest_of(repository, "1.0") == digest  # pushed
     assert client.digest_of(repository, "staging") == digest  # staged by digest, in the registry
     assert client.digest_of(repository, "production") is None
-    # the test container was started from the pushed digest: the engine pulled it by that digest
-    assert f"{registry_host}/{repository}@{digest}" in local_images_of(engine, family)
     assert containers_of(engine, family=family) == []
+    # the registry keeps the image: this worker's copy (the build's tag, the pull by digest) went with the run
+    assert local_images_of(engine, family) == []
+    assert f"removed this machine's copy of {family}:1.0 (the registry keeps it)" in built.stderr
     record = RegistryStages(parse_registry(registry)).read_record(family)
     assert record["images"][digest]["stage"] == "staging" and record["images"][digest]["staged_at"]
     assert [(entry["image"], entry["stage"]) for entry in record["history"]] == [
@@ -73,9 +75,6 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
     ]
 
     # another machine: no image of the family in its engine, its own state directory
-    for image in {engine.images.get(reference).id for reference in local_images_of(engine, family)}:
-        engine.images.remove(image, force=True)
-    assert local_images_of(engine, family) == []
     elsewhere = Bake(bake.api_url, tmp_path / "other-machine")
 
     promoted = elsewhere(
@@ -100,7 +99,12 @@ def test_a_build_is_pushed_tested_from_its_digest_and_promoted_from_the_registry
     tested = elsewhere("--json", "test", "--image", f"{family}:1.0", "--ssh-timeout", "90s", "--registry", registry)
     assert tested.returncode == 0, tested.stderr[-4000:]
     assert json.loads(tested.stdout)["image_id"] == digest
-    assert f"{registry_host}/{repository}@{digest}" in local_images_of(engine, family)
+    # the test container was started from the pushed digest (pulled by it), and the pull went afterwards
+    assert (
+        f"removed this machine's copy of {family}:1.0 (the registry keeps it): {registry_host}/{repository}@{digest}"
+        in tested.stderr
+    )
+    assert local_images_of(engine, family) == []
     assert client.digest_of(repository, "production") == digest
     assert RegistryStages(parse_registry(registry)).read_record(family)["images"][digest]["last_result"] == "passed"
 
@@ -133,3 +137,44 @@ def test_a_failed_push_is_one_line_and_leaves_no_stage(
     assert str(raised.value).startswith(f"registry {registry}: pushing {family}:1.0: ")
     assert "\n" not in str(raised.value)
     assert all(not tag.startswith(registry.host) for tag in engine.images.get(f"{family}:1.0").tags)
+
+
+def test_a_copy_a_container_uses_stays_and_goes_once_it_is_free(
+    engine: docker.DockerClient, base_image: str, registry_host: str, family: str
+) -> None:
+    """``DockerTarget.release`` against the real engine and registry: a kept failed instance (any container)
+    keeps its image and every name of it; without one both names go; a build that was pushed but never
+    pulled goes by its labels; a same-named image that is not bakery's build is never touched, and without
+    a registry nothing goes."""
+    from tasks.targets.docker.instances import DockerTarget
+
+    target = DockerTarget(engine, registry=parse_registry(registry_host))
+
+    def build_and_push(labels: bool = True) -> Image:
+        container = engine.containers.create(base_image, command=["true"])
+        changes = ["LABEL managed-by=bakery", f"LABEL name={family}", "LABEL version=1.0"] if labels else []
+        try:
+            container.commit(repository=family, tag="1.0", changes=changes)
+        finally:
+            container.remove(force=True)
+        return target.push(target._image(engine.images.get(f"{family}:1.0"), family, "1.0"), "run-1")
+
+    pushed = build_and_push()
+    local_id = target.pull(pushed)
+    assert DockerTarget(engine).release(pushed) == []  # no registry: the engine is where images live
+    user = engine.containers.create(local_id, command=["true"])
+    try:
+        assert target.release(pushed) == []
+        assert engine.images.get(f"{family}:1.0").id == local_id
+    finally:
+        user.remove(force=True)
+    assert target.release(pushed) == [f"{family}:1.0", f"{registry_host}/{family}@{pushed.id}"]
+    assert local_images_of(engine, family) == []
+
+    built_only = build_and_push()  # bake build: pushed, never pulled
+    assert target.release(built_only) == [f"{family}:1.0"]
+    assert local_images_of(engine, family) == []
+
+    build_and_push(labels=False)  # the same name, not bakery's build of this version
+    assert target.release(pushed) == []
+    assert f"{family}:1.0" in local_images_of(engine, family)

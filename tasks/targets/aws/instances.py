@@ -677,6 +677,10 @@ class AwsTarget:
         with aws_errors(f"reading the stage of {image.id}"):
             return tags_of(describe_image(self.ec2, image.id)).get(TAG_STATUS)
 
+    def release(self, image: Image) -> list[str]:
+        """An AMI has no copy on this machine."""
+        return []
+
     def record_test_result(self, image: Image, result: str, run_id: str) -> None:
         """``bakery:last-tested``/``bakery:last-result``/``bakery:last-test-run`` on the AMI and its snapshots;
         ``status`` and the stage times are not touched."""

@@ -274,7 +274,23 @@ class DockerTarget:
     def launch(self, image: Image, run: Run) -> Instance:
         """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
         local_id = self.pull(image) if self.registry is not None else image.id
-        container = self.engine.containers.run(
+        try:
+            container = self._start(local_id, image, run)
+        except docker.errors.ImageNotFound:
+            if self.registry is None:
+                raise
+            # another run on this engine released the pulled copy between our pull and our start
+            container = self._start(self.pull(image), image, run)
+        instance = Instance(self.name, container.id, image.id, run.run_id)
+        try:
+            self._exec(container, _ADD_TEST_USER, environment={"BAKERY_PUBLIC_KEY": run.public_key})
+        except BaseException:
+            self.teardown(instance)
+            raise
+        return instance
+
+    def _start(self, local_id: str, image: Image, run: Run) -> Container:
+        return self.engine.containers.run(
             local_id,
             entrypoint=["/sbin/init"],
             command=[],
@@ -287,13 +303,6 @@ class DockerTarget:
             stop_signal="SIGRTMIN+3",
             **container_limits(str(self.engine.info().get("CgroupVersion", "1"))),
         )
-        instance = Instance(self.name, container.id, image.id, run.run_id)
-        try:
-            self._exec(container, _ADD_TEST_USER, environment={"BAKERY_PUBLIC_KEY": run.public_key})
-        except BaseException:
-            self.teardown(instance)
-            raise
-        return instance
 
     def endpoint(self, instance: Instance, run: Run) -> SshEndpoint:
         container = self.engine.containers.get(instance.id)
@@ -350,6 +359,42 @@ class DockerTarget:
         """The pointer tags first, the family's promotion record for what tags cannot say (``failed``, an
         older ``superseded``)."""
         return str(self._stages().stage_of(image.id, image.family))
+
+    def release(self, image: Image) -> list[str]:
+        """With a registry the registry holds the image, and the engine's copy (the build's
+        ``<family>:<version>``, the pull by digest for the test) was only for this run: a worker rebuilding
+        every week would otherwise keep every version it ever built or tested. ``<family>:<version>`` goes
+        only when it is this build (it carries the pushed digest, or bakery's labels for this family and
+        version), and nothing goes while a container uses the image (a kept failed instance, another run's
+        test). Without a registry the engine is where the image lives: nothing goes."""
+        if self.registry is None:
+            return []
+        pushed = f"{self.registry.image(image.family)}@{image.id}"
+        names: list[str] = []
+        local_ids = set()
+        for name in (f"{image.family}:{image.version}", pushed):
+            try:
+                found = self.engine.api.inspect_image(name)
+            except docker.errors.DockerException:
+                continue
+            labels = (found.get("Config") or {}).get("Labels") or {}
+            built_here = (labels.get(FAMILY_LABEL), labels.get("version")) == (image.family, image.version)
+            if pushed in (found.get("RepoDigests") or []) or (built_here and is_managed(labels.get(MANAGED_LABEL))):
+                names.append(name)
+                local_ids.add(str(found["Id"]))
+        try:
+            if not names or any(c.get("ImageID") in local_ids for c in self.engine.api.containers(all=True)):
+                return []
+        except docker.errors.DockerException:
+            return []
+        released = []
+        for name in names:
+            try:
+                self.engine.api.remove_image(name)  # never forced: a container started meanwhile keeps it
+            except docker.errors.DockerException:
+                continue
+            released.append(name)
+        return released
 
     def record_test_result(self, image: Image, result: str, run_id: str) -> None:
         """``last_tested``/``last_result``/``last_test_run`` in the family's promotion record; no tag moves."""
