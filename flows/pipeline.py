@@ -245,6 +245,16 @@ def releasing(target: Target, image: Image) -> Iterator[None]:
         release_copies(target, image)
 
 
+@contextlib.contextmanager
+def releasing_on_failure(target: Target, image: Image) -> Iterator[None]:
+    """``release_copies`` when the block fails (then its error goes on)."""
+    try:
+        yield
+    except BaseException:
+        release_copies(target, image)
+        raise
+
+
 def release_copies(target: Target, image: Image) -> None:
     """The machine's copies of ``image`` held for this run (``Target.release``): removed, and said."""
     try:
@@ -461,7 +471,8 @@ def build_stage(target: Target, request: PipelineRequest, run_id: str) -> Image:
         get_run_logger().warning("the base of this build cannot be told (%s): a rebuild will not skip it", base_note)
     built = build_image(checked.request, checked.templates, workdir, run_id)
     image = adopt_image(target, built.artifact_id, checked.request, run_id)
-    set_stage(target, image, "testing", run_id)
+    with releasing_on_failure(target, image):  # the image was never staged: no run will release its copy
+        set_stage(target, image, "testing", run_id)
     _record_inputs(request, image, built_from)
     return image
 

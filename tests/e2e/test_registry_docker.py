@@ -143,23 +143,29 @@ def test_a_copy_a_container_uses_stays_and_goes_once_it_is_free(
     engine: docker.DockerClient, base_image: str, registry_host: str, family: str
 ) -> None:
     """``DockerTarget.release`` against the real engine and registry: a kept failed instance (any container)
-    keeps its image and every name of it; without one both names go; a build that was pushed but never
-    pulled goes by its labels; a same-named image that is not bakery's build is never touched, and without
-    a registry nothing goes."""
+    keeps its image and every name of it; without one both names go; a build this target pushed but never
+    pulled goes; a same-named local build (bakery's labels, another digest, a local stage tag) is never
+    touched, and without a registry nothing goes."""
     from tasks.targets.docker.instances import DockerTarget
 
     target = DockerTarget(engine, registry=parse_registry(registry_host))
 
-    def build_and_push(labels: bool = True) -> Image:
+    def build(tags: tuple[str, ...] = ("1.0",)) -> str:
         container = engine.containers.create(base_image, command=["true"])
-        changes = ["LABEL managed-by=bakery", f"LABEL name={family}", "LABEL version=1.0"] if labels else []
+        changes = ["LABEL managed-by=bakery", f"LABEL name={family}", "LABEL version=1.0"]
         try:
-            container.commit(repository=family, tag="1.0", changes=changes)
+            image_id = str(container.commit(repository=family, tag=tags[0], changes=changes).id)
         finally:
             container.remove(force=True)
+        for tag in tags[1:]:
+            engine.images.get(image_id).tag(family, tag)
+        return image_id
+
+    def push() -> Image:
         return target.push(target._image(engine.images.get(f"{family}:1.0"), family, "1.0"), "run-1")
 
-    pushed = build_and_push()
+    build()
+    pushed = push()
     local_id = target.pull(pushed)
     assert DockerTarget(engine).release(pushed) == []  # no registry: the engine is where images live
     user = engine.containers.create(local_id, command=["true"])
@@ -171,10 +177,13 @@ def test_a_copy_a_container_uses_stays_and_goes_once_it_is_free(
     assert target.release(pushed) == [f"{family}:1.0", f"{registry_host}/{family}@{pushed.id}"]
     assert local_images_of(engine, family) == []
 
-    built_only = build_and_push()  # bake build: pushed, never pulled
+    build()
+    built_only = push()  # bake build: pushed by this target, never pulled
     assert target.release(built_only) == [f"{family}:1.0"]
     assert local_images_of(engine, family) == []
 
-    build_and_push(labels=False)  # the same name, not bakery's build of this version
-    assert target.release(pushed) == []
-    assert f"{family}:1.0" in local_images_of(engine, family)
+    local = build(("1.0", "production"))  # a local-mode build of the same name, promoted on this engine
+    elsewhere = DockerTarget(engine, registry=parse_registry(registry_host))  # `bake test` of the pushed one
+    assert elsewhere.release(pushed) == [] and target.release(built_only) == []
+    assert engine.images.get(f"{family}:1.0").id == local
+    assert engine.images.get(f"{family}:production").id == local

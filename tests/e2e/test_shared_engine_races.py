@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import docker
 import docker.errors
 import pytest
 
+from tasks.targets.base import Image, Run
 from tasks.targets.docker.instances import DockerTarget
 from tasks.targets.docker.stages import DockerStages
 from tests.support import LABEL_FAMILY, containers_of, new_family, remove_family
@@ -87,3 +89,15 @@ def test_tearing_down_a_run_removes_its_containers_when_one_is_already_gone(
 
     monkeypatch.undo()
     assert containers_of(engine, run_id=run_id) == []
+
+
+def test_a_test_container_of_an_image_removed_meanwhile_is_image_not_found_and_nothing_is_made(
+    engine: docker.DockerClient, family: str, tmp_path: Path
+) -> None:
+    """What launch's second pull relies on: creating the container of a missing image says ImageNotFound
+    (``containers.run`` would first try to pull ``sha256:…`` from Docker Hub) and leaves no container."""
+    run = Run(f"race-{uuid.uuid4().hex[:8]}", family, tmp_path, datetime.now(UTC), tmp_path / "key", "")
+    image = Image("docker", "sha256:" + "0" * 64, family, "1.0", f"{family}:1.0", datetime.now(UTC))
+    with pytest.raises(docker.errors.ImageNotFound):
+        DockerTarget(engine)._create(image.id, image, run)
+    assert containers_of(engine, run_id=run.run_id) == []

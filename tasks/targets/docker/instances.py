@@ -110,6 +110,7 @@ class DockerTarget:
         self.engine = engine or client()
         self.boot_timeout = boot_timeout
         self.registry = registry
+        self._pushed: dict[str, str] = {}  # pushed digest -> the engine's image id it was pushed from
 
     def _stages(self) -> Any:
         """Where stages live: the registry's tags and record, else the engine's tags and the local record."""
@@ -202,6 +203,7 @@ class DockerTarget:
         if not digest:
             raise RegistryError(f"registry {self.registry}: pushing {image.name}: the engine reported no digest")
         RegistryStages(self.registry).record_push(digest, image.family, image.version, run_id)
+        self._pushed[digest] = image.id
         return Image(
             target=self.name,
             id=digest,
@@ -275,12 +277,17 @@ class DockerTarget:
         """A container booting ``/sbin/init`` with SSH on 127.0.0.1 only and the run's key installed."""
         local_id = self.pull(image) if self.registry is not None else image.id
         try:
-            container = self._start(local_id, image, run)
+            container = self._create(local_id, image, run)
         except docker.errors.ImageNotFound:
             if self.registry is None:
                 raise
-            # another run on this engine released the pulled copy between our pull and our start
-            container = self._start(self.pull(image), image, run)
+            # another run on this engine released the pulled copy between our pull and our create
+            container = self._create(self.pull(image), image, run)
+        try:
+            container.start()
+        except BaseException:
+            self.teardown(Instance(self.name, container.id, image.id, run.run_id))
+            raise
         instance = Instance(self.name, container.id, image.id, run.run_id)
         try:
             self._exec(container, _ADD_TEST_USER, environment={"BAKERY_PUBLIC_KEY": run.public_key})
@@ -289,12 +296,13 @@ class DockerTarget:
             raise
         return instance
 
-    def _start(self, local_id: str, image: Image, run: Run) -> Container:
-        return self.engine.containers.run(
+    def _create(self, local_id: str, image: Image, run: Run) -> Container:
+        """The test container, created, not started (``containers.create`` never pulls: a missing image is
+        ``ImageNotFound``, not a pull of ``sha256:…`` from Docker Hub as ``containers.run`` would try)."""
+        return self.engine.containers.create(
             local_id,
             entrypoint=["/sbin/init"],
             command=[],
-            detach=True,
             name=f"bakery-{run.family}-{run.run_id[:8]}",
             hostname=f"{run.family}-test",
             labels=run_labels(run, image.id),
@@ -363,10 +371,12 @@ class DockerTarget:
     def release(self, image: Image) -> list[str]:
         """With a registry the registry holds the image, and the engine's copy (the build's
         ``<family>:<version>``, the pull by digest for the test) was only for this run: a worker rebuilding
-        every week would otherwise keep every version it ever built or tested. ``<family>:<version>`` goes
-        only when it is this build (it carries the pushed digest, or bakery's labels for this family and
-        version), and nothing goes while a container uses the image (a kept failed instance, another run's
-        test). Without a registry the engine is where the image lives: nothing goes."""
+        every week would otherwise keep every version it ever built or tested.
+
+        ``<family>:<version>`` goes only when it is this very image: this target pushed it, or it carries the
+        pushed digest. Never when another tag of the family (a local ``production``) names it too, and
+        nothing goes while a container uses the image (a kept failed instance, another run's test). Without
+        a registry the engine is where the image lives: nothing goes."""
         if self.registry is None:
             return []
         pushed = f"{self.registry.image(image.family)}@{image.id}"
@@ -377,9 +387,9 @@ class DockerTarget:
                 found = self.engine.api.inspect_image(name)
             except docker.errors.DockerException:
                 continue
-            labels = (found.get("Config") or {}).get("Labels") or {}
-            built_here = (labels.get(FAMILY_LABEL), labels.get("version")) == (image.family, image.version)
-            if pushed in (found.get("RepoDigests") or []) or (built_here and is_managed(labels.get(MANAGED_LABEL))):
+            this_build = found["Id"] == self._pushed.get(image.id) or pushed in (found.get("RepoDigests") or [])
+            staged = [t for t in found.get("RepoTags") or [] if t.rpartition(":")[0] == image.family]
+            if this_build and staged in ([], [f"{image.family}:{image.version}"]):
                 names.append(name)
                 local_ids.add(str(found["Id"]))
         try:
