@@ -59,7 +59,9 @@ def test_listing_a_familys_images_skips_one_removed_meanwhile(
     ids = {}
     for version in ("1.0", "1.1", "1.2"):
         dockerfile = f'FROM {BASE}\nLABEL version="{version}"\n'
-        image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{family}:{version}", pull=False)
+        image, _ = engine.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=f"{family}:{version}", pull=False, rm=True, forcerm=True
+        )
         ids[version] = image.id
     removed = removed_before_first_inspect(
         engine, monkeypatch, "inspect_image", lambda image_id: engine.api.remove_image(image_id, force=True)

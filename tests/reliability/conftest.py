@@ -128,8 +128,15 @@ def _no_suite_container_outlives_a_test(engine: docker.DockerClient) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("state")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The scenarios' BAKERY_STATE_DIR; a local Prefect server a scenario started under it is stopped at the end."""
+    path = tmp_path_factory.mktemp("state")
+    yield path
+    from flows.local_server import stop
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BAKERY_STATE_DIR", str(path))
+        stop()
 
 
 @pytest.fixture(scope="session")

@@ -146,6 +146,9 @@ def test_killed_holder_without_a_server(tiny: tuple[str, Path], tmp_path: Path, 
     env |= {
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "BAKERY_STATE_DIR": str(state_dir),
+        # Prefect's temporary server in each command, the mode this test is about: without it the first
+        # command started bakery's local server under the state dir and left it running after the suite
+        "BAKERY_LOCAL_SERVER": "off",
         # a temporary server on a loaded 2-core machine may need more than Prefect's default to come up
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
